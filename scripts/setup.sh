@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing the Worker need. Run by build.sh, dev.sh
+# and test.sh; idempotent, and quiet when everything is already there. `--tests` also
+# prepares the Python virtualenv of the end-to-end tests. scripts/env.sh exports the
+# variables that point worker-build at what this installs.
+#
+# worker-build would download wasm-bindgen, esbuild and wasm-opt from the internet; this
+# machine reaches only the package registries, so each comes from one of them instead.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+WORKER_BUILD_VERSION="0.8.7"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown Rust target"
+  rustup target add wasm32-unknown-unknown >&2
+fi
+
+if [ "$(worker-build --version 2>/dev/null || true)" != "$WORKER_BUILD_VERSION" ]; then
+  say "installing worker-build $WORKER_BUILD_VERSION (first run only, about 3 minutes)"
+  cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked --quiet
+fi
+
+# wasm-bindgen's CLI must match the library in Cargo.lock exactly.
+(cd "$ROOT" && [ -f Cargo.lock ] || cargo generate-lockfile --quiet)
+WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")"
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (first run only, about 2 minutes)"
+  # No --locked: its lockfile names a webpki-roots release the registry does not serve.
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --quiet
+fi
+
+# npm ci only when package-lock.json changed since the last install.
+LOCK_SUM="$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$ROOT/node_modules/.installed-lock" 2>/dev/null || true)" != "$LOCK_SUM" ]; then
+  say "installing npm packages (wrangler, binaryen)"
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$LOCK_SUM" > "$ROOT/node_modules/.installed-lock"
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+  REQ_SUM="$(sha256sum "$ROOT/tests/requirements.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$ROOT/.venv/.installed-requirements" 2>/dev/null || true)" != "$REQ_SUM" ]; then
+    say "creating the test virtualenv (.venv) from tests/requirements.txt"
+    python3 -m venv "$ROOT/.venv"
+    "$ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/requirements.txt" >&2
+    echo "$REQ_SUM" > "$ROOT/.venv/.installed-requirements"
+  fi
+fi
+

@@ -1,0 +1,152 @@
+//! Account access tokens: HS256 JWTs with issuer, audience, subject (user id) and a
+//! seven-day expiry. Time is passed in, so issuing and checking are pure.
+
+use crate::error::ApiError;
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+
+pub const ISSUER: &str = "nanobanana";
+pub const AUDIENCE: &str = "nanobanana-api";
+pub const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
+/// Clock skew tolerated between Cloudflare locations.
+const LEEWAY_SECONDS: u64 = 60;
+
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+pub fn issue(secret: &str, user_id: &str, now_secs: u64) -> Result<IssuedToken, ApiError> {
+    let key = HS256Key::from_bytes(secret.as_bytes());
+    let now = Duration::from_secs(now_secs);
+    let claims = JWTClaims {
+        issued_at: Some(now),
+        expires_at: Some(now + Duration::from_secs(LIFETIME_SECONDS)),
+        invalid_before: Some(now),
+        audiences: Some(Audiences::AsString(AUDIENCE.to_string())),
+        issuer: Some(ISSUER.to_string()),
+        jwt_id: None,
+        subject: Some(user_id.to_string()),
+        nonce: None,
+        custom: NoCustomClaims {},
+    };
+    let token = key.authenticate(claims).map_err(|err| {
+        crate::log::error("jwt signing failed", &err.to_string());
+        ApiError::internal()
+    })?;
+    Ok(IssuedToken {
+        token,
+        expires_in: LIFETIME_SECONDS,
+    })
+}
+
+/// Returns the user id of a valid token. Expired tokens get their own code, so clients know
+/// to log in again; every other failure is `invalid_token` with no detail to probe.
+pub fn verify(secret: &str, token: &str, now_secs: u64) -> Result<String, ApiError> {
+    let key = HS256Key::from_bytes(secret.as_bytes());
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
+        allowed_audiences: Some(HashSet::from_strings(&[AUDIENCE])),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_SECONDS)),
+        max_token_length: Some(4096),
+        artificial_time: Some(Duration::from_secs(now_secs)),
+        ..Default::default()
+    };
+    match key.verify_token::<NoCustomClaims>(token, Some(options)) {
+        Ok(claims) => claims
+            .subject
+            .filter(|s| !s.is_empty())
+            .ok_or_else(invalid_token),
+        Err(err)
+            if matches!(
+                err.downcast_ref::<JWTError>(),
+                Some(JWTError::TokenHasExpired)
+            ) =>
+        {
+            Err(ApiError::unauthorized(
+                "token_expired",
+                "the access token has expired; log in again",
+            ))
+        }
+        Err(_) => Err(invalid_token()),
+    }
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::unauthorized("invalid_token", "the access token is invalid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const NOW: u64 = 1_795_394_549;
+
+    #[test]
+    fn issued_token_verifies_to_its_user() {
+        let issued = issue(SECRET, "user-1", NOW).unwrap();
+        assert_eq!(issued.expires_in, 604_800);
+        assert_eq!(verify(SECRET, &issued.token, NOW + 10).unwrap(), "user-1");
+    }
+
+    #[test]
+    fn expired_token_is_token_expired() {
+        let issued = issue(SECRET, "user-1", NOW).unwrap();
+        let later = NOW + LIFETIME_SECONDS + LEEWAY_SECONDS + 1;
+        assert_eq!(
+            verify(SECRET, &issued.token, later).unwrap_err().code,
+            "token_expired"
+        );
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_invalid() {
+        let issued = issue(SECRET, "user-1", NOW).unwrap();
+        let other = issue("another-secret-another-secret-xx", "user-1", NOW).unwrap();
+        let mut tampered = issued.token.clone();
+        tampered.pop();
+        tampered.push(if issued.token.ends_with('A') {
+            'B'
+        } else {
+            'A'
+        });
+        for bad in [
+            other.token.as_str(),
+            tampered.as_str(),
+            "",
+            "a.b.c",
+            "nb_live_0123",
+        ] {
+            let err = verify(SECRET, bad, NOW).unwrap_err();
+            assert_eq!((err.status, err.code), (401, "invalid_token"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_invalid() {
+        let key = HS256Key::from_bytes(SECRET.as_bytes());
+        let claims = Claims::create(Duration::from_hours(1))
+            .with_subject("u")
+            .with_issuer("someone-else")
+            .with_audience(AUDIENCE);
+        let token = key.authenticate(claims).unwrap();
+        assert_eq!(
+            verify(SECRET, &token, coarsetime_now()).unwrap_err().code,
+            "invalid_token"
+        );
+        let claims = Claims::create(Duration::from_hours(1))
+            .with_subject("u")
+            .with_issuer(ISSUER)
+            .with_audience("other");
+        let token = key.authenticate(claims).unwrap();
+        assert_eq!(
+            verify(SECRET, &token, coarsetime_now()).unwrap_err().code,
+            "invalid_token"
+        );
+    }
+
+    fn coarsetime_now() -> u64 {
+        crate::time::now_millis() / 1000
+    }
+}

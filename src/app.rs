@@ -1,0 +1,81 @@
+//! The request pipeline: request id, config, routing, and one place where errors become
+//! envelopes. Handlers stay thin and return `ApiResult<Response>`.
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{self, RequestContext};
+use crate::routes::{self, Route, RouteError};
+use crate::{accounts, health};
+use worker::{Context, Env, Request, Response};
+
+pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let request_id = http::header(&req, "x-request-id")
+        .filter(|id| http::sane_request_id(id))
+        .unwrap_or_else(http::new_request_id);
+    let method = req.method().to_string();
+    let path = req.path();
+
+    let result = match Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
+        Ok(config) => {
+            let rc = RequestContext {
+                env,
+                ctx,
+                config,
+                request_id: request_id.clone(),
+                now_ms: crate::time::now_millis(),
+            };
+            dispatch(&mut req, &rc, &method, &path).await
+        }
+        Err(invalid) => Err(ApiError::from(invalid)),
+    };
+
+    let mut response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            if err.status >= 500 {
+                crate::log::error(
+                    "request failed",
+                    &format!(
+                        "{request_id} {method} {path} -> {} {}",
+                        err.status, err.code
+                    ),
+                );
+            }
+            http::error_response(&err, &request_id)?
+        }
+    };
+    response.headers_mut().set("x-request-id", &request_id)?;
+    Ok(response)
+}
+
+async fn dispatch(
+    req: &mut Request,
+    rc: &RequestContext,
+    method: &str,
+    path: &str,
+) -> ApiResult<Response> {
+    let route = match routes::resolve(method, path) {
+        Ok(route) => route,
+        Err(RouteError::NotFound) => return Err(ApiError::route_not_found(method, path)),
+        Err(RouteError::MethodNotAllowed(allowed)) => {
+            return Err(ApiError::method_not_allowed(method, allowed))
+        }
+    };
+    match route {
+        Route::Console => health::index(),
+        Route::Health => health::health(rc).await,
+        Route::Register => accounts::register(req, rc).await,
+        Route::Login => accounts::login(req, rc).await,
+        Route::Me => accounts::me(req, rc).await,
+        Route::CreateKey
+        | Route::ListKeys
+        | Route::RevokeKey(_)
+        | Route::Generate
+        | Route::ImagesGenerations
+        | Route::GetImage(_)
+        | Route::ListGenerations
+        | Route::GetGeneration(_)
+        | Route::Usage
+        | Route::OpenApi => Err(ApiError::not_implemented()),
+    }
+}

@@ -1,0 +1,94 @@
+//! Who is calling: the `Authorization: Bearer ...` header, read as an account token (JWT)
+//! or an API key depending on the route. Each route takes exactly one kind.
+
+use crate::accounts::token;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{header, RequestContext};
+use worker::Request;
+
+/// The bearer credential, or 401 `missing_authorization` / `malformed_authorization`.
+pub fn bearer(authorization: Option<&str>) -> ApiResult<&str> {
+    let value = authorization
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_authorization",
+                "send your credentials as Authorization: Bearer <token>",
+            )
+        })?;
+    match value.split_once(' ') {
+        Some((scheme, credential))
+            if scheme.eq_ignore_ascii_case("bearer")
+                && !credential.trim().is_empty()
+                && !credential.trim().contains(' ') =>
+        {
+            Ok(credential.trim())
+        }
+        _ => Err(ApiError::unauthorized(
+            "malformed_authorization",
+            "the Authorization header must be: Bearer <token>",
+        )),
+    }
+}
+
+/// True for anything shaped like an API key, valid or not.
+pub fn looks_like_api_key(credential: &str) -> bool {
+    credential.starts_with("nb_")
+}
+
+/// The user id of a valid account token. An API key here is refused by name.
+pub fn account_from_token(credential: &str, secret: &str, now_secs: u64) -> ApiResult<String> {
+    if looks_like_api_key(credential) {
+        return Err(ApiError::unauthorized(
+            "api_key_not_accepted",
+            "this route takes an account access token from /v1/auth/login, not an API key",
+        ));
+    }
+    token::verify(secret, credential, now_secs)
+}
+
+/// Authenticates an account route; returns the user id.
+pub fn require_account(req: &Request, rc: &RequestContext) -> ApiResult<String> {
+    let secret = rc.config.jwt_secret()?;
+    let authorization = header(req, "authorization");
+    let credential = bearer(authorization.as_deref())?;
+    account_from_token(credential, secret, rc.now_ms / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer(Some("bearer   abc  ")).unwrap(), "abc");
+        assert_eq!(bearer(None).unwrap_err().code, "missing_authorization");
+        assert_eq!(
+            bearer(Some("  ")).unwrap_err().code,
+            "missing_authorization"
+        );
+        for bad in [
+            "abc",
+            "Basic abc",
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Token abc",
+        ] {
+            assert_eq!(
+                bearer(Some(bad)).unwrap_err().code,
+                "malformed_authorization",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_key_on_an_account_route_is_refused_by_name() {
+        let err =
+            account_from_token("nb_live_0123456789abcdef0123456789abcdef", "s", 0).unwrap_err();
+        assert_eq!((err.status, err.code), (401, "api_key_not_accepted"));
+    }
+}

@@ -1,0 +1,253 @@
+//! Settings from wrangler.toml `[vars]`, secrets and `.dev.vars`, with the defaults of SPEC.md.
+//!
+//! Parsed from a lookup function so the rules (defaults, ranges, what counts as missing)
+//! are tested natively. Secrets are kept only as long as a request needs them.
+
+use crate::error::ApiError;
+
+pub const DEFAULT_GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com";
+pub const DEFAULT_GEMINI_MODEL: &str = "gemini-3.1-flash-image";
+/// JWT_SECRET also keys image-URL signatures; shorter secrets are refused as misconfiguration.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Clone)]
+pub struct Config {
+    jwt_secret: Option<String>,
+    google_api_key: Option<String>,
+    pub gemini_api_base: String,
+    pub gemini_model: String,
+    /// The models a request may name; always contains `gemini_model`.
+    pub gemini_models: Vec<String>,
+    pub bcrypt_cost: u32,
+    pub daily_image_quota: u32,
+    pub rate_limit_per_minute: u32,
+    pub image_url_ttl_seconds: u64,
+    pub public_image_base: Option<String>,
+    /// Overall time budget for one image's upstream calls, retries included.
+    pub gemini_deadline_ms: u64,
+    /// Failed logins per email that lock it, and the window they count in.
+    pub login_max_failures: u32,
+    pub login_window_seconds: u64,
+    /// Registrations allowed per client IP per window.
+    pub register_max_per_ip: u32,
+    pub register_window_seconds: u64,
+}
+
+/// A setting that is present but unusable. Named, never echoed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting(pub &'static str);
+
+impl From<InvalidSetting> for ApiError {
+    fn from(err: InvalidSetting) -> Self {
+        crate::log::error("invalid setting", err.0);
+        ApiError::server_misconfigured(err.0)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so that a stray `{:?}` can never print a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field(
+                "google_api_key",
+                &self.google_api_key.as_ref().map(|_| "<set>"),
+            )
+            .field("gemini_api_base", &self.gemini_api_base)
+            .field("gemini_model", &self.gemini_model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads every setting through `lookup` (name -> value); empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, InvalidSetting> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let gemini_model = get("GEMINI_MODEL").unwrap_or_else(|| DEFAULT_GEMINI_MODEL.to_string());
+        let mut gemini_models: Vec<String> = get("GEMINI_MODELS")
+            .map(|list| {
+                list.split(',')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !gemini_models.contains(&gemini_model) {
+            gemini_models.insert(0, gemini_model.clone());
+        }
+        if gemini_models.iter().any(|m| !valid_model_name(m)) {
+            return Err(InvalidSetting("GEMINI_MODELS"));
+        }
+
+        let gemini_api_base = get("GEMINI_API_BASE")
+            .unwrap_or_else(|| DEFAULT_GEMINI_API_BASE.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if !(gemini_api_base.starts_with("https://") || gemini_api_base.starts_with("http://")) {
+            return Err(InvalidSetting("GEMINI_API_BASE"));
+        }
+
+        let public_image_base =
+            get("PUBLIC_IMAGE_BASE").map(|b| b.trim_end_matches('/').to_string());
+
+        Ok(Config {
+            jwt_secret: get("JWT_SECRET"),
+            google_api_key: get("GOOGLE_API_KEY"),
+            gemini_api_base,
+            gemini_model,
+            gemini_models,
+            bcrypt_cost: number(&get, "BCRYPT_COST", 10, 4..=14)?,
+            daily_image_quota: number(&get, "DAILY_IMAGE_QUOTA", 100, 1..=10_000_000)?,
+            rate_limit_per_minute: number(&get, "RATE_LIMIT_PER_MINUTE", 60, 1..=1_000_000)?,
+            image_url_ttl_seconds: number(&get, "IMAGE_URL_TTL_SECONDS", 3600, 1..=31_536_000)?,
+            public_image_base,
+            gemini_deadline_ms: number(&get, "GEMINI_DEADLINE_MS", 90_000, 100..=600_000)?,
+            login_max_failures: number(&get, "LOGIN_MAX_FAILURES", 5, 1..=1000)?,
+            login_window_seconds: number(&get, "LOGIN_WINDOW_SECONDS", 900, 1..=86_400)?,
+            register_max_per_ip: number(&get, "REGISTER_MAX_PER_IP", 20, 1..=1_000_000)?,
+            register_window_seconds: number(&get, "REGISTER_WINDOW_SECONDS", 3600, 1..=86_400)?,
+        })
+    }
+
+    /// The HS256 key for account tokens (and, derived, image URLs).
+    pub fn jwt_secret(&self) -> Result<&str, ApiError> {
+        match self.jwt_secret.as_deref() {
+            Some(secret) if secret.len() >= MIN_SECRET_LEN => Ok(secret),
+            _ => {
+                crate::log::error("JWT_SECRET is missing or shorter than 32 characters", "");
+                Err(ApiError::server_misconfigured("JWT_SECRET"))
+            }
+        }
+    }
+
+    pub fn google_api_key(&self) -> Option<&str> {
+        self.google_api_key.as_deref()
+    }
+}
+
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, InvalidSetting>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<T>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(InvalidSetting(name)),
+        },
+    }
+}
+
+/// Model names go into a URL path: keep them to the characters Google's names use.
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, InvalidSetting> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.gemini_api_base, DEFAULT_GEMINI_API_BASE);
+        assert_eq!(c.gemini_model, "gemini-3.1-flash-image");
+        assert_eq!(c.gemini_models, vec!["gemini-3.1-flash-image".to_string()]);
+        assert_eq!(c.bcrypt_cost, 10);
+        assert_eq!(c.daily_image_quota, 100);
+        assert_eq!(c.rate_limit_per_minute, 60);
+        assert_eq!(c.image_url_ttl_seconds, 3600);
+        assert_eq!(c.public_image_base, None);
+        assert!(c.google_api_key().is_none());
+    }
+
+    #[test]
+    fn missing_or_short_jwt_secret_is_misconfiguration() {
+        let err = config(&[]).unwrap().jwt_secret().unwrap_err();
+        assert_eq!((err.status, err.code), (500, "server_misconfigured"));
+        assert!(config(&[("JWT_SECRET", "short")])
+            .unwrap()
+            .jwt_secret()
+            .is_err());
+        let long = "x".repeat(32);
+        assert_eq!(
+            config(&[("JWT_SECRET", &long)])
+                .unwrap()
+                .jwt_secret()
+                .unwrap(),
+            long
+        );
+    }
+
+    #[test]
+    fn bcrypt_cost_must_be_4_to_14() {
+        assert_eq!(config(&[("BCRYPT_COST", "4")]).unwrap().bcrypt_cost, 4);
+        assert_eq!(
+            config(&[("BCRYPT_COST", "15")]).unwrap_err(),
+            InvalidSetting("BCRYPT_COST")
+        );
+        assert_eq!(
+            config(&[("BCRYPT_COST", "ten")]).unwrap_err(),
+            InvalidSetting("BCRYPT_COST")
+        );
+    }
+
+    #[test]
+    fn model_allowlist_always_includes_the_default() {
+        let c = config(&[
+            ("GEMINI_MODEL", "gemini-3-pro-image"),
+            ("GEMINI_MODELS", "a-1, b-2,"),
+        ])
+        .unwrap();
+        assert_eq!(c.gemini_models, vec!["gemini-3-pro-image", "a-1", "b-2"]);
+        assert!(config(&[("GEMINI_MODELS", "ok,../evil")]).is_err());
+    }
+
+    #[test]
+    fn trailing_slashes_are_dropped_from_bases() {
+        let c = config(&[
+            ("GEMINI_API_BASE", "http://127.0.0.1:9/"),
+            ("PUBLIC_IMAGE_BASE", "https://img.example/"),
+        ])
+        .unwrap();
+        assert_eq!(c.gemini_api_base, "http://127.0.0.1:9");
+        assert_eq!(c.public_image_base.as_deref(), Some("https://img.example"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = config(&[
+            ("JWT_SECRET", "super-secret-value-0123456789abcdef"),
+            ("GOOGLE_API_KEY", "AIzaSECRET"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("super-secret") && !shown.contains("AIzaSECRET"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! The one place D1 errors become API errors.
+//!
+//! `Error::D1` carries a clean `cause()` ("UNIQUE constraint failed: users.email"); its
+//! `Display` is a noisy dump, so only the cause is logged. Nothing from here reaches a client.
+
+use crate::error::ApiError;
+use worker::wasm_bindgen::JsValue;
+
+/// A loggable description of a `worker` error: the D1 cause where there is one.
+pub fn describe_error(err: &worker::Error) -> String {
+    match err {
+        worker::Error::D1(d1) => d1.cause(),
+        other => other.to_string(),
+    }
+}
+
+/// True when the statement failed on a UNIQUE (or primary key) constraint.
+pub fn is_unique_violation(err: &worker::Error) -> bool {
+    describe_error(err).contains("UNIQUE constraint failed")
+}
+
+pub trait D1ResultExt<T> {
+    /// Any D1 failure: log the cause, answer 500.
+    fn or_internal(self) -> Result<T, ApiError>;
+    /// A unique violation becomes `on_unique`; anything else is internal.
+    fn on_unique(self, on_unique: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
+}
+
+impl<T> D1ResultExt<T> for Result<T, worker::Error> {
+    fn or_internal(self) -> Result<T, ApiError> {
+        self.map_err(|err| {
+            crate::log::error("d1 error", &describe_error(&err));
+            ApiError::internal()
+        })
+    }
+
+    fn on_unique(self, on_unique: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        match self {
+            Err(err) if is_unique_violation(&err) => Err(on_unique()),
+            other => other.or_internal(),
+        }
+    }
+}
+
+/// Bind values for D1. `None` binds as NULL.
+pub fn text(value: &str) -> JsValue {
+    JsValue::from_str(value)
+}
+
+pub fn opt_text(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+pub fn int(value: i64) -> JsValue {
+    // D1 numbers are JS doubles; every count and size here is far below 2^53.
+    JsValue::from_f64(value as f64)
+}
+
+pub fn opt_int(value: Option<i64>) -> JsValue {
+    value.map_or(JsValue::NULL, int)
+}

@@ -1,0 +1,38 @@
+//! `GET /health` (liveness and D1 reachability) and the index at `/`.
+
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::http::{self, RequestContext};
+use serde_json::json;
+use worker::Response;
+
+pub async fn health(rc: &RequestContext) -> ApiResult<Response> {
+    let db = rc.db()?;
+    match db
+        .prepare("SELECT 1 AS ok")
+        .first::<serde_json::Value>(None)
+        .await
+    {
+        Ok(Some(_)) => http::json(200, &json!({"status": "ok", "d1": "ok"})),
+        Ok(None) | Err(_) => {
+            crate::log::error("health: D1 unreachable", "");
+            Err(ApiError::new(
+                503,
+                ErrorType::ApiError,
+                "database_unavailable",
+                "D1 is unreachable",
+            ))
+        }
+    }
+}
+
+pub fn index() -> ApiResult<Response> {
+    http::json(
+        200,
+        &json!({
+            "name": "NanoBanana Edge",
+            "description": "Image generation API backed by Google's Gemini image models",
+            "openapi": "/v1/openapi.json",
+            "health": "/health"
+        }),
+    )
+}

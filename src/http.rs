@@ -1,0 +1,116 @@
+//! Worker-facing request and response helpers: request ids, JSON bodies, JSON responses.
+
+use crate::body::{self, JsonObject, JSON_BODY_LIMIT};
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use serde::Serialize;
+use worker::{Context, D1Database, Env, Request, Response};
+
+/// What every handler gets besides the request.
+pub struct RequestContext {
+    pub env: Env,
+    pub ctx: Context,
+    pub config: Config,
+    pub request_id: String,
+    pub now_ms: u64,
+}
+
+impl RequestContext {
+    pub fn db(&self) -> ApiResult<D1Database> {
+        self.env.d1("DB").map_err(|err| {
+            crate::log::error("D1 binding DB is missing", &crate::db::describe_error(&err));
+            ApiError::server_misconfigured("DB")
+        })
+    }
+}
+
+/// A caller's `x-request-id` is kept when it is sane: 1 to 128 characters of
+/// `[A-Za-z0-9._:-]`. Anything else is replaced, so logs never carry attacker text.
+pub fn sane_request_id(candidate: &str) -> bool {
+    !candidate.is_empty()
+        && candidate.len() <= 128
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// `req_` + 24 lowercase hex.
+pub fn new_request_id() -> String {
+    match crate::random::bytes::<12>() {
+        Ok(bytes) => format!("req_{}", hex::encode(bytes)),
+        // The platform RNG does not fail in practice; an id is not worth a 500.
+        Err(_) => format!("req_{:024x}", crate::time::now_millis()),
+    }
+}
+
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// Reads a JSON object body with the content-type, size and syntax rules of `body`.
+pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
+    body::check_content_type(header(req, "content-type").as_deref())?;
+    let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > JSON_BODY_LIMIT as u64) {
+        return Err(ApiError::payload_too_large(JSON_BODY_LIMIT));
+    }
+    let raw = req.bytes().await.map_err(|err| {
+        crate::log::error("reading request body failed", &err.to_string());
+        ApiError::invalid_json("the request body could not be read")
+    })?;
+    body::parse_object(&raw)
+}
+
+pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
+    Ok(Response::from_json(value)?.with_status(status))
+}
+
+pub fn no_content() -> ApiResult<Response> {
+    Ok(Response::empty()?.with_status(204))
+}
+
+/// The envelope response of an error, with its extra headers.
+pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
+    let mut response =
+        Response::from_bytes(err.envelope_json(request_id).into_bytes())?.with_status(err.status);
+    let headers = response.headers_mut();
+    headers.set("content-type", "application/json")?;
+    for (name, value) in &err.headers {
+        headers.set(name, value)?;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_callers_are_kept_only_when_sane() {
+        assert!(sane_request_id("req_0123456789abcdef01234567"));
+        assert!(sane_request_id("trace-1:span.2_x"));
+        for bad in [
+            "",
+            "has space",
+            "new\nline",
+            "<script>",
+            &"a".repeat(129),
+            "ünï",
+        ] {
+            assert!(!sane_request_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_have_the_documented_shape() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 28, "{id}");
+        assert!(
+            id.starts_with("req_")
+                && id[4..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(id, new_request_id());
+    }
+}

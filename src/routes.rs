@@ -1,0 +1,156 @@
+//! The route table: which handler a method and path reach. Pure, so 404 and 405 are
+//! decided (and tested) without a request object.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Console,
+    Health,
+    Register,
+    Login,
+    Me,
+    CreateKey,
+    ListKeys,
+    RevokeKey(String),
+    Generate,
+    ImagesGenerations,
+    GetImage(String),
+    ListGenerations,
+    GetGeneration(String),
+    Usage,
+    OpenApi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    MethodNotAllowed(&'static [&'static str]),
+}
+
+const GET: &[&str] = &["GET", "HEAD"];
+const POST: &[&str] = &["POST"];
+const GET_POST: &[&str] = &["GET", "HEAD", "POST"];
+const DELETE: &[&str] = &["DELETE"];
+
+/// Resolves `method path` to a route. HEAD is served wherever GET is.
+pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let (allowed, route): (&'static [&'static str], Option<Route>) = match segments.as_slice() {
+        ["health"] => (GET, Some(Route::Health)),
+        ["v1", "auth", "register"] => (POST, Some(Route::Register)),
+        ["v1", "auth", "login"] => (POST, Some(Route::Login)),
+        ["v1", "auth", "me"] => (GET, Some(Route::Me)),
+        ["v1", "keys"] => {
+            let route = match method {
+                "POST" => Some(Route::CreateKey),
+                "GET" | "HEAD" => Some(Route::ListKeys),
+                _ => None,
+            };
+            (GET_POST, route)
+        }
+        ["v1", "keys", id] if valid_id_segment(id) => {
+            (DELETE, Some(Route::RevokeKey(id.to_string())))
+        }
+        ["v1", "generate"] => (POST, Some(Route::Generate)),
+        ["v1", "images", "generations"] => (POST, Some(Route::ImagesGenerations)),
+        ["v1", "images", id] if valid_id_segment(id) => {
+            (GET, Some(Route::GetImage(id.to_string())))
+        }
+        ["v1", "generations"] => (GET, Some(Route::ListGenerations)),
+        ["v1", "generations", id] if valid_id_segment(id) => {
+            (GET, Some(Route::GetGeneration(id.to_string())))
+        }
+        ["v1", "usage"] => (GET, Some(Route::Usage)),
+        ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
+        [""] => (GET, Some(Route::Console)),
+        _ => return Err(RouteError::NotFound),
+    };
+    match route {
+        Some(route) if allowed.contains(&method) => Ok(route),
+        _ => Err(RouteError::MethodNotAllowed(allowed)),
+    }
+}
+
+/// Ids in paths are UUIDs or `gen_` + UUID; anything else cannot name a resource.
+fn valid_id_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 64
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_routes_resolve() {
+        assert_eq!(resolve("GET", "/health"), Ok(Route::Health));
+        assert_eq!(resolve("HEAD", "/health"), Ok(Route::Health));
+        assert_eq!(resolve("POST", "/v1/auth/register"), Ok(Route::Register));
+        assert_eq!(resolve("POST", "/v1/keys"), Ok(Route::CreateKey));
+        assert_eq!(resolve("GET", "/v1/keys"), Ok(Route::ListKeys));
+        assert_eq!(
+            resolve("DELETE", "/v1/keys/0b5c2f1e-aaaa-4bbb-8ccc-123456789abc"),
+            Ok(Route::RevokeKey(
+                "0b5c2f1e-aaaa-4bbb-8ccc-123456789abc".into()
+            ))
+        );
+        assert_eq!(
+            resolve("GET", "/v1/generations/gen_x"),
+            Ok(Route::GetGeneration("gen_x".into()))
+        );
+        assert_eq!(
+            resolve("POST", "/v1/images/generations"),
+            Ok(Route::ImagesGenerations)
+        );
+        assert_eq!(
+            resolve("GET", "/v1/images/gen_1"),
+            Ok(Route::GetImage("gen_1".into()))
+        );
+        assert_eq!(resolve("GET", "/v1/openapi.json"), Ok(Route::OpenApi));
+    }
+
+    #[test]
+    fn wrong_method_on_known_route_is_405_with_allowed_methods() {
+        assert_eq!(
+            resolve("GET", "/v1/generate"),
+            Err(RouteError::MethodNotAllowed(POST))
+        );
+        assert_eq!(
+            resolve("DELETE", "/v1/keys"),
+            Err(RouteError::MethodNotAllowed(GET_POST))
+        );
+        assert_eq!(
+            resolve("POST", "/health"),
+            Err(RouteError::MethodNotAllowed(GET))
+        );
+        assert_eq!(
+            resolve("GET", "/v1/keys/abc"),
+            Err(RouteError::MethodNotAllowed(DELETE))
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        for path in [
+            "/nope",
+            "/v1",
+            "/v1/keys/a/b",
+            "/v1/keys/",
+            "/health/",
+            "/v1/images/a%2Fb",
+            "//health",
+        ] {
+            assert_eq!(resolve("GET", path), Err(RouteError::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn images_generations_is_not_mistaken_for_an_image_id() {
+        assert_eq!(
+            resolve("GET", "/v1/images/generations"),
+            Err(RouteError::MethodNotAllowed(POST))
+        );
+    }
+}
