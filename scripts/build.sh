@@ -4,7 +4,7 @@
 # starts several `wrangler dev` instances from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${NANOBANANA_SKIP_BUILD:-}" = "1" ] && [ -f build/worker/shim.mjs ]; then
+if [ "${NANOBANANA_SKIP_BUILD:-}" = "1" ] && [ -f build/index.js ]; then
   exit 0
 fi
 bash scripts/setup.sh

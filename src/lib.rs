@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod log;
+pub mod panic_hook;
 pub mod random;
 pub mod routes;
 pub mod time;
@@ -22,5 +23,6 @@ use worker::{event, Context, Env, Request, Response};
 
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    panic_hook::install();
     app::handle(req, env, ctx).await
 }
