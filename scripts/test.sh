@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# README command 2: every check and every test. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+bash scripts/setup.sh --tests
+source scripts/env.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "clippy, host and wasm32 (-D warnings)"
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --target wasm32-unknown-unknown -- -D warnings
+
+step "unit tests, native"
+cargo test --locked
+
+step "wasm-bindgen tests, in Node"
+cargo test --locked --target wasm32-unknown-unknown --test wasm
+
+step "JS entry guard tests"
+node --test js/
+
+step "release build"
+bash scripts/build.sh
+wasm_raw=$(stat -c %s build/index_bg.wasm)
+wasm_gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
+echo "wasm: ${wasm_raw} bytes raw, ${wasm_gz} bytes gzipped"
+
+step "end-to-end tests: wrangler dev + local D1/R2 + fake Gemini"
+NANOBANANA_SKIP_BUILD=1 .venv/bin/python -m pytest tests/e2e "$@"

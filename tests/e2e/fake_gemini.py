@@ -1,0 +1,185 @@
+"""A fake of Gemini's generateContent endpoint on 127.0.0.1, speaking its wire format.
+
+`POST /v1beta/models/{model}:generateContent` with `x-goog-api-key`. What it answers is
+chosen by directives in the prompt, so concurrent tests never share state:
+
+    (none)                    an image: a thought text, a thought (draft) image, then the PNG
+    #jpeg                     the final image is image/jpeg
+    #block                    200, no candidates, promptFeedback.blockReason = SAFETY
+    #finish:REASON            200, one candidate with finishReason REASON and no image
+    #textonly                 200, STOP with a text part only
+    #badkey                   400 INVALID_ARGUMENT with reason API_KEY_INVALID
+    #garbage                  200 with a body that is not JSON
+    #malformed                200 JSON with candidates of the wrong shape
+    #status:CODE:TIMES:TAG    answer CODE (Google's error envelope) to the first TIMES calls
+                              carrying TAG, then succeed
+    #retry:SECS:TIMES:TAG     like #status with 429 and a google.rpc.RetryInfo retryDelay
+    #slow:SECS                sleep SECS before answering
+    #failfrom:K:TAG           every call carrying TAG from the K-th on fails with 500 (so with
+                              n=3 and K=3, two images arrive and the third fails all retries)
+
+Every request is recorded (path, headers, parsed body) for tests to inspect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GOOGLE_KEY = "fake-google-key-for-tests"
+
+
+def png_bytes(width: int = 8, height: int = 8, rgb=(200, 30, 90)) -> bytes:
+    """A real, decodable PNG."""
+    row = b"\x00" + bytes(rgb) * width
+    raw = row * height
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+# A 1x1 baseline JPEG.
+JPEG_BYTES = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////"
+    "////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgB"
+    "AQABPxA="
+)
+
+FINAL_PNG = png_bytes(8, 8, (200, 30, 90))
+DRAFT_PNG = png_bytes(4, 4, (0, 0, 0))
+
+
+def error_body(code: int, status: str, message: str, details=None) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "status": status, "details": details or []}}).encode()
+
+
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class FakeGemini:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                status, content_type, body = fake.answer(self.path, dict(self.headers), raw)
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the Worker gave up (deadline) before we answered
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def requests_with(self, text: str) -> list[dict]:
+        """Recorded requests whose prompt contains `text`."""
+        with self._lock:
+            return [r for r in self.requests if text in r.get("prompt", "")]
+
+    def _count(self, tag: str) -> int:
+        with self._lock:
+            self._counts[tag] = self._counts.get(tag, 0) + 1
+            return self._counts[tag]
+
+    def answer(self, path: str, headers: dict, raw: bytes) -> tuple[int, str, bytes]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        prompt = ""
+        try:
+            prompt = " ".join(p.get("text", "") for p in body["contents"][0]["parts"])
+        except (TypeError, KeyError, IndexError):
+            pass
+        with self._lock:
+            self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "prompt": prompt, "at": time.time()})
+
+        if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):
+            return 404, "application/json", error_body(404, "NOT_FOUND", f"unknown path {path}")
+        if {k.lower(): v for k, v in headers.items()}.get("x-goog-api-key") != GOOGLE_KEY or "#badkey" in prompt:
+            return 400, "application/json", error_body(
+                400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}],
+            )
+        if body is None:
+            return 400, "application/json", error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+
+        if m := re.search(r"#slow:([\d.]+)", prompt):
+            time.sleep(float(m.group(1)))
+        if m := re.search(r"#status:(\d{3}):(\d+):(\w+)", prompt):
+            code, times, tag = int(m.group(1)), int(m.group(2)), m.group(3)
+            if self._count("status:" + tag) <= times:
+                return code, "application/json", error_body(code, STATUS_NAMES.get(code, "UNKNOWN"), "The model is overloaded. Please try again later.")
+        if m := re.search(r"#retry:(\d+):(\d+):(\w+)", prompt):
+            secs, times, tag = m.group(1), int(m.group(2)), m.group(3)
+            if self._count("retry:" + tag) <= times:
+                return 429, "application/json", error_body(
+                    429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
+                    [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{secs}s"}],
+                )
+        if m := re.search(r"#failfrom:(\d+):(\w+)", prompt):
+            if self._count("failfrom:" + m.group(2)) >= int(m.group(1)):
+                return 500, "application/json", error_body(500, "INTERNAL", "An internal error has occurred.")
+
+        if "#garbage" in prompt:
+            return 200, "text/html", b"<html>upstream proxy error</html>"
+        if "#malformed" in prompt:
+            return 200, "application/json", json.dumps({"candidates": [{"content": "not-an-object"}]}).encode()
+        if "#block" in prompt:
+            return 200, "application/json", json.dumps({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 8}}).encode()
+        if m := re.search(r"#finish:([A-Z_]+)", prompt):
+            return 200, "application/json", json.dumps({"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": m.group(1), "index": 0}]}).encode()
+        if "#textonly" in prompt:
+            return 200, "application/json", json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "I can describe it, but here is no picture."}]}, "finishReason": "STOP"}]}).encode()
+
+        mime, final = ("image/jpeg", JPEG_BYTES) if "#jpeg" in prompt else ("image/png", FINAL_PNG)
+        parts = [
+            {"text": "Thinking about composition...", "thought": True},
+            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(DRAFT_PNG).decode()}, "thought": True},
+            {"text": "Here is your image."},
+            {"inlineData": {"mimeType": mime, "data": base64.b64encode(final).decode()}},
+        ]
+        return 200, "application/json", json.dumps({
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302},
+            "modelVersion": path.split("/")[-1].split(":")[0],
+        }).encode()

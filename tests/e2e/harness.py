@@ -1,0 +1,138 @@
+"""Runs the real Worker under `wrangler dev` for the end-to-end tests.
+
+Each `WorkerInstance` gets a temporary directory with a wrangler config derived from the
+repository's wrangler.toml (same bindings and vars, absolute paths, optional overrides),
+its own `.dev.vars` with test secrets, its own persisted D1/R2 state with migrations
+applied, and free loopback ports. The Worker is built once (scripts/build.sh) and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+WRANGLER = ROOT / "node_modules" / ".bin" / "wrangler"
+OUTPUT_DIR = ROOT / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_once() -> None:
+    """Builds the Worker unless a build already exists and NANOBANANA_SKIP_BUILD=1."""
+    if os.environ.get("NANOBANANA_SKIP_BUILD") == "1" and (ROOT / "build" / "index.js").exists():
+        return
+    subprocess.run(["bash", "scripts/build.sh"], cwd=ROOT, check=True, env={**os.environ, "NANOBANANA_SKIP_BUILD": ""})
+
+
+def wrangler_env() -> dict:
+    env = dict(os.environ)
+    env["WRANGLER_SEND_METRICS"] = "false"
+    env["NANOBANANA_SKIP_BUILD"] = "1"  # built once by build_once()
+    env["CI"] = "true"  # no interactive prompts
+    return env
+
+
+class WorkerInstance:
+    def __init__(self, name: str, vars: dict | None = None, secrets_: dict | None = None, r2: bool = True,
+                 drop_vars: tuple = ()):
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"nb-e2e-{name}-"))
+        self.state = self.dir / "state"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.secrets = dict(secrets_ or {})
+        self.log_path = OUTPUT_DIR / f"wrangler-{name}.log"
+
+        config = tomllib.loads((ROOT / "wrangler.toml").read_text())
+        config["main"] = str(ROOT / config["main"])
+        config.pop("build", None)
+        for db in config.get("d1_databases", []):
+            db["migrations_dir"] = str(ROOT / db["migrations_dir"])
+        if not r2:
+            config.pop("r2_buckets", None)
+        config["vars"] = {k: v for k, v in {**config.get("vars", {}), **(vars or {})}.items() if k not in drop_vars}
+        self.config_path = self.dir / "wrangler.json"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        # wrangler dev reads secrets from .dev.vars beside the config file.
+        (self.dir / ".dev.vars").write_text("".join(f"{k}={v}\n" for k, v in self.secrets.items()))
+        self.proc: subprocess.Popen | None = None
+
+    def wrangler(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(WRANGLER), *args, "-c", str(self.config_path)],
+            cwd=self.dir, env=wrangler_env(), capture_output=True, text=True, check=check, timeout=120,
+        )
+
+    def start(self) -> "WorkerInstance":
+        OUTPUT_DIR.mkdir(exist_ok=True)
+        self.wrangler("d1", "migrations", "apply", "DB", "--local", "--persist-to", str(self.state))
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(WRANGLER), "dev", "-c", str(self.config_path), "--local", "--ip", "127.0.0.1",
+             "--port", str(self.port), "--inspector-port", str(free_port()), "--persist-to", str(self.state),
+             "--show-interactive-dev-session=false", "--log-level", "info"],
+            cwd=self.dir, env=wrangler_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wrangler dev exited early; see {self.log_path}")
+            try:
+                if requests.get(self.base_url + "/health", timeout=2).status_code in (200, 503):
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"wrangler dev did not become ready in 90 s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- the local D1, read and written the way an operator would: wrangler d1 execute ---
+
+    def sql(self, command: str) -> list[dict]:
+        out = self.wrangler("d1", "execute", "DB", "--local", "--persist-to", str(self.state), "--json",
+                            "--command", command)
+        results = json.loads(out.stdout)
+        return results[0].get("results", []) if results else []
+
+    def d1_files(self) -> list[Path]:
+        return [p for p in (self.state / "v3" / "d1").rglob("*") if p.is_file()]
+
+    def r2_get(self, key: str) -> bytes:
+        path = self.dir / "r2-object"
+        self.wrangler("r2", "object", "get", f"nanobanana-images/{key}", "--local", "--persist-to", str(self.state),
+                      "--file", str(path))
+        return path.read_bytes()
+
+    def r2_files(self) -> list[Path]:
+        root = self.state / "v3" / "r2"
+        return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
