@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
 use crate::routes::{self, Route, RouteError};
-use crate::{accounts, health};
+use crate::{accounts, generate, health, keys, storage};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -15,6 +15,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
     let method = req.method().to_string();
     let path = req.path();
 
+    let mut d1_queries = 0;
     let result = match Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
         Ok(config) => {
             let rc = RequestContext {
@@ -23,8 +24,11 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
                 config,
                 request_id: request_id.clone(),
                 now_ms: crate::time::now_millis(),
+                d1_queries: Default::default(),
             };
-            dispatch(&mut req, &rc, &method, &path).await
+            let result = dispatch(&mut req, &rc, &method, &path).await;
+            d1_queries = rc.d1_queries.get();
+            result
         }
         Err(invalid) => Err(ApiError::from(invalid)),
     };
@@ -45,6 +49,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
         }
     };
     response.headers_mut().set("x-request-id", &request_id)?;
+    crate::log::request(
+        &request_id,
+        &method,
+        &path,
+        response.status_code(),
+        d1_queries,
+    );
     Ok(response)
 }
 
@@ -67,15 +78,14 @@ async fn dispatch(
         Route::Register => accounts::register(req, rc).await,
         Route::Login => accounts::login(req, rc).await,
         Route::Me => accounts::me(req, rc).await,
-        Route::CreateKey
-        | Route::ListKeys
-        | Route::RevokeKey(_)
-        | Route::Generate
-        | Route::ImagesGenerations
-        | Route::GetImage(_)
-        | Route::ListGenerations
-        | Route::GetGeneration(_)
-        | Route::Usage
-        | Route::OpenApi => Err(ApiError::not_implemented()),
+        Route::CreateKey => keys::create(req, rc).await,
+        Route::ListKeys => keys::list(req, rc).await,
+        Route::RevokeKey(id) => keys::revoke(req, rc, &id).await,
+        Route::Generate => generate::generate(req, rc).await,
+        Route::ImagesGenerations => generate::openai_images(req, rc).await,
+        Route::GetImage(id) => storage::serve(req, rc, &id).await,
+        Route::ListGenerations | Route::GetGeneration(_) | Route::Usage | Route::OpenApi => {
+            Err(ApiError::not_implemented())
+        }
     }
 }

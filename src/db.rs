@@ -59,3 +59,65 @@ pub fn int(value: i64) -> JsValue {
 pub fn opt_int(value: Option<i64>) -> JsValue {
     value.map_or(JsValue::NULL, int)
 }
+
+/// The D1 binding for one request. Every execution goes through here, so each request's
+/// round trips are counted and logged (`d1_queries` in the request log line).
+pub struct Db<'a> {
+    d1: worker::D1Database,
+    queries: &'a std::cell::Cell<u32>,
+}
+
+impl<'a> Db<'a> {
+    pub fn new(d1: worker::D1Database, queries: &'a std::cell::Cell<u32>) -> Self {
+        Db { d1, queries }
+    }
+
+    pub fn prepare(&self, sql: &str) -> worker::D1PreparedStatement {
+        self.d1.prepare(sql)
+    }
+
+    fn count(&self) {
+        self.queries.set(self.queries.get() + 1);
+    }
+
+    /// The first row, deserialised; None when there is no row.
+    pub async fn first<T>(
+        &self,
+        statement: worker::D1PreparedStatement,
+    ) -> Result<Option<T>, ApiError>
+    where
+        T: for<'de> serde::Deserialize<'de>,
+    {
+        self.count();
+        statement.first(None).await.or_internal()
+    }
+
+    /// Every row, deserialised.
+    pub async fn all<T>(&self, statement: worker::D1PreparedStatement) -> Result<Vec<T>, ApiError>
+    where
+        T: for<'de> serde::Deserialize<'de>,
+    {
+        self.count();
+        statement.all().await.or_internal()?.results().or_internal()
+    }
+
+    /// Runs a write; returns how many rows it changed. The raw error is kept so the caller
+    /// can turn a constraint violation into a client error (`D1ResultExt::on_unique`).
+    pub async fn run(
+        &self,
+        statement: worker::D1PreparedStatement,
+    ) -> Result<usize, worker::Error> {
+        self.count();
+        let result = statement.run().await?;
+        Ok(result.meta()?.and_then(|meta| meta.changes).unwrap_or(0))
+    }
+
+    /// Runs statements atomically in one round trip (all or nothing).
+    pub async fn batch(
+        &self,
+        statements: Vec<worker::D1PreparedStatement>,
+    ) -> Result<Vec<worker::D1Result>, worker::Error> {
+        self.count();
+        self.d1.batch(statements).await
+    }
+}

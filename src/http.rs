@@ -2,6 +2,7 @@
 
 use crate::body::{self, JsonObject, JSON_BODY_LIMIT};
 use crate::config::Config;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use serde::Serialize;
 use worker::{Context, D1Database, Env, Request, Response};
@@ -13,10 +14,17 @@ pub struct RequestContext {
     pub config: Config,
     pub request_id: String,
     pub now_ms: u64,
+    /// D1 round trips made for this request, for the request log line.
+    pub d1_queries: std::cell::Cell<u32>,
 }
 
 impl RequestContext {
-    pub fn db(&self) -> ApiResult<D1Database> {
+    pub fn db(&self) -> ApiResult<Db<'_>> {
+        Ok(Db::new(self.d1_binding()?, &self.d1_queries))
+    }
+
+    /// The raw binding, for work outside the request (`ctx.wait_until`), which is not counted.
+    pub fn d1_binding(&self) -> ApiResult<D1Database> {
         self.env.d1("DB").map_err(|err| {
             crate::log::error("D1 binding DB is missing", &crate::db::describe_error(&err));
             ApiError::server_misconfigured("DB")

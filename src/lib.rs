@@ -11,13 +11,20 @@ pub mod body;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gemini;
+pub mod generate;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod log;
 pub mod panic_hook;
+pub mod png;
 pub mod random;
 pub mod routes;
+pub mod storage;
+pub mod synthetic;
 pub mod time;
+pub mod usage;
 
 use worker::{event, Context, Env, Request, Response};
 

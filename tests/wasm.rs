@@ -49,3 +49,21 @@ fn tokens_round_trip_in_wasm() {
         "token_expired"
     );
 }
+
+#[wasm_bindgen_test]
+fn synthetic_png_is_byte_identical_to_native() {
+    use sha2::{Digest, Sha256};
+    let spec = nanobanana::synthetic::SyntheticSpec {
+        prompt: "pinned prompt",
+        width: 96,
+        height: 64,
+        artistic: true,
+        index: 2,
+    };
+    let png = nanobanana::synthetic::render_png(&spec);
+    // Same value as synthetic::tests::pinned_output natively.
+    assert_eq!(
+        hex::encode(Sha256::digest(&png)),
+        "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322"
+    );
+}

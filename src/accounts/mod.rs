@@ -52,20 +52,19 @@ pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Respo
         created_at: crate::time::iso_from_millis(rc.now_ms),
     };
     // The unique index decides races: two concurrent sign-ups get one 201 and one 409.
-    rc.db()?
+    let db = rc.db()?;
+    let insert = db
         .prepare("INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
         .bind(&[
             db::text(&user.id),
             db::text(&user.email),
             db::text(&password_hash),
             db::text(&user.created_at),
-        ])?
-        .run()
-        .await
-        .on_unique(|| {
-            ApiError::conflict("email_taken", "an account with this email already exists")
-                .with_param("email")
-        })?;
+        ])?;
+    db.run(insert).await.on_unique(|| {
+        ApiError::conflict("email_taken", "an account with this email already exists")
+            .with_param("email")
+    })?;
 
     let issued = token::issue(secret, &user.id, rc.now_ms / 1000)?;
     http::json(
@@ -94,13 +93,13 @@ pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response
     body.finish()?;
     let email = email_raw.trim().to_lowercase();
 
-    let found: Option<Credentials> = rc
-        .db()?
-        .prepare("SELECT id, password_hash FROM users WHERE email = ?1")
-        .bind(&[db::text(&email)])?
-        .first(None)
-        .await
-        .or_internal()?;
+    let db = rc.db()?;
+    let found: Option<Credentials> = db
+        .first(
+            db.prepare("SELECT id, password_hash FROM users WHERE email = ?1")
+                .bind(&[db::text(&email)])?,
+        )
+        .await?;
 
     let ok = password::verify(
         &password_raw,
@@ -130,13 +129,13 @@ pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response
 /// `GET /v1/auth/me`: the account behind the token. A token for a deleted user is 401.
 pub async fn me(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let user_id = auth::require_account(req, rc)?;
-    let user: Option<User> = rc
-        .db()?
-        .prepare("SELECT id, email, created_at FROM users WHERE id = ?1")
-        .bind(&[db::text(&user_id)])?
-        .first(None)
-        .await
-        .or_internal()?;
+    let db = rc.db()?;
+    let user: Option<User> = db
+        .first(
+            db.prepare("SELECT id, email, created_at FROM users WHERE id = ?1")
+                .bind(&[db::text(&user_id)])?,
+        )
+        .await?;
     match user {
         Some(user) => http::json(200, &user),
         None => Err(ApiError::unauthorized(

@@ -86,7 +86,7 @@ class WorkerInstance:
         self.proc = subprocess.Popen(
             [str(WRANGLER), "dev", "-c", str(self.config_path), "--local", "--ip", "127.0.0.1",
              "--port", str(self.port), "--inspector-port", str(free_port()), "--persist-to", str(self.state),
-             "--show-interactive-dev-session=false", "--log-level", "info"],
+             "--show-interactive-dev-session=false", "--log-level", "log"],
             cwd=self.dir, env=wrangler_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 90
@@ -119,6 +119,22 @@ class WorkerInstance:
                             "--command", command)
         results = json.loads(out.stdout)
         return results[0].get("results", []) if results else []
+
+    def request_log(self, request_id: str) -> dict:
+        """The Worker's one-line JSON log of a request (`event: request`)."""
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                start = line.find('{"')
+                if start >= 0 and request_id in line:
+                    try:
+                        entry = json.loads(line[start:])
+                    except ValueError:
+                        continue
+                    if entry.get("event") == "request" and entry.get("request_id") == request_id:
+                        return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no request log line for {request_id} in {self.log_path}")
 
     def d1_files(self) -> list[Path]:
         return [p for p in (self.state / "v3" / "d1").rglob("*") if p.is_file()]

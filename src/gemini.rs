@@ -1,0 +1,643 @@
+//! The whole story of talking to Google, top to bottom: the wire types of
+//! `models/{model}:generateContent`, the request we send, how every upstream outcome maps
+//! to an image or an API error, the retry policy, and the fetch loop that applies it.
+//!
+//! Outcomes:
+//! - an image: the last non-thought `inlineData` image part, with its real mime type;
+//! - a refusal (`promptFeedback.blockReason`, a non-STOP `finishReason`, or text only):
+//!   400 `content_policy_violation`, never retried;
+//! - 429, 408, 500, 502, 503, 504 and network errors: retried with exponential backoff and
+//!   jitter (honouring `RetryInfo.retryDelay` when it fits), at most 3 attempts inside the
+//!   deadline; then 503 if upstream was overloaded, 504 if it timed out, 502 otherwise;
+//! - `API_KEY_INVALID`: 502 `provider_auth_failed`, not retried;
+//! - anything else unusable (other 4xx, a 200 that is not the documented JSON): 502.
+
+use crate::error::{ApiError, ErrorType};
+use base64::Engine;
+use serde::Deserialize;
+
+pub const MAX_ATTEMPTS: u32 = 3;
+const BACKOFF_BASE_MS: u64 = 500;
+const BACKOFF_CAP_MS: u64 = 8_000;
+
+// ---------------------------------------------------------------- request
+
+/// What one upstream call asks for.
+pub struct ImageCall<'a> {
+    pub model: &'a str,
+    /// The prompt as sent: the user's prompt plus the style's instruction.
+    pub text: &'a str,
+    pub aspect_ratio: &'a str,
+    pub image_size: &'a str,
+}
+
+pub fn endpoint(base: &str, model: &str) -> String {
+    format!("{base}/v1beta/models/{model}:generateContent")
+}
+
+pub fn request_body(call: &ImageCall) -> String {
+    serde_json::json!({
+        "contents": [{"role": "user", "parts": [{"text": call.text}]}],
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": {"aspectRatio": call.aspect_ratio, "imageSize": call.image_size}
+        }
+    })
+    .to_string()
+}
+
+// ---------------------------------------------------------------- response wire types
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateContentResponse {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    prompt_feedback: Option<PromptFeedback>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    block_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    content: Option<Content>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Content {
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part {
+    inline_data: Option<InlineData>,
+    #[serde(default)]
+    thought: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineData {
+    mime_type: String,
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: GoogleError,
+}
+
+#[derive(Deserialize)]
+struct GoogleError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    details: Vec<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------- outcomes
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub mime_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a retryable attempt failed; decides the final status once retries run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    Overloaded,
+    TimedOut,
+    Failed,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Attempt {
+    Image(Image),
+    Retry {
+        why: Transient,
+        retry_after_ms: Option<u64>,
+    },
+    Fail(ApiError),
+}
+
+/// Maps one upstream HTTP answer to an outcome. Pure: every case is unit-tested.
+pub fn interpret(status: u16, body: &[u8]) -> Attempt {
+    match status {
+        200 => interpret_success(body),
+        429 => Attempt::Retry {
+            why: Transient::Overloaded,
+            retry_after_ms: retry_delay_ms(body),
+        },
+        503 => Attempt::Retry {
+            why: Transient::Overloaded,
+            retry_after_ms: None,
+        },
+        408 | 504 => Attempt::Retry {
+            why: Transient::TimedOut,
+            retry_after_ms: None,
+        },
+        500 | 502 => Attempt::Retry {
+            why: Transient::Failed,
+            retry_after_ms: None,
+        },
+        _ if is_invalid_api_key(body) => Attempt::Fail(ApiError::new(
+            502,
+            ErrorType::UpstreamError,
+            "provider_auth_failed",
+            "the image provider rejected the service's credentials",
+        )),
+        _ => {
+            crate::log::error(
+                "gemini: unexpected status",
+                &format!("{status} {}", google_message(body)),
+            );
+            Attempt::Fail(upstream_failed(format!(
+                "the image provider answered HTTP {status}"
+            )))
+        }
+    }
+}
+
+fn interpret_success(body: &[u8]) -> Attempt {
+    let response: GenerateContentResponse = match serde_json::from_slice(body) {
+        Ok(response) => response,
+        Err(_) => {
+            return Attempt::Fail(upstream_failed(
+                "the image provider sent an unreadable response",
+            ))
+        }
+    };
+    if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
+        return Attempt::Fail(refused(&format!("the prompt was blocked ({reason})")));
+    }
+    let Some(candidate) = response.candidates.into_iter().next() else {
+        return Attempt::Fail(upstream_failed("the image provider returned no candidates"));
+    };
+    let finish = candidate
+        .finish_reason
+        .unwrap_or_else(|| "STOP".to_string());
+    let parts = candidate.content.map(|c| c.parts).unwrap_or_default();
+    let final_image = parts
+        .into_iter()
+        .filter(|part| !part.thought)
+        .filter_map(|part| part.inline_data)
+        .rfind(|data| data.mime_type.starts_with("image/"));
+    match final_image {
+        Some(data) => {
+            match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
+                Ok(bytes) if !bytes.is_empty() => Attempt::Image(Image {
+                    mime_type: data.mime_type,
+                    bytes,
+                }),
+                _ => Attempt::Fail(upstream_failed(
+                    "the image provider sent an undecodable image",
+                )),
+            }
+        }
+        None if finish != "STOP" => Attempt::Fail(refused(&format!(
+            "no image was produced (finish reason {finish})"
+        ))),
+        None => Attempt::Fail(refused("the model answered with text only and no image")),
+    }
+}
+
+fn refused(reason: &str) -> ApiError {
+    ApiError::new(
+        400,
+        ErrorType::ContentPolicyError,
+        "content_policy_violation",
+        format!("the request was refused by the image model: {reason}"),
+    )
+    .with_param("prompt")
+}
+
+fn upstream_failed(message: impl Into<String>) -> ApiError {
+    ApiError::new(502, ErrorType::UpstreamError, "upstream_error", message)
+}
+
+fn google_error(body: &[u8]) -> Option<GoogleError> {
+    serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|e| e.error)
+}
+
+fn google_message(body: &[u8]) -> String {
+    google_error(body).map(|e| e.message).unwrap_or_default()
+}
+
+fn is_invalid_api_key(body: &[u8]) -> bool {
+    google_error(body).is_some_and(|e| {
+        e.details
+            .iter()
+            .any(|d| d.get("reason").and_then(|r| r.as_str()) == Some("API_KEY_INVALID"))
+    })
+}
+
+/// `google.rpc.RetryInfo.retryDelay` ("47s", "1.5s") in milliseconds.
+fn retry_delay_ms(body: &[u8]) -> Option<u64> {
+    let error = google_error(body)?;
+    error.details.iter().find_map(|detail| {
+        let is_retry_info = detail
+            .get("@type")?
+            .as_str()?
+            .ends_with("google.rpc.RetryInfo");
+        let delay = detail.get("retryDelay")?.as_str()?.strip_suffix('s')?;
+        let seconds: f64 = delay.parse().ok()?;
+        (is_retry_info && seconds.is_finite() && seconds >= 0.0)
+            .then_some((seconds * 1000.0) as u64)
+    })
+}
+
+/// The error once retries are exhausted or the deadline has passed.
+pub fn give_up(why: Transient) -> ApiError {
+    match why {
+        Transient::Overloaded => ApiError::new(
+            503,
+            ErrorType::UpstreamError,
+            "upstream_overloaded",
+            "the image provider is overloaded; try again later",
+        ),
+        Transient::TimedOut => ApiError::new(
+            504,
+            ErrorType::UpstreamError,
+            "upstream_timeout",
+            "the image provider did not answer in time",
+        ),
+        Transient::Failed => upstream_failed("the image provider failed after retries"),
+    }
+}
+
+// ---------------------------------------------------------------- retry policy
+
+/// How long to wait before attempt `attempt + 1` (attempt counts from 1), or None to stop.
+/// Exponential backoff with jitter (50-100% of the step); an upstream `retryDelay` is used
+/// instead when given. Stops when the wait would not fit before the deadline.
+pub fn next_delay_ms(
+    attempt: u32,
+    retry_after_ms: Option<u64>,
+    jitter: u8,
+    remaining_ms: u64,
+) -> Option<u64> {
+    if attempt >= MAX_ATTEMPTS {
+        return None;
+    }
+    let delay = retry_after_ms.unwrap_or_else(|| {
+        let step = (BACKOFF_BASE_MS << (attempt - 1).min(16)).min(BACKOFF_CAP_MS);
+        step / 2 + step * u64::from(jitter) / 512
+    });
+    // Leave the next attempt at least a second of its own.
+    (delay + 1_000 <= remaining_ms).then_some(delay)
+}
+
+// ---------------------------------------------------------------- the fetch loop
+
+#[cfg(target_arch = "wasm32")]
+pub use fetch::generate_image;
+
+#[cfg(target_arch = "wasm32")]
+mod fetch {
+    use super::*;
+    use futures_util::future::{select, Either};
+    use std::time::Duration;
+    use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+
+    /// One image from Gemini, with retries, within `deadline_ms` overall. Returns the image
+    /// and the upstream latency of the successful attempt.
+    pub async fn generate_image(
+        base: &str,
+        api_key: &str,
+        call: &ImageCall<'_>,
+        deadline_ms: u64,
+    ) -> Result<(Image, u64), ApiError> {
+        let started = crate::time::now_millis();
+        let url = endpoint(base, call.model);
+        let body = request_body(call);
+        let mut attempt = 1;
+        loop {
+            let elapsed = crate::time::now_millis().saturating_sub(started);
+            let remaining = deadline_ms.saturating_sub(elapsed);
+            if remaining == 0 {
+                return Err(give_up(Transient::TimedOut));
+            }
+            let attempt_started = crate::time::now_millis();
+            let outcome = match send(&url, api_key, &body, remaining).await {
+                Ok((status, bytes)) => interpret(status, &bytes),
+                Err(why) => Attempt::Retry {
+                    why,
+                    retry_after_ms: None,
+                },
+            };
+            match outcome {
+                Attempt::Image(image) => {
+                    return Ok((
+                        image,
+                        crate::time::now_millis().saturating_sub(attempt_started),
+                    ));
+                }
+                Attempt::Fail(err) => return Err(err),
+                Attempt::Retry {
+                    why,
+                    retry_after_ms,
+                } => {
+                    let remaining = deadline_ms
+                        .saturating_sub(crate::time::now_millis().saturating_sub(started));
+                    if why == Transient::TimedOut && remaining == 0 {
+                        return Err(give_up(why));
+                    }
+                    let jitter = crate::random::bytes::<1>().map(|b| b[0]).unwrap_or(128);
+                    match next_delay_ms(attempt, retry_after_ms, jitter, remaining) {
+                        Some(delay) => {
+                            crate::log::info(
+                                "gemini: retrying",
+                                &format!("attempt {attempt} {why:?}, waiting {delay} ms"),
+                            );
+                            Delay::from(Duration::from_millis(delay)).await;
+                            attempt += 1;
+                        }
+                        None => return Err(give_up(why)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One HTTP call, aborted when `timeout_ms` passes. The key travels in a header only.
+    async fn send(
+        url: &str,
+        api_key: &str,
+        body: &str,
+        timeout_ms: u64,
+    ) -> Result<(u16, Vec<u8>), Transient> {
+        let headers = Headers::new();
+        headers
+            .set("content-type", "application/json")
+            .map_err(|_| Transient::Failed)?;
+        headers
+            .set("x-goog-api-key", api_key)
+            .map_err(|_| Transient::Failed)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(body.into()));
+        let request = Request::new_with_init(url, &init).map_err(|_| Transient::Failed)?;
+
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let exchange = async {
+            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
+            let bytes = response.bytes().await?;
+            Ok::<_, worker::Error>((response.status_code(), bytes))
+        };
+        let timeout = Delay::from(Duration::from_millis(timeout_ms));
+        futures_util::pin_mut!(exchange);
+        match select(exchange, timeout).await {
+            Either::Left((Ok(answer), _)) => Ok(answer),
+            Either::Left((Err(err), _)) => {
+                crate::log::error("gemini: network error", &err.to_string());
+                Err(Transient::Failed)
+            }
+            Either::Right(_) => {
+                controller.abort();
+                Err(Transient::TimedOut)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: serde_json::Value) -> Vec<u8> {
+        value.to_string().into_bytes()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn request_follows_the_wire_format() {
+        let call = ImageCall {
+            model: "gemini-3.1-flash-image",
+            text: "a cat",
+            aspect_ratio: "16:9",
+            image_size: "2K",
+        };
+        let sent: serde_json::Value = serde_json::from_str(&request_body(&call)).unwrap();
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "a cat");
+        assert_eq!(
+            sent["generationConfig"]["responseModalities"],
+            json!(["TEXT", "IMAGE"])
+        );
+        assert_eq!(
+            sent["generationConfig"]["imageConfig"],
+            json!({"aspectRatio": "16:9", "imageSize": "2K"})
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:9", "gemini-3.1-flash-image"),
+            "http://127.0.0.1:9/v1beta/models/gemini-3.1-flash-image:generateContent"
+        );
+    }
+
+    #[test]
+    fn takes_the_last_non_thought_image_and_its_mime_type() {
+        let response = body(
+            json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
+                {"text": "thinking", "thought": true},
+                {"inlineData": {"mimeType": "image/png", "data": b64(b"draft")}, "thought": true},
+                {"inlineData": {"mimeType": "image/png", "data": b64(b"first")}},
+                {"text": "here you go"},
+                {"inlineData": {"mimeType": "image/jpeg", "data": b64(b"final")}},
+                {"inlineData": {"mimeType": "image/png", "data": b64(b"late draft")}, "thought": true}
+            ]}}]}),
+        );
+        assert_eq!(
+            interpret(200, &response),
+            Attempt::Image(Image {
+                mime_type: "image/jpeg".into(),
+                bytes: b"final".to_vec()
+            })
+        );
+    }
+
+    fn refusal_code(response: serde_json::Value) -> (u16, &'static str, String) {
+        match interpret(200, &body(response)) {
+            Attempt::Fail(err) => (err.status, err.code, err.message),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_refusal_shape_is_400_content_policy_violation() {
+        let (status, code, message) =
+            refusal_code(json!({"promptFeedback": {"blockReason": "SAFETY"}}));
+        assert_eq!((status, code), (400, "content_policy_violation"));
+        assert!(message.contains("SAFETY"));
+        for reason in [
+            "SAFETY",
+            "IMAGE_SAFETY",
+            "PROHIBITED_CONTENT",
+            "NO_IMAGE",
+            "IMAGE_OTHER",
+            "RECITATION",
+        ] {
+            let (status, code, message) = refusal_code(
+                json!({"candidates": [{"finishReason": reason, "content": {"parts": []}}]}),
+            );
+            assert_eq!((status, code), (400, "content_policy_violation"));
+            assert!(message.contains(reason), "{message}");
+        }
+        let (status, code, _) =
+            refusal_code(json!({"candidates": [{"finishReason": "IMAGE_SAFETY"}]}));
+        assert_eq!((status, code), (400, "content_policy_violation"));
+        let (status, code, message) = refusal_code(
+            json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [{"text": "no"}]}}]}),
+        );
+        assert_eq!((status, code), (400, "content_policy_violation"));
+        assert!(message.contains("text only"));
+    }
+
+    #[test]
+    fn unusable_200s_are_502() {
+        for raw in [
+            &b"<html>oops</html>"[..],
+            b"",
+            b"{\"candidates\": [{\"content\": \"x\"}]}",
+            b"{}",
+        ] {
+            match interpret(200, raw) {
+                Attempt::Fail(err) => assert_eq!((err.status, err.code), (502, "upstream_error")),
+                other => panic!("{other:?}"),
+            }
+        }
+        let bad_base64 = body(
+            json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "!!!"}}]}}]}),
+        );
+        assert!(matches!(interpret(200, &bad_base64), Attempt::Fail(e) if e.status == 502));
+    }
+
+    #[test]
+    fn transient_statuses_are_retried() {
+        assert_eq!(
+            interpret(503, b"{}"),
+            Attempt::Retry {
+                why: Transient::Overloaded,
+                retry_after_ms: None
+            }
+        );
+        assert_eq!(
+            interpret(500, b""),
+            Attempt::Retry {
+                why: Transient::Failed,
+                retry_after_ms: None
+            }
+        );
+        assert_eq!(
+            interpret(502, b""),
+            Attempt::Retry {
+                why: Transient::Failed,
+                retry_after_ms: None
+            }
+        );
+        assert_eq!(
+            interpret(504, b""),
+            Attempt::Retry {
+                why: Transient::TimedOut,
+                retry_after_ms: None
+            }
+        );
+        assert_eq!(
+            interpret(408, b""),
+            Attempt::Retry {
+                why: Transient::TimedOut,
+                retry_after_ms: None
+            }
+        );
+    }
+
+    #[test]
+    fn rate_limits_carry_the_retry_delay() {
+        let limited = body(
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}
+            ]}}),
+        );
+        assert_eq!(
+            interpret(429, &limited),
+            Attempt::Retry {
+                why: Transient::Overloaded,
+                retry_after_ms: Some(1500)
+            }
+        );
+        assert_eq!(
+            interpret(429, b"not json"),
+            Attempt::Retry {
+                why: Transient::Overloaded,
+                retry_after_ms: None
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_api_key_is_502_provider_auth_failed_without_retry() {
+        let invalid = body(
+            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}),
+        );
+        match interpret(400, &invalid) {
+            Attempt::Fail(err) => {
+                assert_eq!((err.status, err.code), (502, "provider_auth_failed"));
+                assert!(
+                    !err.message.contains("API key not valid"),
+                    "upstream text stays internal"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(interpret(400, b"{}"), Attempt::Fail(e) if e.code == "upstream_error"));
+        assert!(matches!(interpret(404, b""), Attempt::Fail(e) if e.status == 502));
+    }
+
+    #[test]
+    fn exhausted_retries_map_to_503_504_502() {
+        assert_eq!(give_up(Transient::Overloaded).status, 503);
+        assert_eq!(give_up(Transient::TimedOut).status, 504);
+        assert_eq!(give_up(Transient::Failed).status, 502);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_respects_attempts_and_deadline() {
+        // jitter 0 -> half the step; jitter 255 -> almost the whole step.
+        assert_eq!(next_delay_ms(1, None, 0, 60_000), Some(250));
+        assert_eq!(next_delay_ms(1, None, 255, 60_000), Some(499));
+        assert_eq!(next_delay_ms(2, None, 0, 60_000), Some(500));
+        assert_eq!(
+            next_delay_ms(3, None, 0, 60_000),
+            None,
+            "three attempts at most"
+        );
+        assert_eq!(next_delay_ms(1, Some(47_000), 0, 60_000), Some(47_000));
+        assert_eq!(
+            next_delay_ms(1, Some(47_000), 0, 10_000),
+            None,
+            "retryDelay past the deadline"
+        );
+        assert_eq!(
+            next_delay_ms(1, None, 0, 1_100),
+            None,
+            "no time left for another attempt"
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! Image generation: `POST /v1/generate` (and, with another shape, the OpenAI-compatible
+//! route). Owns the `generations` table.
+//!
+//! One request: authenticate the key (1 D1 round trip) -> validate -> reserve `n` images
+//! of today's quota and record a pending generation (1 round trip, atomic) -> draw the
+//! images (Gemini for live keys, the synthetic provider for test keys; `n` in parallel) ->
+//! store them in R2 -> mark the generation succeeded (1 round trip). If anything fails
+//! after the reservation, the stored objects are deleted, the reservation is released and
+//! the generation is marked failed in one atomic batch: nothing is charged for an image
+//! that was not delivered.
+
+pub mod request;
+
+use crate::db::{self, D1ResultExt, Db};
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::gemini::Image;
+use crate::http::{self, RequestContext};
+use crate::keys::{self, KeyMode, KeyPrincipal};
+use crate::storage;
+use crate::synthetic::{render_png, SyntheticSpec};
+use crate::time::{date_from_millis, iso_from_millis};
+use crate::usage;
+use base64::Engine;
+pub use request::{GenerationRequest, ResponseFormat, Shape, Style};
+use serde::Serialize;
+use worker::{Request, Response};
+
+/// A delivered image as the client receives it.
+#[derive(Debug, Serialize)]
+pub struct DeliveredImage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    pub mime_type: String,
+}
+
+/// A finished generation, ready to be rendered in either API shape.
+pub struct Generated {
+    pub id: String,
+    pub created_ms: u64,
+    pub request: GenerationRequest,
+    pub images: Vec<DeliveredImage>,
+    pub quota_limit: u32,
+    pub quota_remaining: u32,
+}
+
+impl Generated {
+    /// `/v1/generate`: `{id, url, prompt, created_at, model, size, style, n, images}`.
+    pub fn native_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "generation",
+            "url": self.images.first().and_then(|image| image.url.clone()),
+            "prompt": self.request.prompt,
+            "created_at": iso_from_millis(self.created_ms),
+            "model": self.request.model,
+            "size": self.request.size.label(),
+            "style": self.request.style.as_str(),
+            "n": self.request.n,
+            "images": self.images,
+        })
+    }
+
+    /// OpenAI Images API: `{created, data: [{url} | {b64_json}]}`.
+    pub fn openai_json(&self) -> serde_json::Value {
+        let data: Vec<serde_json::Value> = self
+            .images
+            .iter()
+            .map(|image| match (&image.b64_json, &image.url) {
+                (Some(b64), _) => serde_json::json!({ "b64_json": b64, "revised_prompt": null }),
+                (None, url) => serde_json::json!({ "url": url, "revised_prompt": null }),
+            })
+            .collect();
+        serde_json::json!({ "created": self.created_ms / 1000, "data": data })
+    }
+
+    pub fn quota_headers(&self) -> [(&'static str, String); 2] {
+        [
+            ("x-quota-limit-images", self.quota_limit.to_string()),
+            ("x-quota-remaining-images", self.quota_remaining.to_string()),
+        ]
+    }
+}
+
+/// `POST /v1/generate`.
+pub async fn generate(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    let principal = keys::authenticate(req, rc).await?;
+    let request = GenerationRequest::parse(http::json_body(req).await?, &rc.config, Shape::Native)?;
+    let generated = run(rc, &principal, request, &origin(req)?).await?;
+    respond(&generated, generated.native_json())
+}
+
+/// `POST /v1/images/generations`: the same path, OpenAI's shape.
+pub async fn openai_images(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    let principal = keys::authenticate(req, rc).await?;
+    let request = GenerationRequest::parse(http::json_body(req).await?, &rc.config, Shape::OpenAi)?;
+    let generated = run(rc, &principal, request, &origin(req)?).await?;
+    respond(&generated, generated.openai_json())
+}
+
+fn respond(generated: &Generated, body: serde_json::Value) -> ApiResult<Response> {
+    let mut response = http::json(200, &body)?;
+    for (name, value) in generated.quota_headers() {
+        response.headers_mut().set(name, &value)?;
+    }
+    Ok(response)
+}
+
+/// `https://host` of the request, for absolute signed URLs.
+pub fn origin(req: &Request) -> ApiResult<String> {
+    Ok(req.url()?.origin().ascii_serialization())
+}
+
+/// The generation itself, for both shapes.
+pub async fn run(
+    rc: &RequestContext,
+    principal: &KeyPrincipal,
+    request: GenerationRequest,
+    origin: &str,
+) -> ApiResult<Generated> {
+    // A live key with no provider must fail before any quota is touched.
+    let google_api_key = match principal.mode {
+        KeyMode::Live => Some(
+            rc.config
+                .google_api_key()
+                .ok_or_else(provider_not_configured)?
+                .to_string(),
+        ),
+        KeyMode::Test => None,
+    };
+    let db = rc.db()?;
+    let generation_id = format!("gen_{}", crate::random::uuid_v4()?);
+    let today = date_from_millis(rc.now_ms);
+    let quota = principal.daily_quota;
+
+    // Fast refusal without a write when the count read at authentication already says no.
+    if principal.used_today.saturating_add(request.n) > quota {
+        return Err(usage::quota_exceeded(
+            quota,
+            principal.used_today,
+            request.n,
+            rc.now_ms,
+        ));
+    }
+    let used_after = reserve(&db, rc, principal, &request, &generation_id, &today).await?;
+
+    let outcome = draw_and_store(
+        rc,
+        principal,
+        &request,
+        &generation_id,
+        google_api_key.as_deref(),
+    )
+    .await;
+    let (images, stored) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            fail(&db, principal, &request, &generation_id, &today, err.code).await;
+            return Err(err);
+        }
+    };
+
+    let delivered = deliver(
+        rc,
+        origin,
+        &generation_id,
+        &request,
+        &images,
+        stored.is_some(),
+    )?;
+    let total_bytes: usize = images.iter().map(|(image, _)| image.bytes.len()).sum();
+    let max_latency = images
+        .iter()
+        .map(|(_, latency)| *latency)
+        .max()
+        .unwrap_or(0);
+    let mime_type = images
+        .first()
+        .map(|(image, _)| image.mime_type.clone())
+        .unwrap_or_default();
+    let object_keys = stored.map(|keys| serde_json::to_string(&keys).unwrap_or_default());
+    let finish = db
+        .prepare(
+            "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
+                    upstream_latency_ms = ?5
+             WHERE id = ?1",
+        )
+        .bind(&[
+            db::text(&generation_id),
+            db::opt_text(object_keys.as_deref()),
+            db::text(&mime_type),
+            db::int(total_bytes as i64),
+            db::int(max_latency as i64),
+        ])?;
+    db.run(finish).await.or_internal()?;
+
+    Ok(Generated {
+        id: generation_id,
+        created_ms: rc.now_ms,
+        request,
+        images: delivered,
+        quota_limit: quota,
+        quota_remaining: quota.saturating_sub(used_after),
+    })
+}
+
+/// Reserves the images and records the pending generation in one atomic batch; the
+/// generation row is written only if the reservation took (`changes() = 1`).
+async fn reserve(
+    db: &Db<'_>,
+    rc: &RequestContext,
+    principal: &KeyPrincipal,
+    request: &GenerationRequest,
+    generation_id: &str,
+    today: &str,
+) -> ApiResult<u32> {
+    let reserve = usage::reserve(
+        db,
+        &principal.key_id,
+        today,
+        request.n,
+        principal.daily_quota,
+    )?;
+    let record = db
+        .prepare(
+            "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9 WHERE changes() = 1",
+        )
+        .bind(&[
+            db::text(generation_id),
+            db::text(&principal.key_id),
+            db::text(&principal.user_id),
+            db::text(&request.prompt),
+            db::text(&request.model),
+            db::text(&request.size.label()),
+            db::text(request.style.as_str()),
+            db::int(request.n.into()),
+            db::text(&iso_from_millis(rc.now_ms)),
+        ])?;
+    let results = db.batch(vec![reserve, record]).await.or_internal()?;
+    #[derive(serde::Deserialize)]
+    struct Count {
+        image_count: i64,
+    }
+    let counted: Vec<Count> = match results.first() {
+        Some(result) => result.results().or_internal()?,
+        None => Vec::new(),
+    };
+    match counted.first() {
+        Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
+        // Someone else's concurrent request took what was left.
+        None => Err(usage::quota_exceeded(
+            principal.daily_quota,
+            principal.daily_quota,
+            request.n,
+            rc.now_ms,
+        )),
+    }
+}
+
+/// Releases the reservation and marks the generation failed, atomically. The request has
+/// already failed; if this write fails too it is logged (the reservation then stays).
+async fn fail(
+    db: &Db<'_>,
+    principal: &KeyPrincipal,
+    request: &GenerationRequest,
+    generation_id: &str,
+    today: &str,
+    code: &str,
+) {
+    let statements = (|| -> ApiResult<Vec<worker::D1PreparedStatement>> {
+        Ok(vec![
+            usage::release(db, &principal.key_id, today, request.n)?,
+            db.prepare("UPDATE generations SET status = 'failed', error_code = ?2 WHERE id = ?1")
+                .bind(&[db::text(generation_id), db::text(code)])?,
+        ])
+    })();
+    let result = match statements {
+        Ok(statements) => db
+            .batch(statements)
+            .await
+            .map(|_| ())
+            .map_err(|e| db::describe_error(&e)),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(detail) = result {
+        crate::log::error(
+            "releasing a failed generation's reservation failed",
+            &format!("{generation_id}: {detail}"),
+        );
+    }
+}
+
+type DrawnImages = (Vec<(Image, u64)>, Option<Vec<String>>);
+
+/// Draws all `n` images (all must arrive) and stores them in R2 when it is bound.
+async fn draw_and_store(
+    rc: &RequestContext,
+    principal: &KeyPrincipal,
+    request: &GenerationRequest,
+    generation_id: &str,
+    google_api_key: Option<&str>,
+) -> ApiResult<DrawnImages> {
+    let images = match google_api_key {
+        None => draw_synthetic(request),
+        Some(api_key) => draw_with_gemini(rc, request, api_key).await?,
+    };
+    let stored = match storage::bucket(rc) {
+        Some(bucket) => {
+            let plain: Vec<Image> = images.iter().map(|(image, _)| image.clone()).collect();
+            Some(storage::put_all(&bucket, generation_id, &principal.key_id, &plain).await?)
+        }
+        None => None,
+    };
+    Ok((images, stored))
+}
+
+fn draw_synthetic(request: &GenerationRequest) -> Vec<(Image, u64)> {
+    (0..request.n)
+        .map(|index| {
+            let spec = SyntheticSpec {
+                prompt: &request.prompt,
+                width: request.size.width,
+                height: request.size.height,
+                artistic: request.style == Style::Artistic,
+                index,
+            };
+            (
+                Image {
+                    mime_type: "image/png".to_string(),
+                    bytes: render_png(&spec),
+                },
+                0,
+            )
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn draw_with_gemini(
+    rc: &RequestContext,
+    request: &GenerationRequest,
+    api_key: &str,
+) -> ApiResult<Vec<(Image, u64)>> {
+    let text = request.upstream_text();
+    let call = crate::gemini::ImageCall {
+        model: &request.model,
+        text: &text,
+        aspect_ratio: request.size.aspect_ratio,
+        image_size: request.size.image_size,
+    };
+    let base = &rc.config.gemini_api_base;
+    let deadline = rc.config.gemini_deadline_ms;
+    // Gemini draws one image per call: n calls in parallel; the first failure fails all.
+    let calls =
+        (0..request.n).map(|_| crate::gemini::generate_image(base, api_key, &call, deadline));
+    futures_util::future::try_join_all(calls).await
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn draw_with_gemini(
+    _: &RequestContext,
+    _: &GenerationRequest,
+    _: &str,
+) -> ApiResult<Vec<(Image, u64)>> {
+    Err(ApiError::internal())
+}
+
+fn deliver(
+    rc: &RequestContext,
+    origin: &str,
+    generation_id: &str,
+    request: &GenerationRequest,
+    images: &[(Image, u64)],
+    stored: bool,
+) -> ApiResult<Vec<DeliveredImage>> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(index, (image, _))| {
+            let url = if stored {
+                storage::stored_image_url(rc, origin, generation_id, index)?
+            } else {
+                storage::data_url(image)
+            };
+            let b64_json = (request.response_format == ResponseFormat::B64Json)
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+            Ok(DeliveredImage {
+                url: Some(url),
+                b64_json,
+                mime_type: image.mime_type.clone(),
+            })
+        })
+        .collect()
+}
+
+fn provider_not_configured() -> ApiError {
+    ApiError::new(
+        503,
+        ErrorType::UpstreamError,
+        "provider_not_configured",
+        "live keys are unavailable: the image provider is not configured on this server (test keys still work)",
+    )
+}

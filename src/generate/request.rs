@@ -1,0 +1,383 @@
+//! What a generation asks for, parsed once into types that are valid everywhere after.
+//! Shared by `/v1/generate` and the OpenAI-compatible `/v1/images/generations`.
+
+use crate::body::JsonObject;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+
+pub const MAX_PROMPT_CHARS: usize = 4000;
+pub const MAX_IMAGES: u32 = 4;
+
+/// A documented output size and how it maps onto Gemini's `imageConfig`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ImageSize {
+    pub width: u32,
+    pub height: u32,
+    pub aspect_ratio: &'static str,
+    pub image_size: &'static str,
+}
+
+/// The sizes a request may ask for. Gemini picks pixels from an aspect ratio and a size
+/// class (1K, 2K, 4K); each entry names the closest ratio and the smallest class that
+/// covers the longer side.
+pub const SIZES: &[ImageSize] = &[
+    ImageSize {
+        width: 1024,
+        height: 1024,
+        aspect_ratio: "1:1",
+        image_size: "1K",
+    },
+    ImageSize {
+        width: 1536,
+        height: 1024,
+        aspect_ratio: "3:2",
+        image_size: "2K",
+    },
+    ImageSize {
+        width: 1024,
+        height: 1536,
+        aspect_ratio: "2:3",
+        image_size: "2K",
+    },
+    ImageSize {
+        width: 1792,
+        height: 1024,
+        aspect_ratio: "16:9",
+        image_size: "2K",
+    },
+    ImageSize {
+        width: 1024,
+        height: 1792,
+        aspect_ratio: "9:16",
+        image_size: "2K",
+    },
+    ImageSize {
+        width: 2048,
+        height: 2048,
+        aspect_ratio: "1:1",
+        image_size: "2K",
+    },
+];
+
+impl ImageSize {
+    pub fn parse(value: &str) -> ApiResult<&'static ImageSize> {
+        SIZES.iter().find(|s| s.label() == value).ok_or_else(|| {
+            let allowed: Vec<String> = SIZES.iter().map(ImageSize::label).collect();
+            ApiError::invalid_value(
+                "size",
+                format!("size must be one of {}", allowed.join(", ")),
+            )
+        })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}x{}", self.width, self.height)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Natural,
+    Artistic,
+}
+
+impl Style {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Style::Natural => "natural",
+            Style::Artistic => "artistic",
+        }
+    }
+
+    /// The instruction appended to the prompt sent upstream (documented in the README).
+    pub fn instruction(self) -> &'static str {
+        match self {
+            Style::Natural => {
+                "Style: natural and photorealistic, with true-to-life lighting and colour."
+            }
+            Style::Artistic => {
+                "Style: artistic and expressive, with painterly texture and bold, stylised colour."
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Url,
+    B64Json,
+}
+
+/// Which API shape the request came in; a few fields differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Native,
+    OpenAi,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    pub size: &'static ImageSize,
+    pub style: Style,
+    pub n: u32,
+    pub model: String,
+    pub response_format: ResponseFormat,
+}
+
+impl GenerationRequest {
+    pub fn parse(
+        mut body: JsonObject,
+        config: &Config,
+        shape: Shape,
+    ) -> ApiResult<GenerationRequest> {
+        let prompt = parse_prompt(&body.required_str("prompt", "prompt_required")?)?;
+        let size = match body.optional_str("size")? {
+            None => &SIZES[0],
+            Some(size) if shape == Shape::OpenAi && size == "auto" => &SIZES[0],
+            Some(size) => ImageSize::parse(&size)?,
+        };
+        let style = match body.optional_str("style")?.as_deref() {
+            None | Some("natural") => Style::Natural,
+            Some("artistic") => Style::Artistic,
+            // OpenAI's DALL-E 3 calls its expressive style "vivid".
+            Some("vivid") if shape == Shape::OpenAi => Style::Artistic,
+            Some(_) => {
+                let allowed = if shape == Shape::OpenAi {
+                    "natural, vivid or artistic"
+                } else {
+                    "natural or artistic"
+                };
+                return Err(ApiError::invalid_value(
+                    "style",
+                    format!("style must be {allowed}"),
+                ));
+            }
+        };
+        let n = body.optional_u32("n", 1..=MAX_IMAGES)?.unwrap_or(1);
+        let model = match body.optional_str("model")? {
+            None => config.gemini_model.clone(),
+            Some(model) if config.gemini_models.contains(&model) => model,
+            // OpenAI SDK users keep their model names; those mean "the default model".
+            Some(model) if shape == Shape::OpenAi && is_openai_model(&model) => {
+                config.gemini_model.clone()
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_value(
+                    "model",
+                    format!("model must be one of {}", config.gemini_models.join(", ")),
+                ))
+            }
+        };
+        let response_format = match body.optional_str("response_format")?.as_deref() {
+            None | Some("url") => ResponseFormat::Url,
+            Some("b64_json") => ResponseFormat::B64Json,
+            Some(_) => {
+                return Err(ApiError::invalid_value(
+                    "response_format",
+                    "response_format must be url or b64_json",
+                ))
+            }
+        };
+        if shape == Shape::OpenAi {
+            // Optional hints in OpenAI's API that do not change what is returned.
+            for hint in ["user", "quality", "moderation"] {
+                body.ignore(hint);
+            }
+            body.finish_with_status(400)?;
+        } else {
+            body.finish()?;
+        }
+        Ok(GenerationRequest {
+            prompt,
+            size,
+            style,
+            n,
+            model,
+            response_format,
+        })
+    }
+
+    /// The text sent upstream: the prompt, then the style's instruction.
+    pub fn upstream_text(&self) -> String {
+        format!("{}\n\n{}", self.prompt, self.style.instruction())
+    }
+}
+
+fn is_openai_model(model: &str) -> bool {
+    model.starts_with("dall-e-") || model.starts_with("gpt-image-")
+}
+
+fn parse_prompt(raw: &str) -> ApiResult<String> {
+    let prompt = raw.trim();
+    if prompt.is_empty() {
+        return Err(ApiError::validation(
+            "prompt_required",
+            "prompt",
+            "prompt must not be empty",
+        ));
+    }
+    if prompt.chars().count() > MAX_PROMPT_CHARS {
+        return Err(ApiError::validation(
+            "prompt_too_long",
+            "prompt",
+            format!("prompt must be at most {MAX_PROMPT_CHARS} characters"),
+        ));
+    }
+    Ok(prompt.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::parse_object;
+
+    fn config() -> Config {
+        Config::from_lookup(|name| match name {
+            "GEMINI_MODELS" => Some("gemini-3.1-flash-image,gemini-3-pro-image".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn parse(raw: &str, shape: Shape) -> ApiResult<GenerationRequest> {
+        GenerationRequest::parse(parse_object(raw.as_bytes()).unwrap(), &config(), shape)
+    }
+
+    #[test]
+    fn defaults() {
+        let r = parse(r#"{"prompt": "  a banana  "}"#, Shape::Native).unwrap();
+        assert_eq!(r.prompt, "a banana");
+        assert_eq!(r.size.label(), "1024x1024");
+        assert_eq!((r.size.aspect_ratio, r.size.image_size), ("1:1", "1K"));
+        assert_eq!(
+            (r.style, r.n, r.model.as_str(), r.response_format),
+            (
+                Style::Natural,
+                1,
+                "gemini-3.1-flash-image",
+                ResponseFormat::Url
+            )
+        );
+    }
+
+    #[test]
+    fn every_documented_size_maps_to_gemini() {
+        let expected = [
+            ("1024x1024", "1:1", "1K"),
+            ("1536x1024", "3:2", "2K"),
+            ("1024x1536", "2:3", "2K"),
+            ("1792x1024", "16:9", "2K"),
+            ("1024x1792", "9:16", "2K"),
+            ("2048x2048", "1:1", "2K"),
+        ];
+        for (label, ratio, class) in expected {
+            let size = ImageSize::parse(label).unwrap();
+            assert_eq!(
+                (size.aspect_ratio, size.image_size),
+                (ratio, class),
+                "{label}"
+            );
+        }
+        assert_eq!(SIZES.len(), expected.len());
+    }
+
+    #[test]
+    fn style_changes_the_upstream_text() {
+        let natural = parse(r#"{"prompt": "a cat"}"#, Shape::Native).unwrap();
+        let artistic = parse(r#"{"prompt": "a cat", "style": "artistic"}"#, Shape::Native).unwrap();
+        assert!(
+            natural.upstream_text().starts_with("a cat\n\n")
+                && natural.upstream_text().contains("photorealistic")
+        );
+        assert!(artistic.upstream_text().contains("painterly"));
+    }
+
+    #[test]
+    fn validation_errors_are_422_with_param() {
+        let cases = [
+            (r#"{}"#, "prompt_required", "prompt"),
+            (r#"{"prompt": "   "}"#, "prompt_required", "prompt"),
+            (r#"{"prompt": 3}"#, "invalid_type", "prompt"),
+            (r#"{"prompt": "x", "n": 0}"#, "out_of_range", "n"),
+            (r#"{"prompt": "x", "n": 5}"#, "out_of_range", "n"),
+            (r#"{"prompt": "x", "n": "2"}"#, "invalid_type", "n"),
+            (r#"{"prompt": "x", "seed": 1}"#, "unknown_parameter", "seed"),
+        ];
+        for (raw, code, param) in cases {
+            let err = parse(raw, Shape::Native).unwrap_err();
+            assert_eq!(
+                (err.status, err.code, err.param.as_deref()),
+                (422, code, Some(param)),
+                "{raw}"
+            );
+        }
+        let long = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4001));
+        assert_eq!(
+            parse(&long, Shape::Native).unwrap_err().code,
+            "prompt_too_long"
+        );
+        assert!(parse(
+            &format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4000)),
+            Shape::Native
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn values_outside_the_documented_sets_are_400() {
+        for (raw, param) in [
+            (r#"{"prompt": "x", "size": "999x999"}"#, "size"),
+            (r#"{"prompt": "x", "style": "vivid"}"#, "style"),
+            (r#"{"prompt": "x", "model": "dall-e-3"}"#, "model"),
+            (r#"{"prompt": "x", "model": "gemini-9"}"#, "model"),
+            (
+                r#"{"prompt": "x", "response_format": "png"}"#,
+                "response_format",
+            ),
+        ] {
+            let err = parse(raw, Shape::Native).unwrap_err();
+            assert_eq!(
+                (err.status, err.code, err.param.as_deref()),
+                (400, "invalid_value", Some(param)),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_may_be_any_allowed_one() {
+        assert_eq!(
+            parse(
+                r#"{"prompt": "x", "model": "gemini-3-pro-image"}"#,
+                Shape::Native
+            )
+            .unwrap()
+            .model,
+            "gemini-3-pro-image"
+        );
+    }
+
+    #[test]
+    fn openai_shape_accepts_its_hints_and_names() {
+        let r = parse(
+            r#"{"prompt": "x", "model": "dall-e-3", "style": "vivid", "size": "auto", "user": "u-1", "quality": "hd", "response_format": "b64_json"}"#,
+            Shape::OpenAi,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.style, r.size.label(), r.response_format),
+            (
+                "gemini-3.1-flash-image",
+                Style::Artistic,
+                "1024x1024".to_string(),
+                ResponseFormat::B64Json
+            )
+        );
+        let err = parse(r#"{"prompt": "x", "output_format": "webp"}"#, Shape::OpenAi).unwrap_err();
+        assert_eq!(
+            (err.status, err.code, err.param.as_deref()),
+            (400, "unknown_parameter", Some("output_format"))
+        );
+    }
+}

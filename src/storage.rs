@@ -1,0 +1,344 @@
+//! Where images live and how clients reach them.
+//!
+//! Each image is an R2 object `images/{generation id}/{index}` with its Content-Type and
+//! custom metadata (generation id, key id). A client gets, in order of preference:
+//! `{PUBLIC_IMAGE_BASE}/{object key}` when a public bucket domain is configured; else a
+//! signed Worker URL `/v1/images/{image id}?expires=...&signature=...` (HMAC-SHA256 under a
+//! key derived from JWT_SECRET, valid `IMAGE_URL_TTL_SECONDS`); or, with no `IMAGES`
+//! binding at all, a `data:` URL carrying the bytes.
+
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::gemini::Image;
+use crate::http::{header, RequestContext};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use worker::{Bucket, HttpMetadata, Request, Response};
+
+pub const BUCKET_BINDING: &str = "IMAGES";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Purpose label of the derived signing key, so URL signatures and JWTs never share a key.
+const URL_KEY_LABEL: &[u8] = b"nanobanana/image-url/v1";
+
+pub fn object_key(generation_id: &str, index: usize) -> String {
+    format!("images/{generation_id}/{index}")
+}
+
+/// Public image id: `{generation id}_{index}`.
+pub fn image_id(generation_id: &str, index: usize) -> String {
+    format!("{generation_id}_{index}")
+}
+
+pub fn parse_image_id(image_id: &str) -> Option<(&str, usize)> {
+    let (generation_id, index) = image_id.rsplit_once('_')?;
+    let index: usize = index.parse().ok()?;
+    (generation_id.starts_with("gen_") && index < 16).then_some((generation_id, index))
+}
+
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block_key = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block_key[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block_key[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block_key.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block_key.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Equal-length comparison whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn url_signing_key(secret: &str) -> [u8; 32] {
+    hmac_sha256(secret.as_bytes(), URL_KEY_LABEL)
+}
+
+pub fn signature(secret: &str, image_id: &str, expires: u64) -> String {
+    hex::encode(hmac_sha256(
+        &url_signing_key(secret),
+        format!("{image_id}:{expires}").as_bytes(),
+    ))
+}
+
+pub fn signed_path(secret: &str, image_id: &str, expires: u64) -> String {
+    format!(
+        "/v1/images/{image_id}?expires={expires}&signature={}",
+        signature(secret, image_id, expires)
+    )
+}
+
+/// Checks a signed URL's query: 403 `invalid_signature` or `url_expired` when it fails.
+pub fn verify_signature(
+    secret: &str,
+    image_id: &str,
+    expires: Option<&str>,
+    signature_hex: Option<&str>,
+    now_secs: u64,
+) -> ApiResult<()> {
+    let forbidden =
+        |code, message: &str| ApiError::new(403, ErrorType::PermissionError, code, message);
+    let (Some(expires_raw), Some(given)) = (expires, signature_hex) else {
+        return Err(forbidden(
+            "invalid_signature",
+            "this image URL is not signed",
+        ));
+    };
+    let expires: u64 = expires_raw
+        .parse()
+        .map_err(|_| forbidden("invalid_signature", "this image URL's signature is invalid"))?;
+    let expected = signature(secret, image_id, expires);
+    if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+        return Err(forbidden(
+            "invalid_signature",
+            "this image URL's signature is invalid",
+        ));
+    }
+    if expires <= now_secs {
+        return Err(forbidden(
+            "url_expired",
+            "this image URL has expired; fetch the generation again for a fresh one",
+        ));
+    }
+    Ok(())
+}
+
+pub fn data_url(image: &Image) -> String {
+    format!(
+        "data:{};base64,{}",
+        image.mime_type,
+        base64::engine::general_purpose::STANDARD.encode(&image.bytes)
+    )
+}
+
+/// Where a stored image is served from, for a response built at `now_ms`.
+pub fn stored_image_url(
+    rc: &RequestContext,
+    origin: &str,
+    generation_id: &str,
+    index: usize,
+) -> ApiResult<String> {
+    if let Some(base) = &rc.config.public_image_base {
+        return Ok(format!("{base}/{}", object_key(generation_id, index)));
+    }
+    let expires = rc.now_ms / 1000 + rc.config.image_url_ttl_seconds;
+    let path = signed_path(
+        rc.config.jwt_secret()?,
+        &image_id(generation_id, index),
+        expires,
+    );
+    Ok(format!("{origin}{path}"))
+}
+
+/// The R2 bucket, or None when the deployment has no `IMAGES` binding.
+pub fn bucket(rc: &RequestContext) -> Option<Bucket> {
+    rc.env.bucket(BUCKET_BINDING).ok()
+}
+
+/// Stores every image; all or nothing (what was written is deleted if any write fails).
+pub async fn put_all(
+    bucket: &Bucket,
+    generation_id: &str,
+    key_id: &str,
+    images: &[Image],
+) -> ApiResult<Vec<String>> {
+    let keys: Vec<String> = (0..images.len())
+        .map(|i| object_key(generation_id, i))
+        .collect();
+    let writes = images.iter().zip(&keys).map(|(image, key)| {
+        let metadata = HttpMetadata {
+            content_type: Some(image.mime_type.clone()),
+            cache_control: Some(IMMUTABLE.to_string()),
+            ..Default::default()
+        };
+        let custom = [
+            ("generation_id".to_string(), generation_id.to_string()),
+            ("api_key_id".to_string(), key_id.to_string()),
+        ];
+        bucket
+            .put(key.clone(), image.bytes.clone())
+            .http_metadata(metadata)
+            .custom_metadata(std::collections::HashMap::from(custom))
+            .execute()
+    });
+    let results = futures_util::future::join_all(writes).await;
+    if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
+        crate::log::error("r2 put failed", &err.to_string());
+        delete_all(bucket, &keys).await;
+        return Err(ApiError::new(
+            500,
+            ErrorType::ApiError,
+            "storage_failed",
+            "the image could not be stored",
+        ));
+    }
+    Ok(keys)
+}
+
+pub async fn delete_all(bucket: &Bucket, keys: &[String]) {
+    if let Err(err) = bucket
+        .delete_multiple(keys.iter().map(String::as_str).collect())
+        .await
+    {
+        crate::log::error("r2 cleanup failed", &err.to_string());
+    }
+}
+
+/// `GET /v1/images/{id}`: the bytes of a stored image behind a valid signed URL.
+pub async fn serve(
+    req: &Request,
+    rc: &RequestContext,
+    image_id_param: &str,
+) -> ApiResult<Response> {
+    let url = req.url()?;
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let (expires, given) = (query("expires"), query("signature"));
+    verify_signature(
+        rc.config.jwt_secret()?,
+        image_id_param,
+        expires.as_deref(),
+        given.as_deref(),
+        rc.now_ms / 1000,
+    )?;
+
+    let not_found = || ApiError::not_found("no image with this id");
+    let (generation_id, index) = parse_image_id(image_id_param).ok_or_else(not_found)?;
+    let bucket = bucket(rc).ok_or_else(not_found)?;
+    let object = bucket
+        .get(object_key(generation_id, index))
+        .execute()
+        .await?
+        .ok_or_else(not_found)?;
+
+    let etag = object.http_etag();
+    let headers = worker::Headers::new();
+    headers.set("etag", &etag)?;
+    headers.set("cache-control", IMMUTABLE)?;
+    if header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
+        return Ok(Response::empty()?.with_status(304).with_headers(headers));
+    }
+    let content_type = object
+        .http_metadata()
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let extension = if content_type == "image/jpeg" {
+        "jpg"
+    } else {
+        "png"
+    };
+    headers.set("content-type", &content_type)?;
+    headers.set("content-length", &object.size().to_string())?;
+    headers.set(
+        "content-disposition",
+        &format!("inline; filename=\"{image_id_param}.{extension}\""),
+    )?;
+    headers.set("x-content-type-options", "nosniff")?;
+    // Hand the R2 stream to the runtime: the bytes never pass through wasm.
+    let body = object.body().ok_or_else(not_found)?;
+    Ok(Response::from_body(body.response_body()?)?.with_headers(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn signed_urls_verify_until_they_expire() {
+        let id = "gen_abc_0";
+        let sig = signature(SECRET, id, 2_000);
+        assert!(verify_signature(SECRET, id, Some("2000"), Some(&sig), 1_999).is_ok());
+        let expired = verify_signature(SECRET, id, Some("2000"), Some(&sig), 2_000).unwrap_err();
+        assert_eq!((expired.status, expired.code), (403, "url_expired"));
+    }
+
+    #[test]
+    fn tampering_with_any_part_breaks_the_signature() {
+        let sig = signature(SECRET, "gen_abc_0", 2_000);
+        let cases = [
+            ("gen_abc_1", Some("2000"), Some(sig.as_str())),
+            ("gen_abc_0", Some("2001"), Some(sig.as_str())),
+            ("gen_abc_0", Some("2000"), Some("00")),
+            ("gen_abc_0", Some("2000"), None),
+            ("gen_abc_0", None, Some(sig.as_str())),
+            ("gen_abc_0", Some("soon"), Some(sig.as_str())),
+        ];
+        for (id, expires, given) in cases {
+            let err = verify_signature(SECRET, id, expires, given, 1_000).unwrap_err();
+            assert_eq!(
+                (err.status, err.code),
+                (403, "invalid_signature"),
+                "{id} {expires:?} {given:?}"
+            );
+        }
+        let other_secret = signature("another-secret-another-secret-xx", "gen_abc_0", 2_000);
+        assert!(verify_signature(
+            SECRET,
+            "gen_abc_0",
+            Some("2000"),
+            Some(&other_secret),
+            1_000
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn url_key_is_not_the_jwt_secret() {
+        assert_ne!(url_signing_key(SECRET), hmac_sha256(SECRET.as_bytes(), b""));
+        assert_ne!(&url_signing_key(SECRET)[..], SECRET.as_bytes());
+    }
+
+    #[test]
+    fn image_ids_round_trip() {
+        let gen = "gen_3f2b1c9e-8d7a-4b6c-9e5f-0a1b2c3d4e5f";
+        assert_eq!(parse_image_id(&image_id(gen, 3)), Some((gen, 3)));
+        assert_eq!(object_key(gen, 3), format!("images/{gen}/3"));
+        for bad in ["gen_x", "abc_0", "gen_x_", "gen_x_-1", "gen_x_99"] {
+            assert_eq!(parse_image_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_basics() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn data_urls_carry_type_and_bytes() {
+        let image = Image {
+            mime_type: "image/png".into(),
+            bytes: vec![1, 2, 3],
+        };
+        assert_eq!(data_url(&image), "data:image/png;base64,AQID");
+    }
+}
