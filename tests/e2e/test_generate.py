@@ -1,0 +1,366 @@
+"""Image generation end to end: the real Worker, local D1 and R2, and the fake Gemini."""
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from conftest import JWT_SECRET, Api, assert_error
+from fake_gemini import FINAL_PNG, GOOGLE_KEY, JPEG_BYTES
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def usage_today(api: Api, key: str) -> int:
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    rows = api.worker.sql(
+        "SELECT COALESCE(SUM(u.image_count), 0) AS n FROM usage u JOIN api_keys k ON k.id = u.api_key_id "
+        f"WHERE k.key_hash = '{key_hash}'")
+    return rows[0]["n"]
+
+
+def generations_of(api: Api, key: str) -> list[dict]:
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    return api.worker.sql(
+        "SELECT g.* FROM generations g JOIN api_keys k ON k.id = g.api_key_id "
+        f"WHERE k.key_hash = '{key_hash}' ORDER BY g.created_at")
+
+
+def sign(image_id: str, expires: int) -> str:
+    url_key = hmac.new(JWT_SECRET.encode(), b"nanobanana/image-url/v1", hashlib.sha256).digest()
+    return hmac.new(url_key, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def fetch(api: Api, url: str, **kwargs):
+    return api.http.get(url, timeout=30, **kwargs)
+
+
+# --- success paths ---
+
+def test_live_key_success_takes_the_final_image_not_the_draft(api, fake_gemini):
+    key = api.live_key()
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"a banana on the moon {t}"}, token=key)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"].startswith("gen_") and uuid.UUID(body["id"][4:]).version == 4
+    assert body["prompt"] == f"a banana on the moon {t}"
+    assert (body["model"], body["size"], body["style"], body["n"]) == ("gemini-3.1-flash-image", "1024x1024", "natural", 1)
+    assert body["created_at"].endswith("Z")
+    assert len(body["images"]) == 1 and body["images"][0]["mime_type"] == "image/png"
+    assert body["url"] == body["images"][0]["url"]
+    image = fetch(api, body["url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content == FINAL_PNG, "the last non-thought image, not the draft"
+    assert "immutable" in image.headers["cache-control"] and "max-age=31536000" in image.headers["cache-control"]
+    assert image.headers["etag"]
+    assert len(fake_gemini.requests_with(t)) == 1
+
+
+def test_the_r2_object_has_bytes_content_type_and_metadata(api):
+    key = api.live_key()
+    body = api.post("/v1/generate", {"prompt": f"stored {tag()} #jpeg"}, token=key).json()
+    objects = api.worker.r2_objects(f"images/{body['id']}/")
+    assert [o["key"] for o in objects] == [f"images/{body['id']}/0"]
+    stored = objects[0]
+    assert stored["bytes"] == JPEG_BYTES
+    assert stored["http_metadata"]["contentType"] == "image/jpeg"
+    key_id = api.worker.sql(f"SELECT api_key_id FROM generations WHERE id = '{body['id']}'")[0]["api_key_id"]
+    assert stored["custom_metadata"] == {"generation_id": body["id"], "api_key_id": key_id}
+    row = api.worker.sql(f"SELECT * FROM generations WHERE id = '{body['id']}'")[0]
+    assert row["status"] == "succeeded" and row["mime_type"] == "image/jpeg" and row["bytes"] == len(JPEG_BYTES)
+    assert row["error_code"] is None and row["upstream_latency_ms"] is not None
+
+
+def test_jpeg_keeps_its_real_mime_type(api):
+    body = api.post("/v1/generate", {"prompt": f"photo {tag()} #jpeg"}, token=api.live_key()).json()
+    assert body["images"][0]["mime_type"] == "image/jpeg"
+    image = fetch(api, body["url"])
+    assert image.headers["content-type"] == "image/jpeg" and image.content == JPEG_BYTES
+
+
+def test_b64_json_returns_the_bytes_inline(api):
+    r = api.post("/v1/generate", {"prompt": f"inline {tag()}", "response_format": "b64_json"}, token=api.live_key())
+    image = r.json()["images"][0]
+    assert base64.b64decode(image["b64_json"]) == FINAL_PNG
+    assert image["mime_type"] == "image/png" and image["url"]
+
+
+def test_upstream_request_follows_the_wire_format(api, fake_gemini):
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"a lighthouse {t}", "size": "1792x1024", "style": "artistic",
+                                  "model": "gemini-3-pro-image"}, token=api.live_key())
+    assert r.status_code == 200, r.text
+    [sent] = fake_gemini.requests_with(t)
+    assert sent["path"] == "/v1beta/models/gemini-3-pro-image:generateContent"
+    assert sent["headers"]["x-goog-api-key"] == GOOGLE_KEY
+    assert GOOGLE_KEY not in sent["path"], "the key travels in a header, never the URL"
+    config = sent["body"]["generationConfig"]
+    assert config["responseModalities"] == ["TEXT", "IMAGE"]
+    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    text = sent["body"]["contents"][0]["parts"][0]["text"]
+    assert text.startswith(f"a lighthouse {t}") and "painterly" in text
+    natural = api.post("/v1/generate", {"prompt": f"a lighthouse {t}-n"}, token=api.live_key())
+    assert natural.status_code == 200
+    [sent] = fake_gemini.requests_with(f"{t}-n")
+    assert "photorealistic" in sent["body"]["contents"][0]["parts"][0]["text"]
+    assert sent["body"]["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "1K"}
+
+
+def test_n_images_are_requested_concurrently_and_all_stored(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"three {t} #slow:1", "n": 3}, token=key)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["images"]) == 3
+    arrivals = sorted(req["at"] for req in fake_gemini.requests_with(t))
+    assert len(arrivals) == 3
+    assert arrivals[-1] - arrivals[0] < 0.9, "each call sleeps 1 s upstream, so sequential calls would be 1 s apart"
+    assert len(api.worker.r2_objects(f"images/{body['id']}/")) == 3
+    assert usage_today(api, key) == 3
+
+
+def test_a_successful_generation_takes_three_d1_round_trips(api):
+    r = api.post("/v1/generate", {"prompt": f"count {tag()}"}, token=api.test_key())
+    assert r.status_code == 200
+    assert api.worker.request_log(r.headers["x-request-id"])["d1_queries"] == 3
+
+
+# --- test keys: the synthetic provider ---
+
+def test_test_keys_never_call_gemini_and_are_deterministic(api, fake_gemini):
+    t = tag()
+    key = api.test_key()
+    before = len(fake_gemini.requests)
+    first = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=key).json()
+    second = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=api.test_key()).json()
+    other = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024", "style": "artistic"}, token=key).json()
+    assert len(fake_gemini.requests) == before
+    a, b, c = (fetch(api, g["url"]).content for g in (first, second, other))
+    assert a.startswith(PNG_MAGIC)
+    assert int.from_bytes(a[16:20], "big") == 1536 and int.from_bytes(a[20:24], "big") == 1024
+    assert a == b, "same prompt, size and style: same bytes"
+    assert a != c
+    assert usage_today(api, key) == 2, "test keys are counted like live keys"
+
+
+def test_test_key_images_in_one_request_differ(api):
+    body = api.post("/v1/generate", {"prompt": f"pair {tag()}", "n": 2}, token=api.test_key()).json()
+    a, b = (fetch(api, image["url"]).content for image in body["images"])
+    assert a != b
+
+
+# --- refusals: 400, nothing charged or stored ---
+
+@pytest.mark.parametrize("directive,reason", [
+    ("#block", "SAFETY"),
+    ("#finish:IMAGE_SAFETY", "IMAGE_SAFETY"),
+    ("#finish:PROHIBITED_CONTENT", "PROHIBITED_CONTENT"),
+    ("#finish:NO_IMAGE", "NO_IMAGE"),
+    ("#finish:IMAGE_OTHER", "IMAGE_OTHER"),
+    ("#textonly", "text only"),
+])
+def test_refusals_are_400_and_charge_nothing(api, directive, reason):
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"forbidden {tag()} {directive}"}, token=key)
+    error = assert_error(r, 400, "content_policy_violation", "content_policy_error")
+    assert reason in error["message"]
+    assert usage_today(api, key) == 0
+    [row] = generations_of(api, key)
+    assert row["status"] == "failed" and row["error_code"] == "content_policy_violation"
+    assert api.worker.r2_objects(f"images/{row['id']}/") == []
+
+
+# --- retries, deadlines, upstream failures ---
+
+def test_429_with_retry_delay_is_honoured_then_succeeds(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"busy {t} #retry:1:1:{t}"}, token=key)
+    assert r.status_code == 200, r.text
+    sent = fake_gemini.requests_with(t)
+    assert len(sent) == 2
+    assert sent[1]["at"] - sent[0]["at"] >= 0.95, "waited the 1s retryDelay"
+    assert usage_today(api, key) == 1
+
+
+def test_503_twice_then_success(api, fake_gemini):
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"flaky {t} #status:503:2:{t}"}, token=api.live_key())
+    assert r.status_code == 200, r.text
+    assert len(fake_gemini.requests_with(t)) == 3
+
+
+def test_500_until_retries_run_out_is_502(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"broken {t} #status:500:9:{t}"}, token=key)
+    assert_error(r, 502, "upstream_error", "upstream_error")
+    assert len(fake_gemini.requests_with(t)) == 3, "three attempts at most"
+    assert usage_today(api, key) == 0
+
+
+def test_overloaded_until_retries_run_out_is_503(api, fake_gemini):
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"overloaded {t} #status:503:9:{t}"}, token=api.live_key())
+    assert_error(r, 503, "upstream_overloaded", "upstream_error")
+    assert len(fake_gemini.requests_with(t)) == 3
+
+
+def test_invalid_upstream_key_is_502_without_retry(api, fake_gemini):
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"auth {t} #badkey"}, token=api.live_key())
+    error = assert_error(r, 502, "provider_auth_failed", "upstream_error")
+    assert "API key not valid" not in error["message"] and GOOGLE_KEY not in r.text
+    assert len(fake_gemini.requests_with(t)) == 1
+
+
+@pytest.mark.parametrize("directive", ["#garbage", "#malformed"])
+def test_unusable_200_is_502(api, directive):
+    key = api.live_key()
+    assert_error(api.post("/v1/generate", {"prompt": f"odd {tag()} {directive}"}, token=key), 502, "upstream_error")
+    assert usage_today(api, key) == 0
+
+
+def test_one_failed_image_of_three_fails_the_request_and_keeps_nothing(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"trio {t} #failfrom:3:{t}", "n": 3}, token=key)
+    assert_error(r, 502, "upstream_error")
+    assert usage_today(api, key) == 0
+    [row] = generations_of(api, key)
+    assert row["status"] == "failed" and row["object_keys"] is None
+    assert api.worker.r2_objects(f"images/{row['id']}/") == []
+
+
+@pytest.fixture(scope="module")
+def short_deadline_api(worker_factory):
+    return Api(worker_factory("short-deadline", vars={"GEMINI_DEADLINE_MS": "1500"}))
+
+
+def test_slow_upstream_past_the_deadline_is_504(short_deadline_api, fake_gemini):
+    api = short_deadline_api
+    key = api.live_key()
+    started = time.time()
+    r = api.post("/v1/generate", {"prompt": f"slow {tag()} #slow:5"}, token=key)
+    assert_error(r, 504, "upstream_timeout", "upstream_error")
+    assert time.time() - started < 4.5, "gave up at the deadline, not when upstream answered"
+    assert usage_today(api, key) == 0
+
+
+# --- configuration: no Google key, no R2, public bucket ---
+
+@pytest.fixture(scope="module")
+def no_google_api(worker_factory):
+    return Api(worker_factory("no-google-public-base", secrets={"GOOGLE_API_KEY": None},
+                              vars={"PUBLIC_IMAGE_BASE": "https://images.example.com/"}))
+
+
+def test_missing_google_key_is_503_for_live_keys_before_quota(no_google_api, fake_gemini):
+    api = no_google_api
+    key = api.live_key()
+    before = len(fake_gemini.requests)
+    assert_error(api.post("/v1/generate", {"prompt": "x"}, token=key), 503, "provider_not_configured", "upstream_error")
+    assert len(fake_gemini.requests) == before
+    assert usage_today(api, key) == 0 and generations_of(api, key) == []
+
+
+def test_test_keys_work_without_google_and_use_the_public_base(no_google_api):
+    api = no_google_api
+    body = api.post("/v1/generate", {"prompt": "public"}, token=api.test_key()).json()
+    assert body["url"] == f"https://images.example.com/images/{body['id']}/0"
+
+
+@pytest.fixture(scope="module")
+def no_r2_api(worker_factory):
+    return Api(worker_factory("no-r2", r2=False))
+
+
+def test_without_r2_images_come_back_as_data_urls(no_r2_api):
+    api = no_r2_api
+    key = api.test_key()
+    body = api.post("/v1/generate", {"prompt": "inline only"}, token=key).json()
+    url = body["images"][0]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]).startswith(PNG_MAGIC)
+    assert usage_today(api, key) == 1
+    row = api.worker.sql(f"SELECT status, object_keys FROM generations WHERE id = '{body['id']}'")[0]
+    assert row == {"status": "succeeded", "object_keys": None}
+
+
+# --- signed URLs ---
+
+def test_signed_url_valid_tampered_expired_unknown(api):
+    body = api.post("/v1/generate", {"prompt": f"signed {tag()}"}, token=api.test_key()).json()
+    url = urlparse(body["url"])
+    image_id = url.path.rsplit("/", 1)[1]
+    query = parse_qs(url.query)
+    expires, signature = int(query["expires"][0]), query["signature"][0]
+    assert expires > time.time() + 3000, "IMAGE_URL_TTL_SECONDS defaults to an hour"
+    base = f"{api.base}/v1/images"
+
+    assert fetch(api, body["url"]).status_code == 200
+    flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    for bad in [f"{base}/{image_id}?expires={expires}&signature={flipped}",
+                f"{base}/{image_id}?expires={expires + 1}&signature={signature}",
+                f"{base}/{image_id[:-1]}1?expires={expires}&signature={signature}",
+                f"{base}/{image_id}"]:
+        assert_error(fetch(api, bad), 403, "invalid_signature", "permission_error")
+    past = int(time.time()) - 10
+    assert_error(fetch(api, f"{base}/{image_id}?expires={past}&signature={sign(image_id, past)}"), 403, "url_expired")
+    unknown = f"gen_{uuid.uuid4()}_0"
+    future = int(time.time()) + 600
+    assert_error(fetch(api, f"{base}/{unknown}?expires={future}&signature={sign(unknown, future)}"), 404, "not_found")
+
+
+def test_etag_revalidation_is_304(api):
+    body = api.post("/v1/generate", {"prompt": f"etag {tag()}"}, token=api.test_key()).json()
+    first = fetch(api, body["url"])
+    again = fetch(api, body["url"], headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+
+
+# --- validation ---
+
+@pytest.mark.parametrize("body,status,code,param", [
+    ({}, 422, "prompt_required", "prompt"),
+    ({"prompt": ""}, 422, "prompt_required", "prompt"),
+    ({"prompt": "   "}, 422, "prompt_required", "prompt"),
+    ({"prompt": "x" * 4001}, 422, "prompt_too_long", "prompt"),
+    ({"prompt": ["x"]}, 422, "invalid_type", "prompt"),
+    ({"prompt": "x", "n": 0}, 422, "out_of_range", "n"),
+    ({"prompt": "x", "n": 5}, 422, "out_of_range", "n"),
+    ({"prompt": "x", "n": 1.5}, 422, "invalid_type", "n"),
+    ({"prompt": "x", "size": "512x512"}, 400, "invalid_value", "size"),
+    ({"prompt": "x", "style": "cubist"}, 400, "invalid_value", "style"),
+    ({"prompt": "x", "model": "imagen-3"}, 400, "invalid_value", "model"),
+    ({"prompt": "x", "response_format": "jpeg"}, 400, "invalid_value", "response_format"),
+    ({"prompt": "x", "negative_prompt": "y"}, 422, "unknown_parameter", "negative_prompt"),
+])
+def test_validation_errors_name_their_param_and_charge_nothing(api, body, status, code, param):
+    key = api.test_key()
+    assert_error(api.post("/v1/generate", body, token=key), status, code, param=param)
+    assert usage_today(api, key) == 0
+
+
+def test_usage_counts_only_delivered_images(api):
+    key = api.live_key()
+    t = tag()
+    assert api.post("/v1/generate", {"prompt": f"ok {t}", "n": 2}, token=key).status_code == 200
+    api.post("/v1/generate", {"prompt": f"no {t} #block"}, token=key)
+    api.post("/v1/generate", {"prompt": f"down {t} #status:500:9:{t}"}, token=key)
+    api.post("/v1/generate", {"prompt": ""}, token=key)
+    assert api.post("/v1/generate", {"prompt": f"ok again {t}"}, token=key).status_code == 200
+    assert usage_today(api, key) == 3
+    statuses = sorted(g["status"] for g in generations_of(api, key))
+    assert statuses == ["failed", "failed", "succeeded", "succeeded"]
