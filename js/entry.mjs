@@ -4,3 +4,5 @@ import RustWorker from "../build/index.js";
 import { guarded } from "./guard.mjs";
 
 export default guarded(RustWorker);
+// The Durable Object class behind the RATE_LIMITER binding (src/rate_limit.rs).
+export { RateLimiter } from "../build/index.js";

@@ -9,9 +9,8 @@ use crate::{accounts, generate, health, keys, storage};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let request_id = http::header(&req, "x-request-id")
-        .filter(|id| http::sane_request_id(id))
-        .unwrap_or_else(http::new_request_id);
+    let request_id =
+        http::header(&req, "x-request-id").filter(|id| http::sane_request_id(id)).unwrap_or_else(http::new_request_id);
     let method = req.method().to_string();
     let path = req.path();
 
@@ -39,38 +38,22 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
             if err.status >= 500 {
                 crate::log::error(
                     "request failed",
-                    &format!(
-                        "{request_id} {method} {path} -> {} {}",
-                        err.status, err.code
-                    ),
+                    &format!("{request_id} {method} {path} -> {} {}", err.status, err.code),
                 );
             }
             http::error_response(&err, &request_id)?
         }
     };
     response.headers_mut().set("x-request-id", &request_id)?;
-    crate::log::request(
-        &request_id,
-        &method,
-        &path,
-        response.status_code(),
-        d1_queries,
-    );
+    crate::log::request(&request_id, &method, &path, response.status_code(), d1_queries);
     Ok(response)
 }
 
-async fn dispatch(
-    req: &mut Request,
-    rc: &RequestContext,
-    method: &str,
-    path: &str,
-) -> ApiResult<Response> {
+async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &str) -> ApiResult<Response> {
     let route = match routes::resolve(method, path) {
         Ok(route) => route,
         Err(RouteError::NotFound) => return Err(ApiError::route_not_found(method, path)),
-        Err(RouteError::MethodNotAllowed(allowed)) => {
-            return Err(ApiError::method_not_allowed(method, allowed))
-        }
+        Err(RouteError::MethodNotAllowed(allowed)) => return Err(ApiError::method_not_allowed(method, allowed)),
     };
     match route {
         Route::Console => health::index(),

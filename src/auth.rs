@@ -8,15 +8,9 @@ use worker::Request;
 
 /// The bearer credential, or 401 `missing_authorization` / `malformed_authorization`.
 pub fn bearer(authorization: Option<&str>) -> ApiResult<&str> {
-    let value = authorization
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing_authorization",
-                "send your credentials as Authorization: Bearer <token>",
-            )
-        })?;
+    let value = authorization.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::unauthorized("missing_authorization", "send your credentials as Authorization: Bearer <token>")
+    })?;
     match value.split_once(' ') {
         Some((scheme, credential))
             if scheme.eq_ignore_ascii_case("bearer")
@@ -25,10 +19,7 @@ pub fn bearer(authorization: Option<&str>) -> ApiResult<&str> {
         {
             Ok(credential.trim())
         }
-        _ => Err(ApiError::unauthorized(
-            "malformed_authorization",
-            "the Authorization header must be: Bearer <token>",
-        )),
+        _ => Err(ApiError::unauthorized("malformed_authorization", "the Authorization header must be: Bearer <token>")),
     }
 }
 
@@ -65,30 +56,15 @@ mod tests {
         assert_eq!(bearer(Some("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer(Some("bearer   abc  ")).unwrap(), "abc");
         assert_eq!(bearer(None).unwrap_err().code, "missing_authorization");
-        assert_eq!(
-            bearer(Some("  ")).unwrap_err().code,
-            "missing_authorization"
-        );
-        for bad in [
-            "abc",
-            "Basic abc",
-            "Bearer",
-            "Bearer ",
-            "Bearer a b",
-            "Token abc",
-        ] {
-            assert_eq!(
-                bearer(Some(bad)).unwrap_err().code,
-                "malformed_authorization",
-                "{bad}"
-            );
+        assert_eq!(bearer(Some("  ")).unwrap_err().code, "missing_authorization");
+        for bad in ["abc", "Basic abc", "Bearer", "Bearer ", "Bearer a b", "Token abc"] {
+            assert_eq!(bearer(Some(bad)).unwrap_err().code, "malformed_authorization", "{bad}");
         }
     }
 
     #[test]
     fn api_key_on_an_account_route_is_refused_by_name() {
-        let err =
-            account_from_token("nb_live_0123456789abcdef0123456789abcdef", "s", 0).unwrap_err();
+        let err = account_from_token("nb_live_0123456789abcdef0123456789abcdef", "s", 0).unwrap_err();
         assert_eq!((err.status, err.code), (401, "api_key_not_accepted"));
     }
 }

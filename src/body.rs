@@ -17,14 +17,8 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     let Some(content_type) = content_type else {
         return Ok(());
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let is_json = essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
     if is_json || essence.is_empty() {
         Ok(())
     } else {
@@ -42,9 +36,7 @@ pub fn parse_object(raw: &[u8]) -> Result<JsonObject, ApiError> {
     }
     match serde_json::from_slice::<Value>(raw) {
         Ok(Value::Object(map)) => Ok(JsonObject { map }),
-        Ok(_) => Err(ApiError::invalid_json(
-            "the request body must be a JSON object",
-        )),
+        Ok(_) => Err(ApiError::invalid_json("the request body must be a JSON object")),
         Err(err) => Err(ApiError::invalid_json(format!(
             "the request body is not valid JSON (line {}, column {})",
             err.line(),
@@ -70,21 +62,12 @@ impl JsonObject {
     }
 
     /// A string field that must be present; `missing_code` names the error (`prompt_required`).
-    pub fn required_str(
-        &mut self,
-        name: &str,
-        missing_code: &'static str,
-    ) -> Result<String, ApiError> {
-        self.optional_str(name)?
-            .ok_or_else(|| ApiError::validation(missing_code, name, format!("{name} is required")))
+    pub fn required_str(&mut self, name: &str, missing_code: &'static str) -> Result<String, ApiError> {
+        self.optional_str(name)?.ok_or_else(|| ApiError::validation(missing_code, name, format!("{name} is required")))
     }
 
     /// A non-negative integer field within `range`; absent or null is None.
-    pub fn optional_u32(
-        &mut self,
-        name: &str,
-        range: std::ops::RangeInclusive<u32>,
-    ) -> Result<Option<u32>, ApiError> {
+    pub fn optional_u32(&mut self, name: &str, range: std::ops::RangeInclusive<u32>) -> Result<Option<u32>, ApiError> {
         let value = match self.map.remove(name) {
             None | Some(Value::Null) => return Ok(None),
             Some(value) => value,
@@ -93,25 +76,23 @@ impl JsonObject {
             ApiError::validation(
                 "out_of_range",
                 name,
-                format!(
-                    "{name} must be an integer from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
+                format!("{name} must be an integer from {} to {}", range.start(), range.end()),
             )
         };
         match value {
             Value::Number(n) => match n.as_u64() {
-                Some(v) => u32::try_from(v)
-                    .ok()
-                    .filter(|v| range.contains(v))
-                    .map(Some)
-                    .ok_or_else(out_of_range),
+                Some(v) => u32::try_from(v).ok().filter(|v| range.contains(v)).map(Some).ok_or_else(out_of_range),
                 None if n.is_i64() => Err(out_of_range()),
                 None => Err(wrong_type(name, "an integer")),
             },
             _ => Err(wrong_type(name, "an integer")),
         }
+    }
+
+    /// The remaining fields as JSON with sorted keys (serde_json's map is ordered), so two
+    /// bodies that differ only in formatting or key order serialise the same.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(&self.map).unwrap_or_default()
     }
 
     /// Drops a field the route accepts but does not act on (OpenAI's optional hints).
@@ -128,11 +109,7 @@ impl JsonObject {
         match self.map.keys().next() {
             None => Ok(()),
             Some(name) => {
-                let mut err = ApiError::validation(
-                    "unknown_parameter",
-                    name,
-                    format!("unknown parameter: {name}"),
-                );
+                let mut err = ApiError::validation("unknown_parameter", name, format!("unknown parameter: {name}"));
                 err.status = status;
                 Err(err)
             }
@@ -163,16 +140,8 @@ mod tests {
         ] {
             assert!(check_content_type(ok).is_ok(), "{ok:?}");
         }
-        for bad in [
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "multipart/form-data; boundary=x",
-        ] {
-            assert_eq!(
-                check_content_type(Some(bad)).unwrap_err().status,
-                415,
-                "{bad}"
-            );
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+            assert_eq!(check_content_type(Some(bad)).unwrap_err().status, 415, "{bad}");
         }
     }
 
@@ -204,17 +173,11 @@ mod tests {
     fn typed_fields_name_their_param() {
         let mut o = obj(r#"{"name": 5, "n": "two", "m": 2.5, "k": -1, "big": 99999999999}"#);
         let err = o.optional_str("name").unwrap_err();
-        assert_eq!(
-            (err.status, err.code, err.param.as_deref()),
-            (422, "invalid_type", Some("name"))
-        );
+        assert_eq!((err.status, err.code, err.param.as_deref()), (422, "invalid_type", Some("name")));
         assert_eq!(o.optional_u32("n", 1..=4).unwrap_err().code, "invalid_type");
         assert_eq!(o.optional_u32("m", 1..=4).unwrap_err().code, "invalid_type");
         assert_eq!(o.optional_u32("k", 1..=4).unwrap_err().code, "out_of_range");
-        assert_eq!(
-            o.optional_u32("big", 1..=4).unwrap_err().code,
-            "out_of_range"
-        );
+        assert_eq!(o.optional_u32("big", 1..=4).unwrap_err().code, "out_of_range");
     }
 
     #[test]
@@ -223,10 +186,7 @@ mod tests {
         let err = o.required_str("prompt", "prompt_required").unwrap_err();
         assert_eq!((err.status, err.code), (422, "prompt_required"));
         assert_eq!(obj("{}").optional_u32("n", 1..=4).unwrap(), None);
-        assert_eq!(
-            obj(r#"{"n": 3}"#).optional_u32("n", 1..=4).unwrap(),
-            Some(3)
-        );
+        assert_eq!(obj(r#"{"n": 3}"#).optional_u32("n", 1..=4).unwrap(), Some(3));
     }
 
     #[test]
@@ -234,10 +194,7 @@ mod tests {
         let mut o = obj(r#"{"name": "a", "colour": "red"}"#);
         o.optional_str("name").unwrap();
         let err = o.finish().unwrap_err();
-        assert_eq!(
-            (err.status, err.code, err.param.as_deref()),
-            (422, "unknown_parameter", Some("colour"))
-        );
+        assert_eq!((err.status, err.code, err.param.as_deref()), (422, "unknown_parameter", Some("colour")));
 
         let mut o = obj(r#"{"quality": "hd"}"#);
         o.ignore("quality");

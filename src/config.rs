@@ -49,10 +49,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
-            .field(
-                "google_api_key",
-                &self.google_api_key.as_ref().map(|_| "<set>"),
-            )
+            .field("google_api_key", &self.google_api_key.as_ref().map(|_| "<set>"))
             .field("gemini_api_base", &self.gemini_api_base)
             .field("gemini_model", &self.gemini_model)
             .finish_non_exhaustive()
@@ -62,20 +59,11 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Reads every setting through `lookup` (name -> value); empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, InvalidSetting> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
 
         let gemini_model = get("GEMINI_MODEL").unwrap_or_else(|| DEFAULT_GEMINI_MODEL.to_string());
         let mut gemini_models: Vec<String> = get("GEMINI_MODELS")
-            .map(|list| {
-                list.split(',')
-                    .map(|m| m.trim().to_string())
-                    .filter(|m| !m.is_empty())
-                    .collect()
-            })
+            .map(|list| list.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect())
             .unwrap_or_default();
         if !gemini_models.contains(&gemini_model) {
             gemini_models.insert(0, gemini_model.clone());
@@ -92,8 +80,7 @@ impl Config {
             return Err(InvalidSetting("GEMINI_API_BASE"));
         }
 
-        let public_image_base =
-            get("PUBLIC_IMAGE_BASE").map(|b| b.trim_end_matches('/').to_string());
+        let public_image_base = get("PUBLIC_IMAGE_BASE").map(|b| b.trim_end_matches('/').to_string());
 
         Ok(Config {
             jwt_secret: get("JWT_SECRET"),
@@ -152,9 +139,7 @@ where
 pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 #[cfg(test)]
@@ -163,10 +148,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, InvalidSetting> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -188,66 +170,38 @@ mod tests {
     fn missing_or_short_jwt_secret_is_misconfiguration() {
         let err = config(&[]).unwrap().jwt_secret().unwrap_err();
         assert_eq!((err.status, err.code), (500, "server_misconfigured"));
-        assert!(config(&[("JWT_SECRET", "short")])
-            .unwrap()
-            .jwt_secret()
-            .is_err());
+        assert!(config(&[("JWT_SECRET", "short")]).unwrap().jwt_secret().is_err());
         let long = "x".repeat(32);
-        assert_eq!(
-            config(&[("JWT_SECRET", &long)])
-                .unwrap()
-                .jwt_secret()
-                .unwrap(),
-            long
-        );
+        assert_eq!(config(&[("JWT_SECRET", &long)]).unwrap().jwt_secret().unwrap(), long);
     }
 
     #[test]
     fn bcrypt_cost_must_be_4_to_14() {
         assert_eq!(config(&[("BCRYPT_COST", "4")]).unwrap().bcrypt_cost, 4);
-        assert_eq!(
-            config(&[("BCRYPT_COST", "15")]).unwrap_err(),
-            InvalidSetting("BCRYPT_COST")
-        );
-        assert_eq!(
-            config(&[("BCRYPT_COST", "ten")]).unwrap_err(),
-            InvalidSetting("BCRYPT_COST")
-        );
+        assert_eq!(config(&[("BCRYPT_COST", "15")]).unwrap_err(), InvalidSetting("BCRYPT_COST"));
+        assert_eq!(config(&[("BCRYPT_COST", "ten")]).unwrap_err(), InvalidSetting("BCRYPT_COST"));
     }
 
     #[test]
     fn model_allowlist_always_includes_the_default() {
-        let c = config(&[
-            ("GEMINI_MODEL", "gemini-3-pro-image"),
-            ("GEMINI_MODELS", "a-1, b-2,"),
-        ])
-        .unwrap();
+        let c = config(&[("GEMINI_MODEL", "gemini-3-pro-image"), ("GEMINI_MODELS", "a-1, b-2,")]).unwrap();
         assert_eq!(c.gemini_models, vec!["gemini-3-pro-image", "a-1", "b-2"]);
         assert!(config(&[("GEMINI_MODELS", "ok,../evil")]).is_err());
     }
 
     #[test]
     fn trailing_slashes_are_dropped_from_bases() {
-        let c = config(&[
-            ("GEMINI_API_BASE", "http://127.0.0.1:9/"),
-            ("PUBLIC_IMAGE_BASE", "https://img.example/"),
-        ])
-        .unwrap();
+        let c = config(&[("GEMINI_API_BASE", "http://127.0.0.1:9/"), ("PUBLIC_IMAGE_BASE", "https://img.example/")])
+            .unwrap();
         assert_eq!(c.gemini_api_base, "http://127.0.0.1:9");
         assert_eq!(c.public_image_base.as_deref(), Some("https://img.example"));
     }
 
     #[test]
     fn debug_output_hides_secrets() {
-        let c = config(&[
-            ("JWT_SECRET", "super-secret-value-0123456789abcdef"),
-            ("GOOGLE_API_KEY", "AIzaSECRET"),
-        ])
-        .unwrap();
+        let c =
+            config(&[("JWT_SECRET", "super-secret-value-0123456789abcdef"), ("GOOGLE_API_KEY", "AIzaSECRET")]).unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("super-secret") && !shown.contains("AIzaSECRET"),
-            "{shown}"
-        );
+        assert!(!shown.contains("super-secret") && !shown.contains("AIzaSECRET"), "{shown}");
     }
 }

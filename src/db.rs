@@ -81,10 +81,7 @@ impl<'a> Db<'a> {
     }
 
     /// The first row, deserialised; None when there is no row.
-    pub async fn first<T>(
-        &self,
-        statement: worker::D1PreparedStatement,
-    ) -> Result<Option<T>, ApiError>
+    pub async fn first<T>(&self, statement: worker::D1PreparedStatement) -> Result<Option<T>, ApiError>
     where
         T: for<'de> serde::Deserialize<'de>,
     {
@@ -103,10 +100,7 @@ impl<'a> Db<'a> {
 
     /// Runs a write; returns how many rows it changed. The raw error is kept so the caller
     /// can turn a constraint violation into a client error (`D1ResultExt::on_unique`).
-    pub async fn run(
-        &self,
-        statement: worker::D1PreparedStatement,
-    ) -> Result<usize, worker::Error> {
+    pub async fn run(&self, statement: worker::D1PreparedStatement) -> Result<usize, worker::Error> {
         self.count();
         let result = statement.run().await?;
         Ok(result.meta()?.and_then(|meta| meta.changes).unwrap_or(0))

@@ -48,20 +48,8 @@ struct EnvelopeBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(
-        status: u16,
-        kind: ErrorType,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            kind,
-            code,
-            message: message.into(),
-            param: None,
-            headers: Vec::new(),
-        }
+    pub fn new(status: u16, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, kind, code, message: message.into(), param: None, headers: Vec::new() }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -81,13 +69,7 @@ impl ApiError {
 
     /// 400: a field holds a value outside the documented set (an unknown size, style...).
     pub fn invalid_value(param: &str, message: impl Into<String>) -> Self {
-        Self::new(
-            400,
-            ErrorType::InvalidRequestError,
-            "invalid_value",
-            message,
-        )
-        .with_param(param)
+        Self::new(400, ErrorType::InvalidRequestError, "invalid_value", message).with_param(param)
     }
 
     /// 422: a field fails validation (missing, empty, too long, wrong type, out of range).
@@ -104,12 +86,7 @@ impl ApiError {
     }
 
     pub fn route_not_found(method: &str, path: &str) -> Self {
-        Self::new(
-            404,
-            ErrorType::NotFoundError,
-            "route_not_found",
-            format!("no route for {method} {path}"),
-        )
+        Self::new(404, ErrorType::NotFoundError, "route_not_found", format!("no route for {method} {path}"))
     }
 
     pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
@@ -146,12 +123,7 @@ impl ApiError {
     }
 
     pub fn not_implemented() -> Self {
-        Self::new(
-            501,
-            ErrorType::ApiError,
-            "not_implemented",
-            "this route is not available yet",
-        )
+        Self::new(501, ErrorType::ApiError, "not_implemented", "this route is not available yet")
     }
 
     /// 500 that names the missing or invalid setting (never its value).
@@ -166,12 +138,7 @@ impl ApiError {
 
     /// 500 for anything unexpected. Log the cause where it happened, never here.
     pub fn internal() -> Self {
-        Self::new(
-            500,
-            ErrorType::ApiError,
-            "internal_error",
-            "an internal error occurred",
-        )
+        Self::new(500, ErrorType::ApiError, "internal_error", "an internal error occurred")
     }
 
     /// The envelope body, as sent.
@@ -233,8 +200,7 @@ mod tests {
 
     #[test]
     fn param_is_null_when_absent() {
-        let body: serde_json::Value =
-            serde_json::from_str(&ApiError::internal().envelope_json("req_x")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&ApiError::internal().envelope_json("req_x")).unwrap();
         assert!(body["error"]["param"].is_null());
         assert_eq!(body["error"]["type"], "api_error");
     }

@@ -122,10 +122,7 @@ pub enum Transient {
 #[derive(Debug, PartialEq)]
 pub enum Attempt {
     Image(Image),
-    Retry {
-        why: Transient,
-        retry_after_ms: Option<u64>,
-    },
+    Retry { why: Transient, retry_after_ms: Option<u64> },
     Fail(ApiError),
 }
 
@@ -133,22 +130,10 @@ pub enum Attempt {
 pub fn interpret(status: u16, body: &[u8]) -> Attempt {
     match status {
         200 => interpret_success(body),
-        429 => Attempt::Retry {
-            why: Transient::Overloaded,
-            retry_after_ms: retry_delay_ms(body),
-        },
-        503 => Attempt::Retry {
-            why: Transient::Overloaded,
-            retry_after_ms: None,
-        },
-        408 | 504 => Attempt::Retry {
-            why: Transient::TimedOut,
-            retry_after_ms: None,
-        },
-        500 | 502 => Attempt::Retry {
-            why: Transient::Failed,
-            retry_after_ms: None,
-        },
+        429 => Attempt::Retry { why: Transient::Overloaded, retry_after_ms: retry_delay_ms(body) },
+        503 => Attempt::Retry { why: Transient::Overloaded, retry_after_ms: None },
+        408 | 504 => Attempt::Retry { why: Transient::TimedOut, retry_after_ms: None },
+        500 | 502 => Attempt::Retry { why: Transient::Failed, retry_after_ms: None },
         _ if is_invalid_api_key(body) => Attempt::Fail(ApiError::new(
             502,
             ErrorType::UpstreamError,
@@ -156,13 +141,8 @@ pub fn interpret(status: u16, body: &[u8]) -> Attempt {
             "the image provider rejected the service's credentials",
         )),
         _ => {
-            crate::log::error(
-                "gemini: unexpected status",
-                &format!("{status} {}", google_message(body)),
-            );
-            Attempt::Fail(upstream_failed(format!(
-                "the image provider answered HTTP {status}"
-            )))
+            crate::log::error("gemini: unexpected status", &format!("{status} {}", google_message(body)));
+            Attempt::Fail(upstream_failed(format!("the image provider answered HTTP {status}")))
         }
     }
 }
@@ -170,11 +150,7 @@ pub fn interpret(status: u16, body: &[u8]) -> Attempt {
 fn interpret_success(body: &[u8]) -> Attempt {
     let response: GenerateContentResponse = match serde_json::from_slice(body) {
         Ok(response) => response,
-        Err(_) => {
-            return Attempt::Fail(upstream_failed(
-                "the image provider sent an unreadable response",
-            ))
-        }
+        Err(_) => return Attempt::Fail(upstream_failed("the image provider sent an unreadable response")),
     };
     if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
         return Attempt::Fail(refused(&format!("the prompt was blocked ({reason})")));
@@ -182,9 +158,7 @@ fn interpret_success(body: &[u8]) -> Attempt {
     let Some(candidate) = response.candidates.into_iter().next() else {
         return Attempt::Fail(upstream_failed("the image provider returned no candidates"));
     };
-    let finish = candidate
-        .finish_reason
-        .unwrap_or_else(|| "STOP".to_string());
+    let finish = candidate.finish_reason.unwrap_or_else(|| "STOP".to_string());
     let parts = candidate.content.map(|c| c.parts).unwrap_or_default();
     let final_image = parts
         .into_iter()
@@ -192,20 +166,11 @@ fn interpret_success(body: &[u8]) -> Attempt {
         .filter_map(|part| part.inline_data)
         .rfind(|data| data.mime_type.starts_with("image/"));
     match final_image {
-        Some(data) => {
-            match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
-                Ok(bytes) if !bytes.is_empty() => Attempt::Image(Image {
-                    mime_type: data.mime_type,
-                    bytes,
-                }),
-                _ => Attempt::Fail(upstream_failed(
-                    "the image provider sent an undecodable image",
-                )),
-            }
-        }
-        None if finish != "STOP" => Attempt::Fail(refused(&format!(
-            "no image was produced (finish reason {finish})"
-        ))),
+        Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
+            Ok(bytes) if !bytes.is_empty() => Attempt::Image(Image { mime_type: data.mime_type, bytes }),
+            _ => Attempt::Fail(upstream_failed("the image provider sent an undecodable image")),
+        },
+        None if finish != "STOP" => Attempt::Fail(refused(&format!("no image was produced (finish reason {finish})"))),
         None => Attempt::Fail(refused("the model answered with text only and no image")),
     }
 }
@@ -225,9 +190,7 @@ fn upstream_failed(message: impl Into<String>) -> ApiError {
 }
 
 fn google_error(body: &[u8]) -> Option<GoogleError> {
-    serde_json::from_slice::<ErrorEnvelope>(body)
-        .ok()
-        .map(|e| e.error)
+    serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
 }
 
 fn google_message(body: &[u8]) -> String {
@@ -235,25 +198,18 @@ fn google_message(body: &[u8]) -> String {
 }
 
 fn is_invalid_api_key(body: &[u8]) -> bool {
-    google_error(body).is_some_and(|e| {
-        e.details
-            .iter()
-            .any(|d| d.get("reason").and_then(|r| r.as_str()) == Some("API_KEY_INVALID"))
-    })
+    google_error(body)
+        .is_some_and(|e| e.details.iter().any(|d| d.get("reason").and_then(|r| r.as_str()) == Some("API_KEY_INVALID")))
 }
 
 /// `google.rpc.RetryInfo.retryDelay` ("47s", "1.5s") in milliseconds.
 fn retry_delay_ms(body: &[u8]) -> Option<u64> {
     let error = google_error(body)?;
     error.details.iter().find_map(|detail| {
-        let is_retry_info = detail
-            .get("@type")?
-            .as_str()?
-            .ends_with("google.rpc.RetryInfo");
+        let is_retry_info = detail.get("@type")?.as_str()?.ends_with("google.rpc.RetryInfo");
         let delay = detail.get("retryDelay")?.as_str()?.strip_suffix('s')?;
         let seconds: f64 = delay.parse().ok()?;
-        (is_retry_info && seconds.is_finite() && seconds >= 0.0)
-            .then_some((seconds * 1000.0) as u64)
+        (is_retry_info && seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
     })
 }
 
@@ -281,12 +237,7 @@ pub fn give_up(why: Transient) -> ApiError {
 /// How long to wait before attempt `attempt + 1` (attempt counts from 1), or None to stop.
 /// Exponential backoff with jitter (50-100% of the step); an upstream `retryDelay` is used
 /// instead when given. Stops when the wait would not fit before the deadline.
-pub fn next_delay_ms(
-    attempt: u32,
-    retry_after_ms: Option<u64>,
-    jitter: u8,
-    remaining_ms: u64,
-) -> Option<u64> {
+pub fn next_delay_ms(attempt: u32, retry_after_ms: Option<u64>, jitter: u8, remaining_ms: u64) -> Option<u64> {
     if attempt >= MAX_ATTEMPTS {
         return None;
     }
@@ -300,10 +251,8 @@ pub fn next_delay_ms(
 
 // ---------------------------------------------------------------- the fetch loop
 
-#[cfg(target_arch = "wasm32")]
 pub use fetch::generate_image;
 
-#[cfg(target_arch = "wasm32")]
 mod fetch {
     use super::*;
     use futures_util::future::{select, Either};
@@ -331,25 +280,15 @@ mod fetch {
             let attempt_started = crate::time::now_millis();
             let outcome = match send(&url, api_key, &body, remaining).await {
                 Ok((status, bytes)) => interpret(status, &bytes),
-                Err(why) => Attempt::Retry {
-                    why,
-                    retry_after_ms: None,
-                },
+                Err(why) => Attempt::Retry { why, retry_after_ms: None },
             };
             match outcome {
                 Attempt::Image(image) => {
-                    return Ok((
-                        image,
-                        crate::time::now_millis().saturating_sub(attempt_started),
-                    ));
+                    return Ok((image, crate::time::now_millis().saturating_sub(attempt_started)));
                 }
                 Attempt::Fail(err) => return Err(err),
-                Attempt::Retry {
-                    why,
-                    retry_after_ms,
-                } => {
-                    let remaining = deadline_ms
-                        .saturating_sub(crate::time::now_millis().saturating_sub(started));
+                Attempt::Retry { why, retry_after_ms } => {
+                    let remaining = deadline_ms.saturating_sub(crate::time::now_millis().saturating_sub(started));
                     if why == Transient::TimedOut && remaining == 0 {
                         return Err(give_up(why));
                     }
@@ -371,23 +310,12 @@ mod fetch {
     }
 
     /// One HTTP call, aborted when `timeout_ms` passes. The key travels in a header only.
-    async fn send(
-        url: &str,
-        api_key: &str,
-        body: &str,
-        timeout_ms: u64,
-    ) -> Result<(u16, Vec<u8>), Transient> {
+    async fn send(url: &str, api_key: &str, body: &str, timeout_ms: u64) -> Result<(u16, Vec<u8>), Transient> {
         let headers = Headers::new();
-        headers
-            .set("content-type", "application/json")
-            .map_err(|_| Transient::Failed)?;
-        headers
-            .set("x-goog-api-key", api_key)
-            .map_err(|_| Transient::Failed)?;
+        headers.set("content-type", "application/json").map_err(|_| Transient::Failed)?;
+        headers.set("x-goog-api-key", api_key).map_err(|_| Transient::Failed)?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.into()));
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
         let request = Request::new_with_init(url, &init).map_err(|_| Transient::Failed)?;
 
         let controller = AbortController::default();
@@ -428,22 +356,11 @@ mod tests {
 
     #[test]
     fn request_follows_the_wire_format() {
-        let call = ImageCall {
-            model: "gemini-3.1-flash-image",
-            text: "a cat",
-            aspect_ratio: "16:9",
-            image_size: "2K",
-        };
+        let call = ImageCall { model: "gemini-3.1-flash-image", text: "a cat", aspect_ratio: "16:9", image_size: "2K" };
         let sent: serde_json::Value = serde_json::from_str(&request_body(&call)).unwrap();
         assert_eq!(sent["contents"][0]["parts"][0]["text"], "a cat");
-        assert_eq!(
-            sent["generationConfig"]["responseModalities"],
-            json!(["TEXT", "IMAGE"])
-        );
-        assert_eq!(
-            sent["generationConfig"]["imageConfig"],
-            json!({"aspectRatio": "16:9", "imageSize": "2K"})
-        );
+        assert_eq!(sent["generationConfig"]["responseModalities"], json!(["TEXT", "IMAGE"]));
+        assert_eq!(sent["generationConfig"]["imageConfig"], json!({"aspectRatio": "16:9", "imageSize": "2K"}));
         assert_eq!(
             endpoint("http://127.0.0.1:9", "gemini-3.1-flash-image"),
             "http://127.0.0.1:9/v1beta/models/gemini-3.1-flash-image:generateContent"
@@ -452,22 +369,17 @@ mod tests {
 
     #[test]
     fn takes_the_last_non_thought_image_and_its_mime_type() {
-        let response = body(
-            json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
-                {"text": "thinking", "thought": true},
-                {"inlineData": {"mimeType": "image/png", "data": b64(b"draft")}, "thought": true},
-                {"inlineData": {"mimeType": "image/png", "data": b64(b"first")}},
-                {"text": "here you go"},
-                {"inlineData": {"mimeType": "image/jpeg", "data": b64(b"final")}},
-                {"inlineData": {"mimeType": "image/png", "data": b64(b"late draft")}, "thought": true}
-            ]}}]}),
-        );
+        let response = body(json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
+            {"text": "thinking", "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": b64(b"draft")}, "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": b64(b"first")}},
+            {"text": "here you go"},
+            {"inlineData": {"mimeType": "image/jpeg", "data": b64(b"final")}},
+            {"inlineData": {"mimeType": "image/png", "data": b64(b"late draft")}, "thought": true}
+        ]}}]}));
         assert_eq!(
             interpret(200, &response),
-            Attempt::Image(Image {
-                mime_type: "image/jpeg".into(),
-                bytes: b"final".to_vec()
-            })
+            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: b"final".to_vec() })
         );
     }
 
@@ -480,42 +392,26 @@ mod tests {
 
     #[test]
     fn every_refusal_shape_is_400_content_policy_violation() {
-        let (status, code, message) =
-            refusal_code(json!({"promptFeedback": {"blockReason": "SAFETY"}}));
+        let (status, code, message) = refusal_code(json!({"promptFeedback": {"blockReason": "SAFETY"}}));
         assert_eq!((status, code), (400, "content_policy_violation"));
         assert!(message.contains("SAFETY"));
-        for reason in [
-            "SAFETY",
-            "IMAGE_SAFETY",
-            "PROHIBITED_CONTENT",
-            "NO_IMAGE",
-            "IMAGE_OTHER",
-            "RECITATION",
-        ] {
-            let (status, code, message) = refusal_code(
-                json!({"candidates": [{"finishReason": reason, "content": {"parts": []}}]}),
-            );
+        for reason in ["SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "NO_IMAGE", "IMAGE_OTHER", "RECITATION"] {
+            let (status, code, message) =
+                refusal_code(json!({"candidates": [{"finishReason": reason, "content": {"parts": []}}]}));
             assert_eq!((status, code), (400, "content_policy_violation"));
             assert!(message.contains(reason), "{message}");
         }
-        let (status, code, _) =
-            refusal_code(json!({"candidates": [{"finishReason": "IMAGE_SAFETY"}]}));
+        let (status, code, _) = refusal_code(json!({"candidates": [{"finishReason": "IMAGE_SAFETY"}]}));
         assert_eq!((status, code), (400, "content_policy_violation"));
-        let (status, code, message) = refusal_code(
-            json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [{"text": "no"}]}}]}),
-        );
+        let (status, code, message) =
+            refusal_code(json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [{"text": "no"}]}}]}));
         assert_eq!((status, code), (400, "content_policy_violation"));
         assert!(message.contains("text only"));
     }
 
     #[test]
     fn unusable_200s_are_502() {
-        for raw in [
-            &b"<html>oops</html>"[..],
-            b"",
-            b"{\"candidates\": [{\"content\": \"x\"}]}",
-            b"{}",
-        ] {
+        for raw in [&b"<html>oops</html>"[..], b"", b"{\"candidates\": [{\"content\": \"x\"}]}", b"{}"] {
             match interpret(200, raw) {
                 Attempt::Fail(err) => assert_eq!((err.status, err.code), (502, "upstream_error")),
                 other => panic!("{other:?}"),
@@ -529,80 +425,32 @@ mod tests {
 
     #[test]
     fn transient_statuses_are_retried() {
-        assert_eq!(
-            interpret(503, b"{}"),
-            Attempt::Retry {
-                why: Transient::Overloaded,
-                retry_after_ms: None
-            }
-        );
-        assert_eq!(
-            interpret(500, b""),
-            Attempt::Retry {
-                why: Transient::Failed,
-                retry_after_ms: None
-            }
-        );
-        assert_eq!(
-            interpret(502, b""),
-            Attempt::Retry {
-                why: Transient::Failed,
-                retry_after_ms: None
-            }
-        );
-        assert_eq!(
-            interpret(504, b""),
-            Attempt::Retry {
-                why: Transient::TimedOut,
-                retry_after_ms: None
-            }
-        );
-        assert_eq!(
-            interpret(408, b""),
-            Attempt::Retry {
-                why: Transient::TimedOut,
-                retry_after_ms: None
-            }
-        );
+        assert_eq!(interpret(503, b"{}"), Attempt::Retry { why: Transient::Overloaded, retry_after_ms: None });
+        assert_eq!(interpret(500, b""), Attempt::Retry { why: Transient::Failed, retry_after_ms: None });
+        assert_eq!(interpret(502, b""), Attempt::Retry { why: Transient::Failed, retry_after_ms: None });
+        assert_eq!(interpret(504, b""), Attempt::Retry { why: Transient::TimedOut, retry_after_ms: None });
+        assert_eq!(interpret(408, b""), Attempt::Retry { why: Transient::TimedOut, retry_after_ms: None });
     }
 
     #[test]
     fn rate_limits_carry_the_retry_delay() {
-        let limited = body(
-            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
+        let limited =
+            body(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
                 {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}
-            ]}}),
-        );
-        assert_eq!(
-            interpret(429, &limited),
-            Attempt::Retry {
-                why: Transient::Overloaded,
-                retry_after_ms: Some(1500)
-            }
-        );
-        assert_eq!(
-            interpret(429, b"not json"),
-            Attempt::Retry {
-                why: Transient::Overloaded,
-                retry_after_ms: None
-            }
-        );
+            ]}}));
+        assert_eq!(interpret(429, &limited), Attempt::Retry { why: Transient::Overloaded, retry_after_ms: Some(1500) });
+        assert_eq!(interpret(429, b"not json"), Attempt::Retry { why: Transient::Overloaded, retry_after_ms: None });
     }
 
     #[test]
     fn invalid_api_key_is_502_provider_auth_failed_without_retry() {
-        let invalid = body(
-            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid",
-            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}),
-        );
+        let invalid = body(json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}));
         match interpret(400, &invalid) {
             Attempt::Fail(err) => {
                 assert_eq!((err.status, err.code), (502, "provider_auth_failed"));
-                assert!(
-                    !err.message.contains("API key not valid"),
-                    "upstream text stays internal"
-                );
+                assert!(!err.message.contains("API key not valid"), "upstream text stays internal");
             }
             other => panic!("{other:?}"),
         }
@@ -623,21 +471,9 @@ mod tests {
         assert_eq!(next_delay_ms(1, None, 0, 60_000), Some(250));
         assert_eq!(next_delay_ms(1, None, 255, 60_000), Some(499));
         assert_eq!(next_delay_ms(2, None, 0, 60_000), Some(500));
-        assert_eq!(
-            next_delay_ms(3, None, 0, 60_000),
-            None,
-            "three attempts at most"
-        );
+        assert_eq!(next_delay_ms(3, None, 0, 60_000), None, "three attempts at most");
         assert_eq!(next_delay_ms(1, Some(47_000), 0, 60_000), Some(47_000));
-        assert_eq!(
-            next_delay_ms(1, Some(47_000), 0, 10_000),
-            None,
-            "retryDelay past the deadline"
-        );
-        assert_eq!(
-            next_delay_ms(1, None, 0, 1_100),
-            None,
-            "no time left for another attempt"
-        );
+        assert_eq!(next_delay_ms(1, Some(47_000), 0, 10_000), None, "retryDelay past the deadline");
+        assert_eq!(next_delay_ms(1, None, 0, 1_100), None, "no time left for another attempt");
     }
 }

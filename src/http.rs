@@ -37,9 +37,7 @@ impl RequestContext {
 pub fn sane_request_id(candidate: &str) -> bool {
     !candidate.is_empty()
         && candidate.len() <= 128
-        && candidate
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && candidate.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// `req_` + 24 lowercase hex.
@@ -79,8 +77,7 @@ pub fn no_content() -> ApiResult<Response> {
 
 /// The envelope response of an error, with its extra headers.
 pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
-    let mut response =
-        Response::from_bytes(err.envelope_json(request_id).into_bytes())?.with_status(err.status);
+    let mut response = Response::from_bytes(err.envelope_json(request_id).into_bytes())?.with_status(err.status);
     let headers = response.headers_mut();
     headers.set("content-type", "application/json")?;
     for (name, value) in &err.headers {
@@ -97,14 +94,7 @@ mod tests {
     fn request_ids_from_callers_are_kept_only_when_sane() {
         assert!(sane_request_id("req_0123456789abcdef01234567"));
         assert!(sane_request_id("trace-1:span.2_x"));
-        for bad in [
-            "",
-            "has space",
-            "new\nline",
-            "<script>",
-            &"a".repeat(129),
-            "ünï",
-        ] {
+        for bad in ["", "has space", "new\nline", "<script>", &"a".repeat(129), "ünï"] {
             assert!(!sane_request_id(bad), "{bad:?}");
         }
     }
@@ -113,12 +103,7 @@ mod tests {
     fn generated_request_ids_have_the_documented_shape() {
         let id = new_request_id();
         assert_eq!(id.len(), 28, "{id}");
-        assert!(
-            id.starts_with("req_")
-                && id[4..]
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
+        assert!(id.starts_with("req_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(id, new_request_id());
     }
 }

@@ -15,14 +15,17 @@ pub mod gemini;
 pub mod generate;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod keys;
 pub mod log;
 pub mod panic_hook;
 pub mod png;
 pub mod random;
+pub mod rate_limit;
 pub mod routes;
 pub mod storage;
 pub mod synthetic;
+pub mod throttle;
 pub mod time;
 pub mod usage;
 

@@ -60,11 +60,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         for (n, entry) in table.iter_mut().enumerate() {
             let mut c = n as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
             }
             *entry = c;
         }
@@ -113,11 +109,7 @@ struct Deflater {
 
 impl Deflater {
     fn new() -> Self {
-        let mut d = Deflater {
-            out: Vec::new(),
-            bit_buffer: 0,
-            bit_count: 0,
-        };
+        let mut d = Deflater { out: Vec::new(), bit_buffer: 0, bit_count: 0 };
         d.bits(1, 1); // BFINAL
         d.bits(1, 2); // BTYPE = 01, fixed Huffman
         d
@@ -168,11 +160,7 @@ impl Deflater {
             i += 1 + repeat as usize;
             while repeat >= 3 {
                 // Never leave 1 or 2 behind when they could have joined this match.
-                let take = if repeat > 258 && repeat < 261 {
-                    repeat - 3
-                } else {
-                    repeat.min(258)
-                };
+                let take = if repeat > 258 && repeat < 261 { repeat - 3 } else { repeat.min(258) };
                 self.run(take);
                 repeat -= take;
             }
@@ -194,12 +182,10 @@ impl Deflater {
 /// Deflate's length symbols: (symbol, base length, extra bits) for a length of 3..=258.
 fn length_symbol(length: u32) -> (u32, u32, u32) {
     const BASES: [u32; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
-        131, 163, 195, 227, 258,
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227,
+        258,
     ];
-    const EXTRA: [u32; 29] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ];
+    const EXTRA: [u32; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
     let index = BASES.iter().rposition(|&base| base <= length).unwrap_or(0);
     (257 + index as u32, BASES[index], EXTRA[index])
 }
@@ -251,8 +237,8 @@ mod tests {
                     let idx = (symbol - 257) as usize;
                     let (_, base, extra) = length_symbol(
                         [
-                            3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51,
-                            59, 67, 83, 99, 115, 131, 163, 195, 227, 258,
+                            3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+                            131, 163, 195, 227, 258,
                         ][idx],
                     );
                     let len = base + r.bits(extra);
@@ -273,9 +259,7 @@ mod tests {
 
     #[test]
     fn runs_of_every_length_round_trip() {
-        for len in [
-            1usize, 2, 3, 4, 10, 257, 258, 259, 260, 261, 262, 516, 517, 1000, 5000,
-        ] {
+        for len in [1usize, 2, 3, 4, 10, 257, 258, 259, 260, 261, 262, 516, 517, 1000, 5000] {
             let mut data = vec![7u8; len];
             data.push(9);
             data.extend(vec![0u8; len]);
@@ -325,10 +309,7 @@ mod tests {
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), h);
         assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
         // IHDR's CRC covers type + data.
-        assert_eq!(
-            u32::from_be_bytes(png[29..33].try_into().unwrap()),
-            crc32(&png[12..29])
-        );
+        assert_eq!(u32::from_be_bytes(png[29..33].try_into().unwrap()), crc32(&png[12..29]));
 
         let idat_len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
         assert_eq!(&png[37..41], b"IDAT");
@@ -352,9 +333,6 @@ mod tests {
         }
         let mut adler = Adler32::new();
         adler.update(&raw);
-        assert_eq!(
-            u32::from_be_bytes(zlib[zlib.len() - 4..].try_into().unwrap()),
-            adler.finish()
-        );
+        assert_eq!(u32::from_be_bytes(zlib[zlib.len() - 4..].try_into().unwrap()), adler.finish());
     }
 }

@@ -14,9 +14,7 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], ApiError> {
 /// A random UUID v4 (user and key ids; generation ids add `gen_`).
 pub fn uuid_v4() -> Result<String, ApiError> {
     let bytes = bytes::<16>()?;
-    Ok(uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string())
+    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid().to_string())
 }
 
 #[cfg(test)]

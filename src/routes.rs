@@ -47,18 +47,12 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
             };
             (GET_POST, route)
         }
-        ["v1", "keys", id] if valid_id_segment(id) => {
-            (DELETE, Some(Route::RevokeKey(id.to_string())))
-        }
+        ["v1", "keys", id] if valid_id_segment(id) => (DELETE, Some(Route::RevokeKey(id.to_string()))),
         ["v1", "generate"] => (POST, Some(Route::Generate)),
         ["v1", "images", "generations"] => (POST, Some(Route::ImagesGenerations)),
-        ["v1", "images", id] if valid_id_segment(id) => {
-            (GET, Some(Route::GetImage(id.to_string())))
-        }
+        ["v1", "images", id] if valid_id_segment(id) => (GET, Some(Route::GetImage(id.to_string()))),
         ["v1", "generations"] => (GET, Some(Route::ListGenerations)),
-        ["v1", "generations", id] if valid_id_segment(id) => {
-            (GET, Some(Route::GetGeneration(id.to_string())))
-        }
+        ["v1", "generations", id] if valid_id_segment(id) => (GET, Some(Route::GetGeneration(id.to_string()))),
         ["v1", "usage"] => (GET, Some(Route::Usage)),
         ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
         [""] => (GET, Some(Route::Console)),
@@ -74,9 +68,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
 fn valid_id_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment.len() <= 64
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -92,65 +84,31 @@ mod tests {
         assert_eq!(resolve("GET", "/v1/keys"), Ok(Route::ListKeys));
         assert_eq!(
             resolve("DELETE", "/v1/keys/0b5c2f1e-aaaa-4bbb-8ccc-123456789abc"),
-            Ok(Route::RevokeKey(
-                "0b5c2f1e-aaaa-4bbb-8ccc-123456789abc".into()
-            ))
+            Ok(Route::RevokeKey("0b5c2f1e-aaaa-4bbb-8ccc-123456789abc".into()))
         );
-        assert_eq!(
-            resolve("GET", "/v1/generations/gen_x"),
-            Ok(Route::GetGeneration("gen_x".into()))
-        );
-        assert_eq!(
-            resolve("POST", "/v1/images/generations"),
-            Ok(Route::ImagesGenerations)
-        );
-        assert_eq!(
-            resolve("GET", "/v1/images/gen_1"),
-            Ok(Route::GetImage("gen_1".into()))
-        );
+        assert_eq!(resolve("GET", "/v1/generations/gen_x"), Ok(Route::GetGeneration("gen_x".into())));
+        assert_eq!(resolve("POST", "/v1/images/generations"), Ok(Route::ImagesGenerations));
+        assert_eq!(resolve("GET", "/v1/images/gen_1"), Ok(Route::GetImage("gen_1".into())));
         assert_eq!(resolve("GET", "/v1/openapi.json"), Ok(Route::OpenApi));
     }
 
     #[test]
     fn wrong_method_on_known_route_is_405_with_allowed_methods() {
-        assert_eq!(
-            resolve("GET", "/v1/generate"),
-            Err(RouteError::MethodNotAllowed(POST))
-        );
-        assert_eq!(
-            resolve("DELETE", "/v1/keys"),
-            Err(RouteError::MethodNotAllowed(GET_POST))
-        );
-        assert_eq!(
-            resolve("POST", "/health"),
-            Err(RouteError::MethodNotAllowed(GET))
-        );
-        assert_eq!(
-            resolve("GET", "/v1/keys/abc"),
-            Err(RouteError::MethodNotAllowed(DELETE))
-        );
+        assert_eq!(resolve("GET", "/v1/generate"), Err(RouteError::MethodNotAllowed(POST)));
+        assert_eq!(resolve("DELETE", "/v1/keys"), Err(RouteError::MethodNotAllowed(GET_POST)));
+        assert_eq!(resolve("POST", "/health"), Err(RouteError::MethodNotAllowed(GET)));
+        assert_eq!(resolve("GET", "/v1/keys/abc"), Err(RouteError::MethodNotAllowed(DELETE)));
     }
 
     #[test]
     fn unknown_paths_are_404() {
-        for path in [
-            "/nope",
-            "/v1",
-            "/v1/keys/a/b",
-            "/v1/keys/",
-            "/health/",
-            "/v1/images/a%2Fb",
-            "//health",
-        ] {
+        for path in ["/nope", "/v1", "/v1/keys/a/b", "/v1/keys/", "/health/", "/v1/images/a%2Fb", "//health"] {
             assert_eq!(resolve("GET", path), Err(RouteError::NotFound), "{path}");
         }
     }
 
     #[test]
     fn images_generations_is_not_mistaken_for_an_image_id() {
-        assert_eq!(
-            resolve("GET", "/v1/images/generations"),
-            Err(RouteError::MethodNotAllowed(POST))
-        );
+        assert_eq!(resolve("GET", "/v1/images/generations"), Err(RouteError::MethodNotAllowed(POST)));
     }
 }

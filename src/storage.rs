@@ -61,17 +61,11 @@ fn url_signing_key(secret: &str) -> [u8; 32] {
 }
 
 pub fn signature(secret: &str, image_id: &str, expires: u64) -> String {
-    hex::encode(hmac_sha256(
-        &url_signing_key(secret),
-        format!("{image_id}:{expires}").as_bytes(),
-    ))
+    hex::encode(hmac_sha256(&url_signing_key(secret), format!("{image_id}:{expires}").as_bytes()))
 }
 
 pub fn signed_path(secret: &str, image_id: &str, expires: u64) -> String {
-    format!(
-        "/v1/images/{image_id}?expires={expires}&signature={}",
-        signature(secret, image_id, expires)
-    )
+    format!("/v1/images/{image_id}?expires={expires}&signature={}", signature(secret, image_id, expires))
 }
 
 /// Checks a signed URL's query: 403 `invalid_signature` or `url_expired` when it fails.
@@ -82,57 +76,33 @@ pub fn verify_signature(
     signature_hex: Option<&str>,
     now_secs: u64,
 ) -> ApiResult<()> {
-    let forbidden =
-        |code, message: &str| ApiError::new(403, ErrorType::PermissionError, code, message);
+    let forbidden = |code, message: &str| ApiError::new(403, ErrorType::PermissionError, code, message);
     let (Some(expires_raw), Some(given)) = (expires, signature_hex) else {
-        return Err(forbidden(
-            "invalid_signature",
-            "this image URL is not signed",
-        ));
+        return Err(forbidden("invalid_signature", "this image URL is not signed"));
     };
-    let expires: u64 = expires_raw
-        .parse()
-        .map_err(|_| forbidden("invalid_signature", "this image URL's signature is invalid"))?;
+    let expires: u64 =
+        expires_raw.parse().map_err(|_| forbidden("invalid_signature", "this image URL's signature is invalid"))?;
     let expected = signature(secret, image_id, expires);
     if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(forbidden(
-            "invalid_signature",
-            "this image URL's signature is invalid",
-        ));
+        return Err(forbidden("invalid_signature", "this image URL's signature is invalid"));
     }
     if expires <= now_secs {
-        return Err(forbidden(
-            "url_expired",
-            "this image URL has expired; fetch the generation again for a fresh one",
-        ));
+        return Err(forbidden("url_expired", "this image URL has expired; fetch the generation again for a fresh one"));
     }
     Ok(())
 }
 
 pub fn data_url(image: &Image) -> String {
-    format!(
-        "data:{};base64,{}",
-        image.mime_type,
-        base64::engine::general_purpose::STANDARD.encode(&image.bytes)
-    )
+    format!("data:{};base64,{}", image.mime_type, base64::engine::general_purpose::STANDARD.encode(&image.bytes))
 }
 
 /// Where a stored image is served from, for a response built at `now_ms`.
-pub fn stored_image_url(
-    rc: &RequestContext,
-    origin: &str,
-    generation_id: &str,
-    index: usize,
-) -> ApiResult<String> {
+pub fn stored_image_url(rc: &RequestContext, origin: &str, generation_id: &str, index: usize) -> ApiResult<String> {
     if let Some(base) = &rc.config.public_image_base {
         return Ok(format!("{base}/{}", object_key(generation_id, index)));
     }
     let expires = rc.now_ms / 1000 + rc.config.image_url_ttl_seconds;
-    let path = signed_path(
-        rc.config.jwt_secret()?,
-        &image_id(generation_id, index),
-        expires,
-    );
+    let path = signed_path(rc.config.jwt_secret()?, &image_id(generation_id, index), expires);
     Ok(format!("{origin}{path}"))
 }
 
@@ -142,25 +112,16 @@ pub fn bucket(rc: &RequestContext) -> Option<Bucket> {
 }
 
 /// Stores every image; all or nothing (what was written is deleted if any write fails).
-pub async fn put_all(
-    bucket: &Bucket,
-    generation_id: &str,
-    key_id: &str,
-    images: &[Image],
-) -> ApiResult<Vec<String>> {
-    let keys: Vec<String> = (0..images.len())
-        .map(|i| object_key(generation_id, i))
-        .collect();
+pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images: &[Image]) -> ApiResult<Vec<String>> {
+    let keys: Vec<String> = (0..images.len()).map(|i| object_key(generation_id, i)).collect();
     let writes = images.iter().zip(&keys).map(|(image, key)| {
         let metadata = HttpMetadata {
             content_type: Some(image.mime_type.clone()),
             cache_control: Some(IMMUTABLE.to_string()),
             ..Default::default()
         };
-        let custom = [
-            ("generation_id".to_string(), generation_id.to_string()),
-            ("api_key_id".to_string(), key_id.to_string()),
-        ];
+        let custom =
+            [("generation_id".to_string(), generation_id.to_string()), ("api_key_id".to_string(), key_id.to_string())];
         bucket
             .put(key.clone(), image.bytes.clone())
             .http_metadata(metadata)
@@ -171,54 +132,28 @@ pub async fn put_all(
     if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
         crate::log::error("r2 put failed", &err.to_string());
         delete_all(bucket, &keys).await;
-        return Err(ApiError::new(
-            500,
-            ErrorType::ApiError,
-            "storage_failed",
-            "the image could not be stored",
-        ));
+        return Err(ApiError::new(500, ErrorType::ApiError, "storage_failed", "the image could not be stored"));
     }
     Ok(keys)
 }
 
 pub async fn delete_all(bucket: &Bucket, keys: &[String]) {
-    if let Err(err) = bucket
-        .delete_multiple(keys.iter().map(String::as_str).collect())
-        .await
-    {
+    if let Err(err) = bucket.delete_multiple(keys.iter().map(String::as_str).collect()).await {
         crate::log::error("r2 cleanup failed", &err.to_string());
     }
 }
 
 /// `GET /v1/images/{id}`: the bytes of a stored image behind a valid signed URL.
-pub async fn serve(
-    req: &Request,
-    rc: &RequestContext,
-    image_id_param: &str,
-) -> ApiResult<Response> {
+pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> ApiResult<Response> {
     let url = req.url()?;
-    let query = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
+    let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let (expires, given) = (query("expires"), query("signature"));
-    verify_signature(
-        rc.config.jwt_secret()?,
-        image_id_param,
-        expires.as_deref(),
-        given.as_deref(),
-        rc.now_ms / 1000,
-    )?;
+    verify_signature(rc.config.jwt_secret()?, image_id_param, expires.as_deref(), given.as_deref(), rc.now_ms / 1000)?;
 
     let not_found = || ApiError::not_found("no image with this id");
     let (generation_id, index) = parse_image_id(image_id_param).ok_or_else(not_found)?;
     let bucket = bucket(rc).ok_or_else(not_found)?;
-    let object = bucket
-        .get(object_key(generation_id, index))
-        .execute()
-        .await?
-        .ok_or_else(not_found)?;
+    let object = bucket.get(object_key(generation_id, index)).execute().await?.ok_or_else(not_found)?;
 
     let etag = object.http_etag();
     let headers = worker::Headers::new();
@@ -227,21 +162,11 @@ pub async fn serve(
     if header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
         return Ok(Response::empty()?.with_status(304).with_headers(headers));
     }
-    let content_type = object
-        .http_metadata()
-        .content_type
-        .unwrap_or_else(|| "application/octet-stream".into());
-    let extension = if content_type == "image/jpeg" {
-        "jpg"
-    } else {
-        "png"
-    };
+    let content_type = object.http_metadata().content_type.unwrap_or_else(|| "application/octet-stream".into());
+    let extension = if content_type == "image/jpeg" { "jpg" } else { "png" };
     headers.set("content-type", &content_type)?;
     headers.set("content-length", &object.size().to_string())?;
-    headers.set(
-        "content-disposition",
-        &format!("inline; filename=\"{image_id_param}.{extension}\""),
-    )?;
+    headers.set("content-disposition", &format!("inline; filename=\"{image_id_param}.{extension}\""))?;
     headers.set("x-content-type-options", "nosniff")?;
     // Hand the R2 stream to the runtime: the bytes never pass through wasm.
     let body = object.body().ok_or_else(not_found)?;
@@ -261,10 +186,7 @@ mod tests {
         );
         // Test case 6: a key longer than the block.
         assert_eq!(
-            hex::encode(hmac_sha256(
-                &[0xaa; 131],
-                b"Test Using Larger Than Block-Size Key - Hash Key First"
-            )),
+            hex::encode(hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
@@ -293,21 +215,10 @@ mod tests {
         ];
         for (id, expires, given) in cases {
             let err = verify_signature(SECRET, id, expires, given, 1_000).unwrap_err();
-            assert_eq!(
-                (err.status, err.code),
-                (403, "invalid_signature"),
-                "{id} {expires:?} {given:?}"
-            );
+            assert_eq!((err.status, err.code), (403, "invalid_signature"), "{id} {expires:?} {given:?}");
         }
         let other_secret = signature("another-secret-another-secret-xx", "gen_abc_0", 2_000);
-        assert!(verify_signature(
-            SECRET,
-            "gen_abc_0",
-            Some("2000"),
-            Some(&other_secret),
-            1_000
-        )
-        .is_err());
+        assert!(verify_signature(SECRET, "gen_abc_0", Some("2000"), Some(&other_secret), 1_000).is_err());
     }
 
     #[test]
@@ -335,10 +246,7 @@ mod tests {
 
     #[test]
     fn data_urls_carry_type_and_bytes() {
-        let image = Image {
-            mime_type: "image/png".into(),
-            bytes: vec![1, 2, 3],
-        };
+        let image = Image { mime_type: "image/png".into(), bytes: vec![1, 2, 3] };
         assert_eq!(data_url(&image), "data:image/png;base64,AQID");
     }
 }

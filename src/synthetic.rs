@@ -20,9 +20,7 @@ pub struct SyntheticSpec<'a> {
 pub fn render_png(spec: &SyntheticSpec) -> Vec<u8> {
     let scene = Scene::new(spec);
     let (width, height) = (spec.width, spec.height);
-    crate::png::encode_rgb(width, height, |y, row| {
-        scene.draw_row(y, width, height, row)
-    })
+    crate::png::encode_rgb(width, height, |y, row| scene.draw_row(y, width, height, row))
 }
 
 #[derive(Clone, Copy)]
@@ -64,12 +62,7 @@ struct Stream {
 
 impl Stream {
     fn new(seed: [u8; 32]) -> Self {
-        Stream {
-            seed,
-            counter: 0,
-            block: [0; 32],
-            used: 32,
-        }
+        Stream { seed, counter: 0, block: [0; 32], used: 32 }
     }
 
     fn byte(&mut self) -> u8 {
@@ -106,12 +99,9 @@ impl Stream {
 impl Scene {
     fn new(spec: &SyntheticSpec) -> Scene {
         let mut hasher = Sha256::new();
-        for part in [
-            spec.prompt.as_bytes(),
-            &spec.width.to_be_bytes(),
-            &spec.height.to_be_bytes(),
-            &spec.index.to_be_bytes(),
-        ] {
+        for part in
+            [spec.prompt.as_bytes(), &spec.width.to_be_bytes(), &spec.height.to_be_bytes(), &spec.index.to_be_bytes()]
+        {
             hasher.update((part.len() as u32).to_be_bytes());
             hasher.update(part);
         }
@@ -122,11 +112,7 @@ impl Scene {
         let min_side = w.min(h).max(1);
         let top = rng.color(spec.artistic);
         let bottom = rng.color(false);
-        let count = if spec.artistic {
-            9 + rng.below(6)
-        } else {
-            3 + rng.below(4)
-        };
+        let count = if spec.artistic { 9 + rng.below(6) } else { 3 + rng.below(4) };
         let mut shapes = Vec::with_capacity(count as usize + 3);
         for _ in 0..count {
             let color = rng.color(spec.artistic);
@@ -135,13 +121,7 @@ impl Scene {
                 let y0 = i64::from(rng.below(spec.height));
                 let bw = i64::from(rng.below((min_side / 3) as u32)) + min_side / 16;
                 let bh = i64::from(rng.below((min_side / 3) as u32)) + min_side / 16;
-                shapes.push(Shape::Bar {
-                    x0,
-                    y0,
-                    x1: x0 + bw,
-                    y1: y0 + bh,
-                    color,
-                });
+                shapes.push(Shape::Bar { x0, y0, x1: x0 + bw, y1: y0 + bh, color });
             } else {
                 let r = i64::from(rng.below((min_side / 5) as u32)) + min_side / 20 + 1;
                 let cx = i64::from(rng.below(spec.width));
@@ -153,25 +133,15 @@ impl Scene {
             for _ in 0..3 {
                 let offset = i64::from(rng.below(spec.width + spec.height)) - h;
                 let width = i64::from(rng.below((min_side / 8) as u32)) + 4;
-                shapes.push(Shape::Band {
-                    offset,
-                    width,
-                    color: rng.color(true),
-                });
+                shapes.push(Shape::Band { offset, width, color: rng.color(true) });
             }
         }
-        Scene {
-            top,
-            bottom,
-            shapes,
-        }
+        Scene { top, bottom, shapes }
     }
 
     fn draw_row(&self, y: u32, width: u32, height: u32, row: &mut [u8]) {
         let t = u64::from(y) * 256 / u64::from(height.max(1));
-        let blend = |top: u8, bottom: u8| {
-            ((u64::from(top) * (256 - t) + u64::from(bottom) * t) / 256) as u8
-        };
+        let blend = |top: u8, bottom: u8| ((u64::from(top) * (256 - t) + u64::from(bottom) * t) / 256) as u8;
         let background = [0, 1, 2].map(|c| blend(self.top[c], self.bottom[c]));
         fill(row, 0, i64::from(width), background);
         let y = i64::from(y);
@@ -182,30 +152,15 @@ impl Scene {
                     let dy = y - cy;
                     if dy.abs() <= r {
                         let half = isqrt(r * r - dy * dy);
-                        fill(
-                            row,
-                            (cx - half).clamp(0, w),
-                            (cx + half + 1).clamp(0, w),
-                            color,
-                        );
+                        fill(row, (cx - half).clamp(0, w), (cx + half + 1).clamp(0, w), color);
                     }
                 }
-                Shape::Bar {
-                    x0,
-                    y0,
-                    x1,
-                    y1,
-                    color,
-                } => {
+                Shape::Bar { x0, y0, x1, y1, color } => {
                     if (y0..y1).contains(&y) {
                         fill(row, x0.clamp(0, w), x1.clamp(0, w), color);
                     }
                 }
-                Shape::Band {
-                    offset,
-                    width: band,
-                    color,
-                } => {
+                Shape::Band { offset, width: band, color } => {
                     let start = offset + y;
                     fill(row, start.clamp(0, w), (start + band).clamp(0, w), color);
                 }
@@ -247,13 +202,7 @@ mod tests {
     use super::*;
 
     fn spec(prompt: &str, w: u32, h: u32, artistic: bool, index: u32) -> SyntheticSpec<'_> {
-        SyntheticSpec {
-            prompt,
-            width: w,
-            height: h,
-            artistic,
-            index,
-        }
+        SyntheticSpec { prompt, width: w, height: h, artistic, index }
     }
 
     fn sha(bytes: &[u8]) -> String {
@@ -302,10 +251,7 @@ mod tests {
     #[test]
     fn pinned_output() {
         let png = render_png(&spec("pinned prompt", 96, 64, true, 2));
-        assert_eq!(
-            sha(&png),
-            "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322"
-        );
+        assert_eq!(sha(&png), "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322");
     }
 
     #[test]

@@ -13,22 +13,14 @@ pub fn now_millis() -> u64 {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `2026-11-23T00:42:29.123Z`. Strings of this form sort in time order.
 pub fn iso_from_millis(ms: u64) -> String {
     let (year, month, day) = civil_from_days((ms / MILLIS_PER_DAY) as i64);
     let in_day = ms % MILLIS_PER_DAY;
-    let (h, m, s, milli) = (
-        in_day / 3_600_000,
-        (in_day / 60_000) % 60,
-        (in_day / 1000) % 60,
-        in_day % 1000,
-    );
+    let (h, m, s, milli) = (in_day / 3_600_000, (in_day / 60_000) % 60, (in_day / 1000) % 60, in_day % 1000);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
@@ -104,10 +96,7 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            iso_from_millis(1_795_394_549_123),
-            "2026-11-23T00:42:29.123Z"
-        );
+        assert_eq!(iso_from_millis(1_795_394_549_123), "2026-11-23T00:42:29.123Z");
         assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(date_from_millis(1_795_394_549_123), "2026-11-23");
     }
@@ -124,15 +113,7 @@ mod tests {
 
     #[test]
     fn rejects_impossible_dates() {
-        for bad in [
-            "2026-02-29",
-            "2026-13-01",
-            "2026-00-10",
-            "2026-1-1",
-            "20261123",
-            "2026-11-31",
-            "abcd-ef-gh",
-        ] {
+        for bad in ["2026-02-29", "2026-13-01", "2026-00-10", "2026-1-1", "20261123", "2026-11-31", "abcd-ef-gh"] {
             assert_eq!(millis_from_date(bad), None, "{bad}");
         }
         assert!(millis_from_date("2024-02-29").is_some());

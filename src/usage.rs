@@ -8,13 +8,7 @@ use worker::D1PreparedStatement;
 
 /// Reserves `n` images of today's quota before any upstream work. Succeeds (changes one
 /// row and returns the new count) only while today's count plus `n` stays within `quota`.
-pub fn reserve(
-    db: &Db,
-    key_id: &str,
-    date: &str,
-    n: u32,
-    quota: u32,
-) -> ApiResult<D1PreparedStatement> {
+pub fn reserve(db: &Db, key_id: &str, date: &str, n: u32, quota: u32) -> ApiResult<D1PreparedStatement> {
     Ok(db
         .prepare(
             "INSERT INTO usage (api_key_id, usage_date, image_count)
@@ -24,12 +18,7 @@ pub fn reserve(
              WHERE usage.image_count + excluded.image_count <= ?4
              RETURNING image_count",
         )
-        .bind(&[
-            db::text(key_id),
-            db::text(date),
-            db::int(n.into()),
-            db::int(quota.into()),
-        ])?)
+        .bind(&[db::text(key_id), db::text(date), db::int(n.into()), db::int(quota.into())])?)
 }
 
 /// Gives back a reservation whose images were not delivered.
@@ -67,11 +56,7 @@ mod tests {
         let err = quota_exceeded(10, 9, 2, midnight - 90_000);
         assert_eq!((err.status, err.code), (429, "daily_quota_exceeded"));
         assert!(err.headers.contains(&("retry-after", "90".to_string())));
-        assert!(err
-            .headers
-            .contains(&("x-should-retry", "false".to_string())));
-        assert!(err
-            .headers
-            .contains(&("x-quota-remaining-images", "1".to_string())));
+        assert!(err.headers.contains(&("x-should-retry", "false".to_string())));
+        assert!(err.headers.contains(&("x-quota-remaining-images", "1".to_string())));
     }
 }

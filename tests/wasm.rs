@@ -28,10 +28,7 @@ fn the_js_clock_is_read_without_panicking() {
 
 #[wasm_bindgen_test]
 fn bcrypt_hashes_and_verifies_in_wasm() {
-    let hash = password::Password::parse("correct horse".into())
-        .unwrap()
-        .hash(4)
-        .unwrap();
+    let hash = password::Password::parse("correct horse".into()).unwrap().hash(4).unwrap();
     assert!(password::verify("correct horse", Some(&hash), 4));
     assert!(!password::verify("wrong horse!", Some(&hash), 4));
 }
@@ -42,12 +39,7 @@ fn tokens_round_trip_in_wasm() {
     let now = nanobanana::time::now_millis() / 1000;
     let issued = token::issue(secret, "user-1", now).unwrap();
     assert_eq!(token::verify(secret, &issued.token, now).unwrap(), "user-1");
-    assert_eq!(
-        token::verify(secret, &issued.token, now + 8 * 86_400)
-            .unwrap_err()
-            .code,
-        "token_expired"
-    );
+    assert_eq!(token::verify(secret, &issued.token, now + 8 * 86_400).unwrap_err().code, "token_expired");
 }
 
 #[wasm_bindgen_test]
@@ -62,8 +54,5 @@ fn synthetic_png_is_byte_identical_to_native() {
     };
     let png = nanobanana::synthetic::render_png(&spec);
     // Same value as synthetic::tests::pinned_output natively.
-    assert_eq!(
-        hex::encode(Sha256::digest(&png)),
-        "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322"
-    );
+    assert_eq!(hex::encode(Sha256::digest(&png)), "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322");
 }

@@ -10,13 +10,7 @@ impl Email {
     /// digits and hyphens, and the RFC 5321 lengths (64 local, 254 total).
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
         let email = raw.trim().to_lowercase();
-        let invalid = || {
-            ApiError::validation(
-                "invalid_email",
-                "email",
-                "email must be a valid email address",
-            )
-        };
+        let invalid = || ApiError::validation("invalid_email", "email", "email must be a valid email address");
         if email.is_empty() || email.len() > 254 {
             return Err(invalid());
         }
@@ -26,9 +20,7 @@ impl Email {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+            && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|label| {
@@ -36,13 +28,9 @@ impl Email {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             })
-            && labels
-                .last()
-                .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
+            && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
         if local_ok && domain_ok {
             Ok(Email(email))
         } else {
@@ -61,16 +49,8 @@ mod tests {
 
     #[test]
     fn normalises_case_and_whitespace() {
-        assert_eq!(
-            Email::parse("  Ada.Lovelace@Example.COM \n")
-                .unwrap()
-                .as_str(),
-            "ada.lovelace@example.com"
-        );
-        assert_eq!(
-            Email::parse("a+tag@sub.example.co").unwrap().as_str(),
-            "a+tag@sub.example.co"
-        );
+        assert_eq!(Email::parse("  Ada.Lovelace@Example.COM \n").unwrap().as_str(), "ada.lovelace@example.com");
+        assert_eq!(Email::parse("a+tag@sub.example.co").unwrap().as_str(), "a+tag@sub.example.co");
     }
 
     #[test]
@@ -96,11 +76,7 @@ mod tests {
             "<script>@x.com",
         ] {
             let err = Email::parse(bad).unwrap_err();
-            assert_eq!(
-                (err.status, err.code, err.param.as_deref()),
-                (422, "invalid_email", Some("email")),
-                "{bad:?}"
-            );
+            assert_eq!((err.status, err.code, err.param.as_deref()), (422, "invalid_email", Some("email")), "{bad:?}");
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert!(Email::parse(&long_local).is_err());

@@ -73,29 +73,17 @@ mod tests {
 
     #[test]
     fn length_bounds_are_bytes_not_chars() {
-        assert_eq!(
-            Password::parse("1234567".into()).unwrap_err().code,
-            "password_too_short"
-        );
+        assert_eq!(Password::parse("1234567".into()).unwrap_err().code, "password_too_short");
         assert!(Password::parse("12345678".into()).is_ok());
         assert!(Password::parse("x".repeat(72)).is_ok());
-        assert_eq!(
-            Password::parse("x".repeat(73)).unwrap_err().code,
-            "password_too_long"
-        );
+        assert_eq!(Password::parse("x".repeat(73)).unwrap_err().code, "password_too_long");
         // 19 four-byte characters = 76 bytes: too long although only 19 chars.
-        assert_eq!(
-            Password::parse("😀".repeat(19)).unwrap_err().code,
-            "password_too_long"
-        );
+        assert_eq!(Password::parse("😀".repeat(19)).unwrap_err().code, "password_too_long");
     }
 
     #[test]
     fn hash_then_verify() {
-        let hash = Password::parse("correct horse".into())
-            .unwrap()
-            .hash(4)
-            .unwrap();
+        let hash = Password::parse("correct horse".into()).unwrap().hash(4).unwrap();
         assert!(hash.starts_with("$2b$04$"), "{hash}");
         assert!(verify("correct horse", Some(&hash), 4));
         assert!(!verify("wrong horse!", Some(&hash), 4));
@@ -105,10 +93,7 @@ mod tests {
     #[test]
     fn unknown_user_never_verifies_but_still_does_the_work() {
         assert!(!verify("anything at all", None, 4));
-        assert!(
-            bcrypt::verify("x", &dummy_hash(4)).is_ok(),
-            "dummy hash must parse so it costs a real bcrypt run"
-        );
+        assert!(bcrypt::verify("x", &dummy_hash(4)).is_ok(), "dummy hash must parse so it costs a real bcrypt run");
     }
 
     #[test]

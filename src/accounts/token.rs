@@ -34,10 +34,7 @@ pub fn issue(secret: &str, user_id: &str, now_secs: u64) -> Result<IssuedToken, 
         crate::log::error("jwt signing failed", &err.to_string());
         ApiError::internal()
     })?;
-    Ok(IssuedToken {
-        token,
-        expires_in: LIFETIME_SECONDS,
-    })
+    Ok(IssuedToken { token, expires_in: LIFETIME_SECONDS })
 }
 
 /// Returns the user id of a valid token. Expired tokens get their own code, so clients know
@@ -53,20 +50,9 @@ pub fn verify(secret: &str, token: &str, now_secs: u64) -> Result<String, ApiErr
         ..Default::default()
     };
     match key.verify_token::<NoCustomClaims>(token, Some(options)) {
-        Ok(claims) => claims
-            .subject
-            .filter(|s| !s.is_empty())
-            .ok_or_else(invalid_token),
-        Err(err)
-            if matches!(
-                err.downcast_ref::<JWTError>(),
-                Some(JWTError::TokenHasExpired)
-            ) =>
-        {
-            Err(ApiError::unauthorized(
-                "token_expired",
-                "the access token has expired; log in again",
-            ))
+        Ok(claims) => claims.subject.filter(|s| !s.is_empty()).ok_or_else(invalid_token),
+        Err(err) if matches!(err.downcast_ref::<JWTError>(), Some(JWTError::TokenHasExpired)) => {
+            Err(ApiError::unauthorized("token_expired", "the access token has expired; log in again"))
         }
         Err(_) => Err(invalid_token()),
     }
@@ -94,10 +80,7 @@ mod tests {
     fn expired_token_is_token_expired() {
         let issued = issue(SECRET, "user-1", NOW).unwrap();
         let later = NOW + LIFETIME_SECONDS + LEEWAY_SECONDS + 1;
-        assert_eq!(
-            verify(SECRET, &issued.token, later).unwrap_err().code,
-            "token_expired"
-        );
+        assert_eq!(verify(SECRET, &issued.token, later).unwrap_err().code, "token_expired");
     }
 
     #[test]
@@ -106,18 +89,8 @@ mod tests {
         let other = issue("another-secret-another-secret-xx", "user-1", NOW).unwrap();
         let mut tampered = issued.token.clone();
         tampered.pop();
-        tampered.push(if issued.token.ends_with('A') {
-            'B'
-        } else {
-            'A'
-        });
-        for bad in [
-            other.token.as_str(),
-            tampered.as_str(),
-            "",
-            "a.b.c",
-            "nb_live_0123",
-        ] {
+        tampered.push(if issued.token.ends_with('A') { 'B' } else { 'A' });
+        for bad in [other.token.as_str(), tampered.as_str(), "", "a.b.c", "nb_live_0123"] {
             let err = verify(SECRET, bad, NOW).unwrap_err();
             assert_eq!((err.status, err.code), (401, "invalid_token"), "{bad}");
         }
@@ -131,19 +104,11 @@ mod tests {
             .with_issuer("someone-else")
             .with_audience(AUDIENCE);
         let token = key.authenticate(claims).unwrap();
-        assert_eq!(
-            verify(SECRET, &token, coarsetime_now()).unwrap_err().code,
-            "invalid_token"
-        );
-        let claims = Claims::create(Duration::from_hours(1))
-            .with_subject("u")
-            .with_issuer(ISSUER)
-            .with_audience("other");
+        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code, "invalid_token");
+        let claims =
+            Claims::create(Duration::from_hours(1)).with_subject("u").with_issuer(ISSUER).with_audience("other");
         let token = key.authenticate(claims).unwrap();
-        assert_eq!(
-            verify(SECRET, &token, coarsetime_now()).unwrap_err().code,
-            "invalid_token"
-        );
+        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code, "invalid_token");
     }
 
     fn coarsetime_now() -> u64 {

@@ -15,7 +15,9 @@ use crate::db::{self, D1ResultExt, Db};
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::gemini::Image;
 use crate::http::{self, RequestContext};
+use crate::idempotency::{self, Begin, IdempotencyKey};
 use crate::keys::{self, KeyMode, KeyPrincipal};
+use crate::rate_limit;
 use crate::storage;
 use crate::synthetic::{render_png, SyntheticSpec};
 use crate::time::{date_from_millis, iso_from_millis};
@@ -85,26 +87,87 @@ impl Generated {
 
 /// `POST /v1/generate`.
 pub async fn generate(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
-    let principal = keys::authenticate(req, rc).await?;
-    let request = GenerationRequest::parse(http::json_body(req).await?, &rc.config, Shape::Native)?;
-    let generated = run(rc, &principal, request, &origin(req)?).await?;
-    respond(&generated, generated.native_json())
+    handle(req, rc, Shape::Native).await
 }
 
 /// `POST /v1/images/generations`: the same path, OpenAI's shape.
 pub async fn openai_images(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
-    let principal = keys::authenticate(req, rc).await?;
-    let request = GenerationRequest::parse(http::json_body(req).await?, &rc.config, Shape::OpenAi)?;
-    let generated = run(rc, &principal, request, &origin(req)?).await?;
-    respond(&generated, generated.openai_json())
+    handle(req, rc, Shape::OpenAi).await
 }
 
-fn respond(generated: &Generated, body: serde_json::Value) -> ApiResult<Response> {
-    let mut response = http::json(200, &body)?;
+/// Both generation routes: authenticate, rate-limit, validate, claim the Idempotency-Key,
+/// generate, and answer in the route's shape. Every answer after authentication carries
+/// the rate-limit and quota headers, errors included.
+async fn handle(req: &mut Request, rc: &RequestContext, shape: Shape) -> ApiResult<Response> {
+    let principal = keys::authenticate(req, rc).await?;
+    let limit = rate_limit::check(rc, &principal.key_id).await;
+    let mut headers: Vec<(&'static str, String)> = limit.map(|d| d.headers().to_vec()).unwrap_or_default();
+    headers.push(("x-quota-limit-images", principal.daily_quota.to_string()));
+    headers.push(("x-quota-remaining-images", principal.daily_quota.saturating_sub(principal.used_today).to_string()));
+
+    let result = match limit {
+        Some(decision) if !decision.allowed => Err(decision.exceeded()),
+        _ => generate_idempotently(req, rc, &principal, shape).await,
+    };
+    match result {
+        Ok(mut response) => {
+            for (name, value) in headers {
+                // A fresh generation already set its own (post-charge) quota headers.
+                if !response.headers().has(name)? {
+                    response.headers_mut().set(name, &value)?;
+                }
+            }
+            Ok(response)
+        }
+        Err(mut err) => {
+            for (name, value) in headers {
+                if !err.headers.iter().any(|(existing, _)| *existing == name) {
+                    err.headers.push((name, value));
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn generate_idempotently(
+    req: &mut Request,
+    rc: &RequestContext,
+    principal: &KeyPrincipal,
+    shape: Shape,
+) -> ApiResult<Response> {
+    let idempotency_key = IdempotencyKey::parse(http::header(req, idempotency::HEADER).as_deref())?;
+    let body = http::json_body(req).await?;
+    let route = match shape {
+        Shape::Native => "POST /v1/generate",
+        Shape::OpenAi => "POST /v1/images/generations",
+    };
+    let fingerprint = idempotency::fingerprint(route, &body);
+    let request = GenerationRequest::parse(body, &rc.config, shape)?;
+    let claim = match idempotency::begin(rc, idempotency_key, &principal.user_id, route, &fingerprint).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(claim) => claim,
+    };
+    let outcome = run(rc, principal, request, &origin(req)?).await;
+    let (status, body) = match &outcome {
+        Ok(generated) => (200, render(generated, shape).to_string()),
+        Err(err) => (err.status, err.envelope_json(&rc.request_id)),
+    };
+    idempotency::finish(rc, claim, status, &body).await;
+    let generated = outcome?;
+    let mut response = Response::from_bytes(body.into_bytes())?;
+    response.headers_mut().set("content-type", "application/json")?;
     for (name, value) in generated.quota_headers() {
         response.headers_mut().set(name, &value)?;
     }
     Ok(response)
+}
+
+fn render(generated: &Generated, shape: Shape) -> serde_json::Value {
+    match shape {
+        Shape::Native => generated.native_json(),
+        Shape::OpenAi => generated.openai_json(),
+    }
 }
 
 /// `https://host` of the request, for absolute signed URLs.
@@ -121,12 +184,7 @@ pub async fn run(
 ) -> ApiResult<Generated> {
     // A live key with no provider must fail before any quota is touched.
     let google_api_key = match principal.mode {
-        KeyMode::Live => Some(
-            rc.config
-                .google_api_key()
-                .ok_or_else(provider_not_configured)?
-                .to_string(),
-        ),
+        KeyMode::Live => Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string()),
         KeyMode::Test => None,
     };
     let db = rc.db()?;
@@ -136,23 +194,11 @@ pub async fn run(
 
     // Fast refusal without a write when the count read at authentication already says no.
     if principal.used_today.saturating_add(request.n) > quota {
-        return Err(usage::quota_exceeded(
-            quota,
-            principal.used_today,
-            request.n,
-            rc.now_ms,
-        ));
+        return Err(usage::quota_exceeded(quota, principal.used_today, request.n, rc.now_ms));
     }
     let used_after = reserve(&db, rc, principal, &request, &generation_id, &today).await?;
 
-    let outcome = draw_and_store(
-        rc,
-        principal,
-        &request,
-        &generation_id,
-        google_api_key.as_deref(),
-    )
-    .await;
+    let outcome = draw_and_store(rc, principal, &request, &generation_id, google_api_key.as_deref()).await;
     let (images, stored) = match outcome {
         Ok(done) => done,
         Err(err) => {
@@ -161,24 +207,10 @@ pub async fn run(
         }
     };
 
-    let delivered = deliver(
-        rc,
-        origin,
-        &generation_id,
-        &request,
-        &images,
-        stored.is_some(),
-    )?;
+    let delivered = deliver(rc, origin, &generation_id, &request, &images, stored.is_some())?;
     let total_bytes: usize = images.iter().map(|(image, _)| image.bytes.len()).sum();
-    let max_latency = images
-        .iter()
-        .map(|(_, latency)| *latency)
-        .max()
-        .unwrap_or(0);
-    let mime_type = images
-        .first()
-        .map(|(image, _)| image.mime_type.clone())
-        .unwrap_or_default();
+    let max_latency = images.iter().map(|(_, latency)| *latency).max().unwrap_or(0);
+    let mime_type = images.first().map(|(image, _)| image.mime_type.clone()).unwrap_or_default();
     let object_keys = stored.map(|keys| serde_json::to_string(&keys).unwrap_or_default());
     let finish = db
         .prepare(
@@ -215,13 +247,7 @@ async fn reserve(
     generation_id: &str,
     today: &str,
 ) -> ApiResult<u32> {
-    let reserve = usage::reserve(
-        db,
-        &principal.key_id,
-        today,
-        request.n,
-        principal.daily_quota,
-    )?;
+    let reserve = usage::reserve(db, &principal.key_id, today, request.n, principal.daily_quota)?;
     let record = db
         .prepare(
             "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at)
@@ -250,12 +276,7 @@ async fn reserve(
     match counted.first() {
         Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
         // Someone else's concurrent request took what was left.
-        None => Err(usage::quota_exceeded(
-            principal.daily_quota,
-            principal.daily_quota,
-            request.n,
-            rc.now_ms,
-        )),
+        None => Err(usage::quota_exceeded(principal.daily_quota, principal.daily_quota, request.n, rc.now_ms)),
     }
 }
 
@@ -277,18 +298,11 @@ async fn fail(
         ])
     })();
     let result = match statements {
-        Ok(statements) => db
-            .batch(statements)
-            .await
-            .map(|_| ())
-            .map_err(|e| db::describe_error(&e)),
+        Ok(statements) => db.batch(statements).await.map(|_| ()).map_err(|e| db::describe_error(&e)),
         Err(err) => Err(err.to_string()),
     };
     if let Err(detail) = result {
-        crate::log::error(
-            "releasing a failed generation's reservation failed",
-            &format!("{generation_id}: {detail}"),
-        );
+        crate::log::error("releasing a failed generation's reservation failed", &format!("{generation_id}: {detail}"));
     }
 }
 
@@ -326,18 +340,11 @@ fn draw_synthetic(request: &GenerationRequest) -> Vec<(Image, u64)> {
                 artistic: request.style == Style::Artistic,
                 index,
             };
-            (
-                Image {
-                    mime_type: "image/png".to_string(),
-                    bytes: render_png(&spec),
-                },
-                0,
-            )
+            (Image { mime_type: "image/png".to_string(), bytes: render_png(&spec) }, 0)
         })
         .collect()
 }
 
-#[cfg(target_arch = "wasm32")]
 async fn draw_with_gemini(
     rc: &RequestContext,
     request: &GenerationRequest,
@@ -353,18 +360,8 @@ async fn draw_with_gemini(
     let base = &rc.config.gemini_api_base;
     let deadline = rc.config.gemini_deadline_ms;
     // Gemini draws one image per call: n calls in parallel; the first failure fails all.
-    let calls =
-        (0..request.n).map(|_| crate::gemini::generate_image(base, api_key, &call, deadline));
+    let calls = (0..request.n).map(|_| crate::gemini::generate_image(base, api_key, &call, deadline));
     futures_util::future::try_join_all(calls).await
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-async fn draw_with_gemini(
-    _: &RequestContext,
-    _: &GenerationRequest,
-    _: &str,
-) -> ApiResult<Vec<(Image, u64)>> {
-    Err(ApiError::internal())
 }
 
 fn deliver(
@@ -386,11 +383,7 @@ fn deliver(
             };
             let b64_json = (request.response_format == ResponseFormat::B64Json)
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
-            Ok(DeliveredImage {
-                url: Some(url),
-                b64_json,
-                mime_type: image.mime_type.clone(),
-            })
+            Ok(DeliveredImage { url: Some(url), b64_json, mime_type: image.mime_type.clone() })
         })
         .collect()
 }

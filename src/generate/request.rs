@@ -21,52 +21,19 @@ pub struct ImageSize {
 /// class (1K, 2K, 4K); each entry names the closest ratio and the smallest class that
 /// covers the longer side.
 pub const SIZES: &[ImageSize] = &[
-    ImageSize {
-        width: 1024,
-        height: 1024,
-        aspect_ratio: "1:1",
-        image_size: "1K",
-    },
-    ImageSize {
-        width: 1536,
-        height: 1024,
-        aspect_ratio: "3:2",
-        image_size: "2K",
-    },
-    ImageSize {
-        width: 1024,
-        height: 1536,
-        aspect_ratio: "2:3",
-        image_size: "2K",
-    },
-    ImageSize {
-        width: 1792,
-        height: 1024,
-        aspect_ratio: "16:9",
-        image_size: "2K",
-    },
-    ImageSize {
-        width: 1024,
-        height: 1792,
-        aspect_ratio: "9:16",
-        image_size: "2K",
-    },
-    ImageSize {
-        width: 2048,
-        height: 2048,
-        aspect_ratio: "1:1",
-        image_size: "2K",
-    },
+    ImageSize { width: 1024, height: 1024, aspect_ratio: "1:1", image_size: "1K" },
+    ImageSize { width: 1536, height: 1024, aspect_ratio: "3:2", image_size: "2K" },
+    ImageSize { width: 1024, height: 1536, aspect_ratio: "2:3", image_size: "2K" },
+    ImageSize { width: 1792, height: 1024, aspect_ratio: "16:9", image_size: "2K" },
+    ImageSize { width: 1024, height: 1792, aspect_ratio: "9:16", image_size: "2K" },
+    ImageSize { width: 2048, height: 2048, aspect_ratio: "1:1", image_size: "2K" },
 ];
 
 impl ImageSize {
     pub fn parse(value: &str) -> ApiResult<&'static ImageSize> {
         SIZES.iter().find(|s| s.label() == value).ok_or_else(|| {
             let allowed: Vec<String> = SIZES.iter().map(ImageSize::label).collect();
-            ApiError::invalid_value(
-                "size",
-                format!("size must be one of {}", allowed.join(", ")),
-            )
+            ApiError::invalid_value("size", format!("size must be one of {}", allowed.join(", ")))
         })
     }
 
@@ -92,12 +59,8 @@ impl Style {
     /// The instruction appended to the prompt sent upstream (documented in the README).
     pub fn instruction(self) -> &'static str {
         match self {
-            Style::Natural => {
-                "Style: natural and photorealistic, with true-to-life lighting and colour."
-            }
-            Style::Artistic => {
-                "Style: artistic and expressive, with painterly texture and bold, stylised colour."
-            }
+            Style::Natural => "Style: natural and photorealistic, with true-to-life lighting and colour.",
+            Style::Artistic => "Style: artistic and expressive, with painterly texture and bold, stylised colour.",
         }
     }
 }
@@ -126,11 +89,7 @@ pub struct GenerationRequest {
 }
 
 impl GenerationRequest {
-    pub fn parse(
-        mut body: JsonObject,
-        config: &Config,
-        shape: Shape,
-    ) -> ApiResult<GenerationRequest> {
+    pub fn parse(mut body: JsonObject, config: &Config, shape: Shape) -> ApiResult<GenerationRequest> {
         let prompt = parse_prompt(&body.required_str("prompt", "prompt_required")?)?;
         let size = match body.optional_str("size")? {
             None => &SIZES[0],
@@ -143,15 +102,8 @@ impl GenerationRequest {
             // OpenAI's DALL-E 3 calls its expressive style "vivid".
             Some("vivid") if shape == Shape::OpenAi => Style::Artistic,
             Some(_) => {
-                let allowed = if shape == Shape::OpenAi {
-                    "natural, vivid or artistic"
-                } else {
-                    "natural or artistic"
-                };
-                return Err(ApiError::invalid_value(
-                    "style",
-                    format!("style must be {allowed}"),
-                ));
+                let allowed = if shape == Shape::OpenAi { "natural, vivid or artistic" } else { "natural or artistic" };
+                return Err(ApiError::invalid_value("style", format!("style must be {allowed}")));
             }
         };
         let n = body.optional_u32("n", 1..=MAX_IMAGES)?.unwrap_or(1);
@@ -159,9 +111,7 @@ impl GenerationRequest {
             None => config.gemini_model.clone(),
             Some(model) if config.gemini_models.contains(&model) => model,
             // OpenAI SDK users keep their model names; those mean "the default model".
-            Some(model) if shape == Shape::OpenAi && is_openai_model(&model) => {
-                config.gemini_model.clone()
-            }
+            Some(model) if shape == Shape::OpenAi && is_openai_model(&model) => config.gemini_model.clone(),
             Some(_) => {
                 return Err(ApiError::invalid_value(
                     "model",
@@ -173,10 +123,7 @@ impl GenerationRequest {
             None | Some("url") => ResponseFormat::Url,
             Some("b64_json") => ResponseFormat::B64Json,
             Some(_) => {
-                return Err(ApiError::invalid_value(
-                    "response_format",
-                    "response_format must be url or b64_json",
-                ))
+                return Err(ApiError::invalid_value("response_format", "response_format must be url or b64_json"))
             }
         };
         if shape == Shape::OpenAi {
@@ -188,14 +135,7 @@ impl GenerationRequest {
         } else {
             body.finish()?;
         }
-        Ok(GenerationRequest {
-            prompt,
-            size,
-            style,
-            n,
-            model,
-            response_format,
-        })
+        Ok(GenerationRequest { prompt, size, style, n, model, response_format })
     }
 
     /// The text sent upstream: the prompt, then the style's instruction.
@@ -211,11 +151,7 @@ fn is_openai_model(model: &str) -> bool {
 fn parse_prompt(raw: &str) -> ApiResult<String> {
     let prompt = raw.trim();
     if prompt.is_empty() {
-        return Err(ApiError::validation(
-            "prompt_required",
-            "prompt",
-            "prompt must not be empty",
-        ));
+        return Err(ApiError::validation("prompt_required", "prompt", "prompt must not be empty"));
     }
     if prompt.chars().count() > MAX_PROMPT_CHARS {
         return Err(ApiError::validation(
@@ -252,12 +188,7 @@ mod tests {
         assert_eq!((r.size.aspect_ratio, r.size.image_size), ("1:1", "1K"));
         assert_eq!(
             (r.style, r.n, r.model.as_str(), r.response_format),
-            (
-                Style::Natural,
-                1,
-                "gemini-3.1-flash-image",
-                ResponseFormat::Url
-            )
+            (Style::Natural, 1, "gemini-3.1-flash-image", ResponseFormat::Url)
         );
     }
 
@@ -273,11 +204,7 @@ mod tests {
         ];
         for (label, ratio, class) in expected {
             let size = ImageSize::parse(label).unwrap();
-            assert_eq!(
-                (size.aspect_ratio, size.image_size),
-                (ratio, class),
-                "{label}"
-            );
+            assert_eq!((size.aspect_ratio, size.image_size), (ratio, class), "{label}");
         }
         assert_eq!(SIZES.len(), expected.len());
     }
@@ -286,10 +213,7 @@ mod tests {
     fn style_changes_the_upstream_text() {
         let natural = parse(r#"{"prompt": "a cat"}"#, Shape::Native).unwrap();
         let artistic = parse(r#"{"prompt": "a cat", "style": "artistic"}"#, Shape::Native).unwrap();
-        assert!(
-            natural.upstream_text().starts_with("a cat\n\n")
-                && natural.upstream_text().contains("photorealistic")
-        );
+        assert!(natural.upstream_text().starts_with("a cat\n\n") && natural.upstream_text().contains("photorealistic"));
         assert!(artistic.upstream_text().contains("painterly"));
     }
 
@@ -306,22 +230,11 @@ mod tests {
         ];
         for (raw, code, param) in cases {
             let err = parse(raw, Shape::Native).unwrap_err();
-            assert_eq!(
-                (err.status, err.code, err.param.as_deref()),
-                (422, code, Some(param)),
-                "{raw}"
-            );
+            assert_eq!((err.status, err.code, err.param.as_deref()), (422, code, Some(param)), "{raw}");
         }
         let long = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4001));
-        assert_eq!(
-            parse(&long, Shape::Native).unwrap_err().code,
-            "prompt_too_long"
-        );
-        assert!(parse(
-            &format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4000)),
-            Shape::Native
-        )
-        .is_ok());
+        assert_eq!(parse(&long, Shape::Native).unwrap_err().code, "prompt_too_long");
+        assert!(parse(&format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4000)), Shape::Native).is_ok());
     }
 
     #[test]
@@ -331,29 +244,17 @@ mod tests {
             (r#"{"prompt": "x", "style": "vivid"}"#, "style"),
             (r#"{"prompt": "x", "model": "dall-e-3"}"#, "model"),
             (r#"{"prompt": "x", "model": "gemini-9"}"#, "model"),
-            (
-                r#"{"prompt": "x", "response_format": "png"}"#,
-                "response_format",
-            ),
+            (r#"{"prompt": "x", "response_format": "png"}"#, "response_format"),
         ] {
             let err = parse(raw, Shape::Native).unwrap_err();
-            assert_eq!(
-                (err.status, err.code, err.param.as_deref()),
-                (400, "invalid_value", Some(param)),
-                "{raw}"
-            );
+            assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some(param)), "{raw}");
         }
     }
 
     #[test]
     fn model_may_be_any_allowed_one() {
         assert_eq!(
-            parse(
-                r#"{"prompt": "x", "model": "gemini-3-pro-image"}"#,
-                Shape::Native
-            )
-            .unwrap()
-            .model,
+            parse(r#"{"prompt": "x", "model": "gemini-3-pro-image"}"#, Shape::Native).unwrap().model,
             "gemini-3-pro-image"
         );
     }
@@ -367,17 +268,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             (r.model.as_str(), r.style, r.size.label(), r.response_format),
-            (
-                "gemini-3.1-flash-image",
-                Style::Artistic,
-                "1024x1024".to_string(),
-                ResponseFormat::B64Json
-            )
+            ("gemini-3.1-flash-image", Style::Artistic, "1024x1024".to_string(), ResponseFormat::B64Json)
         );
         let err = parse(r#"{"prompt": "x", "output_format": "webp"}"#, Shape::OpenAi).unwrap_err();
-        assert_eq!(
-            (err.status, err.code, err.param.as_deref()),
-            (400, "unknown_parameter", Some("output_format"))
-        );
+        assert_eq!((err.status, err.code, err.param.as_deref()), (400, "unknown_parameter", Some("output_format")));
     }
 }

@@ -28,10 +28,7 @@ impl KeyMode {
         match value {
             "live" => Ok(KeyMode::Live),
             "test" => Ok(KeyMode::Test),
-            _ => Err(ApiError::invalid_value(
-                param,
-                format!("{param} must be \"live\" or \"test\""),
-            )),
+            _ => Err(ApiError::invalid_value(param, format!("{param} must be \"live\" or \"test\""))),
         }
     }
 
@@ -66,15 +63,10 @@ impl ApiKey {
             return Err(malformed());
         };
         let secret = &candidate[mode.key_prefix().len()..];
-        let well_formed = candidate.len() == KEY_LEN
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let well_formed =
+            candidate.len() == KEY_LEN && secret.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
-            Ok(ApiKey {
-                full: candidate.to_string(),
-                mode,
-            })
+            Ok(ApiKey { full: candidate.to_string(), mode })
         } else {
             Err(malformed())
         }
@@ -83,10 +75,7 @@ impl ApiKey {
     /// A new key from 16 bytes of the platform CSPRNG.
     pub fn generate(mode: KeyMode) -> Result<ApiKey, ApiError> {
         let secret = crate::random::bytes::<16>()?;
-        Ok(ApiKey {
-            full: format!("{}{}", mode.key_prefix(), hex::encode(secret)),
-            mode,
-        })
+        Ok(ApiKey { full: format!("{}{}", mode.key_prefix(), hex::encode(secret)), mode })
     }
 
     pub fn mode(&self) -> KeyMode {
@@ -146,14 +135,8 @@ mod tests {
         // sha256("nb_test_00000000000000000000000000000000")
         let key = ApiKey::parse("nb_test_00000000000000000000000000000000").unwrap();
         assert_eq!(key.hash().len(), 64);
-        assert_eq!(
-            key.hash(),
-            hash_key("nb_test_00000000000000000000000000000000")
-        );
-        assert_ne!(
-            key.hash(),
-            hash_key("nb_test_00000000000000000000000000000001")
-        );
+        assert_eq!(key.hash(), hash_key("nb_test_00000000000000000000000000000000"));
+        assert_ne!(key.hash(), hash_key("nb_test_00000000000000000000000000000001"));
     }
 
     #[test]
@@ -161,9 +144,9 @@ mod tests {
         for bad in [
             "",
             "nb_live_",
-            "nb_live_0123456789abcdef0123456789abcde", // 31 hex
+            "nb_live_0123456789abcdef0123456789abcde",   // 31 hex
             "nb_live_0123456789abcdef0123456789abcdef0", // 33 hex
-            "nb_live_0123456789ABCDEF0123456789abcdef", // upper case
+            "nb_live_0123456789ABCDEF0123456789abcdef",  // upper case
             "nb_prod_0123456789abcdef0123456789abcdef",
             "sk-0123456789abcdef0123456789abcdef",
             "nb_live_0123456789abcdef0123456789abcdeg",
@@ -178,19 +161,13 @@ mod tests {
     fn debug_shows_only_the_prefix() {
         let key = ApiKey::generate(KeyMode::Live).unwrap();
         let shown = format!("{key:?}");
-        assert!(
-            shown.contains(key.prefix()) && !shown.contains(key.reveal()),
-            "{shown}"
-        );
+        assert!(shown.contains(key.prefix()) && !shown.contains(key.reveal()), "{shown}");
     }
 
     #[test]
     fn mode_values() {
         assert_eq!(KeyMode::parse("test", "mode").unwrap(), KeyMode::Test);
         let err = KeyMode::parse("prod", "mode").unwrap_err();
-        assert_eq!(
-            (err.status, err.code, err.param.as_deref()),
-            (400, "invalid_value", Some("mode"))
-        );
+        assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some("mode")));
     }
 }

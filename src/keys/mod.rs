@@ -7,6 +7,7 @@ use crate::auth;
 use crate::db::{self, D1ResultExt};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, header, RequestContext};
+use crate::idempotency::{self, Begin, IdempotencyKey};
 use crate::time::{iso_from_millis, MILLIS_PER_DAY};
 pub use api_key::{ApiKey, KeyMode};
 use serde::{Deserialize, Serialize};
@@ -93,12 +94,7 @@ impl NewKey {
         let expires_in_days = body.optional_u32("expires_in_days", 1..=3650)?;
         let daily_image_quota = body.optional_u32("daily_image_quota", 1..=100_000)?;
         body.finish()?;
-        Ok(NewKey {
-            name,
-            mode,
-            expires_in_days,
-            daily_image_quota,
-        })
+        Ok(NewKey { name, mode, expires_in_days, daily_image_quota })
     }
 }
 
@@ -118,20 +114,31 @@ fn parse_name(raw: &str) -> ApiResult<String> {
 const KEY_COLUMNS: &str =
     "id, name, prefix, mode, is_active, last_used_at, expires_at, revoked_at, daily_image_quota, created_at";
 
-/// `POST /v1/keys`: 201 with the full key, once.
+/// `POST /v1/keys`: 201 with the full key, once (or, with an Idempotency-Key, the same
+/// answer again: a retried creation must not mint a second key).
 pub async fn create(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    const ROUTE: &str = "POST /v1/keys";
     let user_id = auth::require_account(req, rc)?;
-    let new_key = NewKey::parse(http::json_body(req).await?)?;
-    let (status, body) = create_for(rc, &user_id, new_key).await?;
+    let idempotency_key = IdempotencyKey::parse(header(req, idempotency::HEADER).as_deref())?;
+    let body = http::json_body(req).await?;
+    let fingerprint = idempotency::fingerprint(ROUTE, &body);
+    let new_key = NewKey::parse(body)?;
+    let claim = match idempotency::begin(rc, idempotency_key, &user_id, ROUTE, &fingerprint).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(claim) => claim,
+    };
+    let outcome = create_for(rc, &user_id, new_key).await;
+    let (status, text) = match &outcome {
+        Ok((status, body)) => (*status, body.to_string()),
+        Err(err) => (err.status, err.envelope_json(&rc.request_id)),
+    };
+    idempotency::finish(rc, claim, status, &text).await;
+    let (status, body) = outcome?;
     http::json(status, &body)
 }
 
 /// Creates the key; returns the status and body of the response (idempotency stores them).
-pub async fn create_for(
-    rc: &RequestContext,
-    user_id: &str,
-    new_key: NewKey,
-) -> ApiResult<(u16, serde_json::Value)> {
+pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> ApiResult<(u16, serde_json::Value)> {
     let key = ApiKey::generate(new_key.mode)?;
     let view = KeyView {
         id: crate::random::uuid_v4()?,
@@ -140,9 +147,7 @@ pub async fn create_for(
         mode: new_key.mode.as_str().to_string(),
         is_active: true,
         last_used_at: None,
-        expires_at: new_key
-            .expires_in_days
-            .map(|days| iso_from_millis(rc.now_ms + u64::from(days) * MILLIS_PER_DAY)),
+        expires_at: new_key.expires_in_days.map(|days| iso_from_millis(rc.now_ms + u64::from(days) * MILLIS_PER_DAY)),
         revoked_at: None,
         daily_image_quota: new_key.daily_image_quota.map(i64::from),
         created_at: iso_from_millis(rc.now_ms),
@@ -165,11 +170,8 @@ pub async fn create_for(
             db::text(&view.created_at),
         ])?;
     db.run(insert).await.or_internal()?;
-    let body = serde_json::to_value(CreatedKey {
-        view,
-        key: key.reveal().to_string(),
-    })
-    .map_err(|_| ApiError::internal())?;
+    let body =
+        serde_json::to_value(CreatedKey { view, key: key.reveal().to_string() }).map_err(|_| ApiError::internal())?;
     Ok((201, body))
 }
 
@@ -199,11 +201,7 @@ pub async fn revoke(req: &mut Request, rc: &RequestContext, key_id: &str) -> Api
             "UPDATE api_keys SET is_active = 0, revoked_at = COALESCE(revoked_at, ?3)
              WHERE id = ?1 AND user_id = ?2",
         )
-        .bind(&[
-            db::text(key_id),
-            db::text(&user_id),
-            db::text(&iso_from_millis(rc.now_ms)),
-        ])?;
+        .bind(&[db::text(key_id), db::text(&user_id), db::text(&iso_from_millis(rc.now_ms))])?;
     match db.run(update).await.or_internal()? {
         0 => Err(ApiError::not_found("no API key with this id")),
         _ => http::no_content(),
@@ -260,34 +258,20 @@ pub async fn authenticate(req: &Request, rc: &RequestContext) -> ApiResult<KeyPr
             .bind(&[db::text(&key.hash()), db::text(&crate::time::date_from_millis(rc.now_ms))])?,
         )
         .await?;
-    let row =
-        row.ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the API key is not valid"))?;
+    let row = row.ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the API key is not valid"))?;
     if row.is_active == 0 {
-        return Err(ApiError::unauthorized(
-            "revoked_api_key",
-            "the API key has been revoked",
-        ));
+        return Err(ApiError::unauthorized("revoked_api_key", "the API key has been revoked"));
     }
     let now_iso = iso_from_millis(rc.now_ms);
-    if row
-        .expires_at
-        .as_deref()
-        .is_some_and(|expires| expires <= now_iso.as_str())
-    {
-        return Err(ApiError::unauthorized(
-            "expired_api_key",
-            "the API key has expired",
-        ));
+    if row.expires_at.as_deref().is_some_and(|expires| expires <= now_iso.as_str()) {
+        return Err(ApiError::unauthorized("expired_api_key", "the API key has expired"));
     }
     touch_last_used(rc, &row.id, row.last_used_at.as_deref())?;
     Ok(KeyPrincipal {
         key_id: row.id,
         user_id: row.user_id,
         mode: key.mode(),
-        daily_quota: row
-            .daily_image_quota
-            .and_then(|q| u32::try_from(q).ok())
-            .unwrap_or(rc.config.daily_image_quota),
+        daily_quota: row.daily_image_quota.and_then(|q| u32::try_from(q).ok()).unwrap_or(rc.config.daily_image_quota),
         used_today: u32::try_from(row.used_today).unwrap_or(u32::MAX),
     })
 }
@@ -303,11 +287,7 @@ fn touch_last_used(rc: &RequestContext, key_id: &str, last_used_at: Option<&str>
             "UPDATE api_keys SET last_used_at = ?1
              WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
         )
-        .bind(&[
-            db::text(&iso_from_millis(rc.now_ms)),
-            db::text(key_id),
-            db::text(&stale_before),
-        ])?;
+        .bind(&[db::text(&iso_from_millis(rc.now_ms)), db::text(key_id), db::text(&stale_before)])?;
     rc.ctx.wait_until(async move {
         if let Err(err) = statement.run().await {
             crate::log::error("last_used_at update failed", &db::describe_error(&err));
@@ -329,29 +309,17 @@ mod tests {
     fn defaults() {
         assert_eq!(
             parse("{}").unwrap(),
-            NewKey {
-                name: "Default key".into(),
-                mode: KeyMode::Live,
-                expires_in_days: None,
-                daily_image_quota: None
-            }
+            NewKey { name: "Default key".into(), mode: KeyMode::Live, expires_in_days: None, daily_image_quota: None }
         );
     }
 
     #[test]
     fn every_field() {
-        let key = parse(
-            r#"{"name": "  CI  ", "mode": "test", "expires_in_days": 30, "daily_image_quota": 5}"#,
-        )
-        .unwrap();
+        let key =
+            parse(r#"{"name": "  CI  ", "mode": "test", "expires_in_days": 30, "daily_image_quota": 5}"#).unwrap();
         assert_eq!(
             key,
-            NewKey {
-                name: "CI".into(),
-                mode: KeyMode::Test,
-                expires_in_days: Some(30),
-                daily_image_quota: Some(5)
-            }
+            NewKey { name: "CI".into(), mode: KeyMode::Test, expires_in_days: Some(30), daily_image_quota: Some(5) }
         );
     }
 
@@ -363,33 +331,14 @@ mod tests {
             (r#"{"name": "a\u0000b"}"#, 422, "invalid_name", "name"),
             (r#"{"mode": "prod"}"#, 400, "invalid_value", "mode"),
             (r#"{"mode": 1}"#, 422, "invalid_type", "mode"),
-            (
-                r#"{"expires_in_days": 0}"#,
-                422,
-                "out_of_range",
-                "expires_in_days",
-            ),
-            (
-                r#"{"expires_in_days": 3651}"#,
-                422,
-                "out_of_range",
-                "expires_in_days",
-            ),
-            (
-                r#"{"daily_image_quota": 100001}"#,
-                422,
-                "out_of_range",
-                "daily_image_quota",
-            ),
+            (r#"{"expires_in_days": 0}"#, 422, "out_of_range", "expires_in_days"),
+            (r#"{"expires_in_days": 3651}"#, 422, "out_of_range", "expires_in_days"),
+            (r#"{"daily_image_quota": 100001}"#, 422, "out_of_range", "daily_image_quota"),
             (r#"{"scopes": ["all"]}"#, 422, "unknown_parameter", "scopes"),
         ];
         for (raw, status, code, param) in cases {
             let err = parse(raw).unwrap_err();
-            assert_eq!(
-                (err.status, err.code, err.param.as_deref()),
-                (status, code, Some(param)),
-                "{raw}"
-            );
+            assert_eq!((err.status, err.code, err.param.as_deref()), (status, code, Some(param)), "{raw}");
         }
         let long = format!(r#"{{"name": "{}"}}"#, "é".repeat(101));
         assert_eq!(parse(&long).unwrap_err().code, "invalid_name");
