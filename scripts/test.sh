@@ -7,8 +7,9 @@ step() { printf '\n==> %s\n' "$*"; }
 bash scripts/setup.sh --tests
 source scripts/env.sh
 
-step "cargo fmt --check"
+step "cargo fmt --check; OpenAPI document up to date"
 cargo fmt --check
+python3 scripts/openapi.py --check
 
 step "clippy, host and wasm32 (-D warnings)"
 cargo clippy --locked --all-targets -- -D warnings

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
 use crate::routes::{self, Route, RouteError};
-use crate::{accounts, generate, health, keys, storage};
+use crate::{accounts, generate, health, keys, openapi, storage, usage};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -67,8 +67,9 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::Generate => generate::generate(req, rc).await,
         Route::ImagesGenerations => generate::openai_images(req, rc).await,
         Route::GetImage(id) => storage::serve(req, rc, &id).await,
-        Route::ListGenerations | Route::GetGeneration(_) | Route::Usage | Route::OpenApi => {
-            Err(ApiError::not_implemented())
-        }
+        Route::ListGenerations => generate::history::list(req, rc).await,
+        Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
+        Route::Usage => usage::get(req, rc).await,
+        Route::OpenApi => openapi::serve(),
     }
 }

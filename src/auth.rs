@@ -47,6 +47,40 @@ pub fn require_account(req: &Request, rc: &RequestContext) -> ApiResult<String> 
     account_from_token(credential, secret, rc.now_ms / 1000)
 }
 
+/// Who is asking on a route that takes either credential.
+pub enum Caller {
+    /// An account token: everything the account owns.
+    Account { user_id: String },
+    /// An API key: only what that key did.
+    Key(crate::keys::KeyPrincipal),
+}
+
+impl Caller {
+    pub fn user_id(&self) -> &str {
+        match self {
+            Caller::Account { user_id } => user_id,
+            Caller::Key(principal) => &principal.user_id,
+        }
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Caller::Account { .. } => None,
+            Caller::Key(principal) => Some(&principal.key_id),
+        }
+    }
+}
+
+/// Authenticates a route that takes an account token or an API key, told apart by shape.
+pub async fn require_caller(req: &Request, rc: &RequestContext) -> ApiResult<Caller> {
+    let authorization = header(req, "authorization");
+    if bearer(authorization.as_deref()).is_ok_and(looks_like_api_key) {
+        Ok(Caller::Key(crate::keys::authenticate(req, rc).await?))
+    } else {
+        Ok(Caller::Account { user_id: require_account(req, rc)? })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

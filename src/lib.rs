@@ -18,6 +18,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod log;
+pub mod openapi;
 pub mod panic_hook;
 pub mod png;
 pub mod random;

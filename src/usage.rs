@@ -2,9 +2,18 @@
 //! changed only by atomic statements (an UPSERT to reserve, a decrement to release), never
 //! read-modify-write, so concurrent requests can neither exceed a quota nor lose a count.
 
-use crate::db::{self, Db};
+use crate::auth;
+use crate::db::{self, D1ResultExt, Db};
 use crate::error::{ApiError, ApiResult, ErrorType};
-use worker::D1PreparedStatement;
+use crate::http::{self, RequestContext};
+use crate::time::{date_from_millis, millis_from_date, MILLIS_PER_DAY};
+use serde::{Deserialize, Serialize};
+use worker::{D1PreparedStatement, Request, Response};
+
+/// Longest range one usage request may cover.
+pub const MAX_RANGE_DAYS: u64 = 366;
+/// Default range: the last 30 days, today included.
+pub const DEFAULT_RANGE_DAYS: u64 = 30;
 
 /// Reserves `n` images of today's quota before any upstream work. Succeeds (changes one
 /// row and returns the new count) only while today's count plus `n` stays within `quota`.
@@ -46,9 +55,180 @@ pub fn quota_exceeded(quota: u32, used: u32, n: u32, now_ms: u64) -> ApiError {
     .with_header("x-quota-remaining-images", remaining.to_string())
 }
 
+/// An inclusive range of UTC days.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: String,
+    pub to: String,
+    pub days: Vec<String>,
+}
+
+/// `from`/`to` query values (`YYYY-MM-DD`), defaulting to the 30 days ending today.
+pub fn parse_range(from: Option<&str>, to: Option<&str>, now_ms: u64) -> ApiResult<DateRange> {
+    let day = |value: &str, param: &str| {
+        millis_from_date(value)
+            .ok_or_else(|| ApiError::invalid_value(param, format!("{param} must be a date as YYYY-MM-DD")))
+    };
+    let to_ms = match to {
+        Some(to) => day(to, "to")?,
+        None => millis_from_date(&date_from_millis(now_ms)).unwrap_or(0),
+    };
+    let from_ms = match from {
+        Some(from) => day(from, "from")?,
+        None => to_ms.saturating_sub((DEFAULT_RANGE_DAYS - 1) * MILLIS_PER_DAY),
+    };
+    if from_ms > to_ms {
+        return Err(ApiError::invalid_value("from", "from must not be after to"));
+    }
+    let span = (to_ms - from_ms) / MILLIS_PER_DAY + 1;
+    if span > MAX_RANGE_DAYS {
+        return Err(ApiError::invalid_value("from", format!("a range covers at most {MAX_RANGE_DAYS} days")));
+    }
+    let days = (0..span).map(|i| date_from_millis(from_ms + i * MILLIS_PER_DAY)).collect();
+    Ok(DateRange { from: date_from_millis(from_ms), to: date_from_millis(to_ms), days })
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    id: String,
+    name: String,
+    prefix: String,
+    mode: String,
+    is_active: i64,
+    daily_image_quota: Option<i64>,
+    images_today: i64,
+}
+
+#[derive(Deserialize)]
+struct DayRow {
+    api_key_id: String,
+    usage_date: String,
+    image_count: i64,
+}
+
+#[derive(Serialize)]
+struct Day {
+    date: String,
+    images: i64,
+}
+
+#[derive(Serialize)]
+struct KeyUsage {
+    api_key_id: String,
+    name: String,
+    prefix: String,
+    mode: String,
+    is_active: bool,
+    daily_image_quota: i64,
+    images_today: i64,
+    remaining_today: i64,
+    total_images: i64,
+    days: Vec<Day>,
+}
+
+/// `GET /v1/usage`: images per key per UTC day over `from..=to`, with each key's quota
+/// and what remains today. An API key sees itself; an account sees all its keys.
+pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    let caller = auth::require_caller(req, rc).await?;
+    let url = req.url()?;
+    let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let range = parse_range(query("from").as_deref(), query("to").as_deref(), rc.now_ms)?;
+    let today = date_from_millis(rc.now_ms);
+
+    let db = rc.db()?;
+    // Keys in scope: the caller's key, or every key of the account.
+    let scope = "(k.user_id = ?1 AND (?2 IS NULL OR k.id = ?2))";
+    let bind_scope = [db::text(caller.user_id()), db::opt_text(caller.key_id())];
+    let keys_query = db
+        .prepare(&format!(
+            "SELECT k.id, k.name, k.prefix, k.mode, k.is_active, k.daily_image_quota,
+                    COALESCE(u.image_count, 0) AS images_today
+             FROM api_keys k LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?3
+             WHERE {scope} ORDER BY k.created_at DESC, k.id DESC"
+        ))
+        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&today)])?;
+    let days_query = db
+        .prepare(&format!(
+            "SELECT u.api_key_id, u.usage_date, u.image_count
+             FROM usage u JOIN api_keys k ON k.id = u.api_key_id
+             WHERE {scope} AND u.usage_date BETWEEN ?3 AND ?4"
+        ))
+        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?;
+    let results = db.batch(vec![keys_query, days_query]).await.or_internal()?;
+    let keys: Vec<KeyRow> = results.first().map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let counted: Vec<DayRow> = results.get(1).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+
+    let data: Vec<KeyUsage> = keys
+        .into_iter()
+        .map(|key| {
+            let quota = key.daily_image_quota.unwrap_or(i64::from(rc.config.daily_image_quota));
+            let days: Vec<Day> = range
+                .days
+                .iter()
+                .map(|date| Day {
+                    date: date.clone(),
+                    images: counted
+                        .iter()
+                        .find(|row| row.api_key_id == key.id && &row.usage_date == date)
+                        .map_or(0, |row| row.image_count),
+                })
+                .collect();
+            KeyUsage {
+                total_images: days.iter().map(|d| d.images).sum(),
+                remaining_today: (quota - key.images_today).max(0),
+                api_key_id: key.id,
+                name: key.name,
+                prefix: key.prefix,
+                mode: key.mode,
+                is_active: key.is_active != 0,
+                daily_image_quota: quota,
+                images_today: key.images_today,
+                days,
+            }
+        })
+        .collect();
+    http::json(
+        200,
+        &serde_json::json!({"object": "usage", "from": range.from, "to": range.to, "today": today, "data": data}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_range_is_the_last_30_days() {
+        let now = millis_from_date("2026-11-23").unwrap() + 5_000;
+        let range = parse_range(None, None, now).unwrap();
+        assert_eq!((range.from.as_str(), range.to.as_str(), range.days.len()), ("2026-10-25", "2026-11-23", 30));
+        assert_eq!(range.days.first().unwrap(), "2026-10-25");
+    }
+
+    #[test]
+    fn explicit_ranges() {
+        let now = millis_from_date("2026-11-23").unwrap();
+        let range = parse_range(Some("2026-02-27"), Some("2026-03-01"), now).unwrap();
+        assert_eq!(range.days, vec!["2026-02-27", "2026-02-28", "2026-03-01"]);
+        let only_to = parse_range(None, Some("2026-01-30"), now).unwrap();
+        assert_eq!(only_to.from, "2026-01-01");
+        assert_eq!(parse_range(Some("2026-11-23"), None, now).unwrap().days, vec!["2026-11-23"]);
+    }
+
+    #[test]
+    fn bad_ranges_are_400_naming_the_param() {
+        let now = millis_from_date("2026-11-23").unwrap();
+        for (from, to, param) in [
+            (Some("2026-13-01"), None, "from"),
+            (None, Some("yesterday"), "to"),
+            (Some("2026-11-24"), Some("2026-11-23"), "from"),
+            (Some("2024-01-01"), Some("2026-01-01"), "from"),
+        ] {
+            let err = parse_range(from, to, now).unwrap_err();
+            assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some(param)));
+        }
+        assert!(parse_range(Some("2025-11-23"), Some("2026-11-23"), now).is_ok(), "366 days is allowed");
+    }
 
     #[test]
     fn quota_error_says_when_to_come_back() {

@@ -9,6 +9,7 @@
 //! the generation is marked failed in one atomic batch: nothing is charged for an image
 //! that was not delivered.
 
+pub mod history;
 pub mod request;
 
 use crate::db::{self, D1ResultExt, Db};
