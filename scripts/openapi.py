@@ -88,13 +88,21 @@ IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
 JSON_BODY = lambda schema: {"required": True, "content": {"application/json": {"schema": schema}}}  # noqa: E731
 
 GENERATE_PROPS = {
-    "prompt": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "1 to 4000 characters after trimming"},
+    "prompt": {"type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S",
+               "description": "1 to 4000 characters after trimming"},
     "size": {"type": "string", "enum": SIZES, "default": "1024x1024"},
     "style": {"type": "string", "enum": ["natural", "artistic"], "default": "natural",
               "description": "appends a style instruction to the prompt sent upstream"},
     "n": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1},
-    "model": {"type": "string", "description": "one of GEMINI_MODELS; default GEMINI_MODEL"},
+    "model": {"type": "string", "description": "one of GEMINI_MODELS (the served document lists them); default GEMINI_MODEL"},
     "response_format": {"type": "string", "enum": ["url", "b64_json"], "default": "url"},
+}
+
+API_KEY_PROPS = {
+    "id": UUID, "name": STR, "prefix": {"type": "string", "minLength": 12, "maxLength": 12},
+    "mode": {"type": "string", "enum": ["live", "test"]}, "is_active": {"type": "boolean"},
+    "last_used_at": nullable(TS), "expires_at": nullable(TS), "revoked_at": nullable(TS),
+    "daily_image_quota": nullable({"type": "integer"}), "created_at": TS,
 }
 
 SCHEMAS = {
@@ -120,12 +128,9 @@ SCHEMAS = {
         "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
         "daily_image_quota": {"type": "integer", "minimum": 1, "maximum": 100000},
     }, required=[]),
-    "ApiKey": obj({
-        "id": UUID, "name": STR, "prefix": {"type": "string", "minLength": 12, "maxLength": 12},
-        "mode": {"type": "string", "enum": ["live", "test"]}, "is_active": {"type": "boolean"},
-        "last_used_at": nullable(TS), "expires_at": nullable(TS), "revoked_at": nullable(TS),
-        "daily_image_quota": nullable({"type": "integer"}), "created_at": TS,
-    }),
+    "ApiKey": obj(API_KEY_PROPS),
+    "ApiKeyCreated": obj({**API_KEY_PROPS, "key": {
+        "type": "string", "pattern": "^nb_(live|test)_[0-9a-f]{32}$", "description": "the full key, shown only here"}}),
     "ApiKeyList": obj({"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": ref("ApiKey")}}),
     "GenerateRequest": obj(GENERATE_PROPS, required=["prompt"]),
     "Image": obj({"url": STR, "b64_json": STR, "mime_type": {"type": "string", "enum": ["image/png", "image/jpeg", "image/webp"]}},
@@ -193,9 +198,7 @@ PATHS = {
     "/v1/keys": {
         "post": {"operationId": "createKey", "tags": ["account"], "summary": "Create an API key (shown once)",
                  "security": ACCOUNT, "parameters": [IDEMPOTENCY], "requestBody": JSON_BODY(ref("KeyCreateRequest")),
-                 "responses": {"201": json_response("the new key, with the full `key` field", {
-                     "allOf": [ref("ApiKey")], "type": "object", "required": ["key"],
-                     "properties": {"key": {"type": "string", "pattern": "^nb_(live|test)_[0-9a-f]{32}$"}}}),
+                 "responses": {"201": json_response("the new key, with the full `key` field", ref("ApiKeyCreated")),
                      **errors(400, 401, 409, 413, 415, 422)}},
         "get": {"operationId": "listKeys", "tags": ["account"], "summary": "The account's keys, newest first",
                 "security": ACCOUNT, "responses": {"200": json_response("keys", ref("ApiKeyList")), **errors(401)}},

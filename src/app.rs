@@ -70,6 +70,6 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::ListGenerations => generate::history::list(req, rc).await,
         Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
         Route::Usage => usage::get(req, rc).await,
-        Route::OpenApi => openapi::serve(),
+        Route::OpenApi => openapi::serve(&rc.config),
     }
 }

@@ -1,13 +1,24 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route, written by
 //! scripts/openapi.py and checked against real responses by the end-to-end suite.
 
-use crate::error::ApiResult;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
 use worker::Response;
 
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
-pub fn serve() -> ApiResult<Response> {
-    let mut response = Response::from_bytes(DOCUMENT.as_bytes().to_vec())?;
+/// The document for this deployment: `model` on `/v1/generate` lists the models this
+/// server's `GEMINI_MODELS` allows, so clients and fuzzers see the real constraint.
+pub fn document(config: &Config) -> ApiResult<String> {
+    let mut doc: serde_json::Value = serde_json::from_str(DOCUMENT).map_err(|_| ApiError::internal())?;
+    if let Some(model) = doc.pointer_mut("/components/schemas/GenerateRequest/properties/model") {
+        model["enum"] = serde_json::json!(config.gemini_models);
+    }
+    serde_json::to_string(&doc).map_err(|_| ApiError::internal())
+}
+
+pub fn serve(config: &Config) -> ApiResult<Response> {
+    let mut response = Response::from_bytes(document(config)?.into_bytes())?;
     response.headers_mut().set("content-type", "application/json")?;
     response.headers_mut().set("cache-control", "public, max-age=300")?;
     Ok(response)
@@ -15,6 +26,7 @@ pub fn serve() -> ApiResult<Response> {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::Config;
     #[test]
     fn document_is_openapi_3_1_json_covering_every_route() {
         let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
@@ -37,5 +49,13 @@ mod tests {
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
+    }
+
+    #[test]
+    fn served_document_lists_the_configured_models() {
+        let config = Config::from_lookup(|name| (name == "GEMINI_MODELS").then(|| "m-1,m-2".to_string())).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&super::document(&config).unwrap()).unwrap();
+        let models = &doc["components"]["schemas"]["GenerateRequest"]["properties"]["model"]["enum"];
+        assert_eq!(models, &serde_json::json!(["gemini-3.1-flash-image", "m-1", "m-2"]));
     }
 }
