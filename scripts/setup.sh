@@ -42,6 +42,13 @@ if [ "$(cat "$ROOT/node_modules/.installed-lock" 2>/dev/null || true)" != "$LOCK
 fi
 
 if [ "${1:-}" = "--tests" ]; then
+  # The console's browser test drives Debian's Chromium through playwright-core (npm).
+  if ! command -v chromium >/dev/null 2>&1; then
+    say "installing Debian's chromium for the browser test (first run only)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >&2
+  fi
   REQ_SUM="$(sha256sum "$ROOT/tests/requirements.txt" | cut -d' ' -f1)"
   if [ "$(cat "$ROOT/.venv/.installed-requirements" 2>/dev/null || true)" != "$REQ_SUM" ]; then
     say "creating the test virtualenv (.venv) from tests/requirements.txt"

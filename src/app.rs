@@ -56,7 +56,6 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Err(RouteError::MethodNotAllowed(allowed)) => return Err(ApiError::method_not_allowed(method, allowed)),
     };
     match route {
-        Route::Console => health::index(),
         Route::Health => health::health(rc).await,
         Route::Register => accounts::register(req, rc).await,
         Route::Login => accounts::login(req, rc).await,

@@ -1,4 +1,4 @@
-//! `GET /health` (liveness and D1 reachability) and the index at `/`.
+//! `GET /health`: liveness and D1 reachability.
 
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::http::{self, RequestContext};
@@ -14,16 +14,4 @@ pub async fn health(rc: &RequestContext) -> ApiResult<Response> {
             Err(ApiError::new(503, ErrorType::ApiError, "database_unavailable", "D1 is unreachable"))
         }
     }
-}
-
-pub fn index() -> ApiResult<Response> {
-    http::json(
-        200,
-        &json!({
-            "name": "NanoBanana Edge",
-            "description": "Image generation API backed by Google's Gemini image models",
-            "openapi": "/v1/openapi.json",
-            "health": "/health"
-        }),
-    )
 }

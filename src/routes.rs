@@ -3,7 +3,6 @@
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Console,
     Health,
     Register,
     Login,
@@ -55,7 +54,6 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "generations", id] if valid_id_segment(id) => (GET, Some(Route::GetGeneration(id.to_string()))),
         ["v1", "usage"] => (GET, Some(Route::Usage)),
         ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
-        [""] => (GET, Some(Route::Console)),
         _ => return Err(RouteError::NotFound),
     };
     match route {

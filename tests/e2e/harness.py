@@ -65,6 +65,8 @@ class WorkerInstance:
         config.pop("build", None)
         for db in config.get("d1_databases", []):
             db["migrations_dir"] = str(ROOT / db["migrations_dir"])
+        if "assets" in config:
+            config["assets"]["directory"] = str(ROOT / config["assets"]["directory"])
         if not r2:
             config.pop("r2_buckets", None)
         config["vars"] = {k: v for k, v in {**config.get("vars", {}), **(vars or {})}.items() if k not in drop_vars}

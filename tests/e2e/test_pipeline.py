@@ -28,7 +28,7 @@ def test_a_sane_caller_request_id_is_echoed_and_an_insane_one_replaced(api):
 
 
 def test_unknown_route_is_404_envelope(api):
-    for path in ["/nope", "/v1/keys/a/b", "/v1/", "/health/"]:
+    for path in ["/nope", "/v1/keys/a/b", "/v1/", "/health/", "/index.json"]:
         assert_error(api.get(path), 404, "route_not_found", "not_found_error")
 
 
@@ -71,7 +71,11 @@ def test_body_at_the_limit_is_read(api):
     assert_error(r, 422, "password_too_long", param="password")
 
 
-def test_index_points_to_the_docs(api):
+def test_the_console_is_served_at_the_root_from_static_assets(api):
     r = api.get("/")
-    assert r.status_code == 200
-    assert r.json()["openapi"] == "/v1/openapi.json"
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<title>NanoBanana Edge console</title>" in r.text
+    for asset, kind in [("/app.js", "javascript"), ("/app.css", "text/css")]:
+        served = api.get(asset)
+        assert served.status_code == 200 and kind in served.headers["content-type"], asset
+    assert "cdn" not in r.text.lower() and "https://" not in r.text, "everything is served by the Worker"

@@ -1,0 +1,302 @@
+// NanoBanana Edge console: a small page over the public API, no framework, no build.
+// The account token lives in sessionStorage (never in a URL); a new API key is kept only
+// in memory for the playground, and shown once.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const TOKEN = "nb_console_token";
+const state = { token: sessionStorage.getItem(TOKEN), cursors: [], nextCursor: null };
+
+class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message || `request failed (${status})`);
+    this.status = status;
+    this.code = error?.code;
+  }
+}
+
+async function api(path, { method = "GET", body, credential = state.token } = {}) {
+  const headers = {};
+  if (credential) headers.authorization = `Bearer ${credential}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data.error);
+  return data;
+}
+
+function say(message) {
+  $("#status").textContent = message;
+}
+
+function fail(error) {
+  say("");
+  const box = $("#error");
+  box.textContent = error.message;
+  box.hidden = false;
+  if (error.status === 401 && ["invalid_token", "token_expired"].includes(error.code) && state.token) signOut(error.message);
+}
+
+function clearMessages() {
+  $("#error").hidden = true;
+  $("#error").textContent = "";
+  say("");
+}
+
+// Runs an action with its button disabled and any error shown in plain words.
+async function act(button, work) {
+  clearMessages();
+  if (button) button.disabled = true;
+  try {
+    await work();
+  } catch (error) {
+    fail(error);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- views
+
+const LOADERS = {
+  keys: loadKeys,
+  usage: loadUsage,
+  history: () => {
+    state.cursors = [];
+    return loadHistory(null);
+  },
+};
+
+function show(view) {
+  for (const section of document.querySelectorAll("main > section")) section.hidden = section.id !== `view-${view}`;
+  for (const button of document.querySelectorAll("nav [data-view]")) {
+    if (button.dataset.view === view) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  $("#nav").hidden = !state.token;
+  const section = $(`#view-${view}`);
+  document.title = `${section.dataset.title} · NanoBanana Edge`;
+  section.querySelector("h2").setAttribute("tabindex", "-1");
+  section.querySelector("h2").focus();
+  clearMessages();
+  if (LOADERS[view]) act(null, LOADERS[view]);
+}
+
+// ---------------------------------------------------------------- account
+
+async function signIn(path) {
+  const email = $("#email").value;
+  const password = $("#password").value;
+  const data = await api(path, { method: "POST", body: { email, password }, credential: null });
+  state.token = data.access_token;
+  sessionStorage.setItem(TOKEN, state.token);
+  $("#password").value = "";
+  show("keys");
+  say(path.endsWith("register") ? `Account created for ${email}.` : `Signed in as ${email}.`);
+}
+
+function signOut(message) {
+  state.token = null;
+  sessionStorage.removeItem(TOKEN);
+  $("#api-key").value = "";
+  show("account");
+  say(message || "Signed out.");
+}
+
+// ---------------------------------------------------------------- keys
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.append(td);
+  return td;
+}
+
+async function loadKeys() {
+  const { data } = await api("/v1/keys");
+  const body = $("#keys-table tbody");
+  body.replaceChildren();
+  for (const key of data) {
+    const row = document.createElement("tr");
+    cell(row, key.name);
+    const prefix = cell(row, "");
+    prefix.append(Object.assign(document.createElement("code"), { textContent: `${key.prefix}…` }));
+    cell(row, key.mode);
+    cell(row, key.last_used_at ? new Date(key.last_used_at).toLocaleString() : "never");
+    cell(row, key.is_active ? (key.expires_at && new Date(key.expires_at) < new Date() ? "expired" : "active") : "revoked");
+    const actions = cell(row, "");
+    if (key.is_active) {
+      const revoke = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Revoke" });
+      revoke.setAttribute("aria-label", `Revoke key ${key.name} (${key.prefix})`);
+      revoke.addEventListener("click", () => act(revoke, async () => {
+        if (!confirm(`Revoke "${key.name}" (${key.prefix}…)? Requests with it will fail from now on.`)) return;
+        await api(`/v1/keys/${key.id}`, { method: "DELETE" });
+        await loadKeys();
+        say(`Key ${key.prefix}… revoked.`);
+      }));
+      actions.append(revoke);
+    }
+    body.append(row);
+  }
+  if (!data.length) {
+    const row = document.createElement("tr");
+    cell(row, "No keys yet.").colSpan = 6;
+    body.append(row);
+  }
+}
+
+async function createKey(form) {
+  const body = { mode: $("#key-mode").value };
+  if ($("#key-name").value.trim()) body.name = $("#key-name").value.trim();
+  if ($("#key-expiry").value) body.expires_in_days = Number($("#key-expiry").value);
+  const created = await api("/v1/keys", { method: "POST", body });
+  $("#new-key").hidden = false;
+  $("#new-key-value").value = created.key;
+  $("#api-key").value = created.key; // for the playground, this session only
+  form.reset();
+  await loadKeys();
+  say(`Key ${created.prefix}… created. Copy it now: it will not be shown again.`);
+  $("#copy-key").focus();
+}
+
+async function copyKey() {
+  const value = $("#new-key-value").value;
+  try {
+    await navigator.clipboard.writeText(value);
+  } catch {
+    $("#new-key-value").select();
+    document.execCommand("copy");
+  }
+  say("Key copied to the clipboard.");
+}
+
+// ---------------------------------------------------------------- playground
+
+function figure(image, id, caption) {
+  const fig = document.createElement("figure");
+  const img = Object.assign(document.createElement("img"), { src: image.url, alt: caption, loading: "lazy" });
+  const text = document.createElement("figcaption");
+  text.append(`${id} `);
+  const extension = image.mime_type === "image/jpeg" ? "jpg" : "png";
+  text.append(Object.assign(document.createElement("a"), { href: image.url, download: `${id}.${extension}`, textContent: "Download" }));
+  fig.append(img, text);
+  return fig;
+}
+
+async function generate() {
+  const results = $("#results");
+  results.replaceChildren();
+  const body = {
+    prompt: $("#prompt").value,
+    size: $("#size").value,
+    style: $("#style").value,
+    n: Number($("#n").value || 1),
+  };
+  say("Generating…");
+  const generation = await api("/v1/generate", { method: "POST", body, credential: $("#api-key").value.trim() });
+  generation.images.forEach((image, index) => {
+    results.append(figure(image, `${generation.id}_${index}`, `${generation.prompt} (image ${index + 1} of ${generation.images.length})`));
+  });
+  say(`Generated ${generation.images.length} image${generation.images.length > 1 ? "s" : ""} (${generation.id}).`);
+}
+
+// ---------------------------------------------------------------- usage
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function chart(key) {
+  const width = 600, height = 180, left = 36, bottom = 24, top = 10;
+  const peak = Math.max(key.daily_image_quota, ...key.days.map((d) => d.images), 1);
+  const y = (value) => top + (height - top - bottom) * (1 - value / peak);
+  const slot = (width - left) / key.days.length;
+  const titleId = `chart-${key.api_key_id}`;
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": titleId });
+  root.append(svg("title", { id: titleId },
+    `${key.name} (${key.prefix}…): ${key.total_images} images in 30 days, ${key.images_today} today of a daily quota of ${key.daily_image_quota}`));
+  root.append(svg("line", { x1: left, x2: width, y1: y(0), y2: y(0), stroke: "#8a8a94" }));
+  key.days.forEach((day, i) => {
+    // A day with any images stays visible (2 px at least) even far below the quota line.
+    const barHeight = day.images > 0 ? Math.max(y(0) - y(day.images), 2) : 0;
+    const bar = svg("rect", { x: left + i * slot + 1, y: y(0) - barHeight, width: Math.max(slot - 2, 1), height: barHeight, fill: "#7a4b00" });
+    bar.append(svg("title", {}, `${day.date}: ${day.images} images`));
+    root.append(bar);
+  });
+  root.append(svg("line", { x1: left, x2: width, y1: y(key.daily_image_quota), y2: y(key.daily_image_quota), stroke: "#a4001a", "stroke-dasharray": "6 4" }));
+  root.append(svg("text", { x: left - 4, y: y(key.daily_image_quota) + 4, "text-anchor": "end", "font-size": 11 }, `${key.daily_image_quota}`));
+  root.append(svg("text", { x: left, y: height - 6, "font-size": 11 }, key.days[0].date));
+  root.append(svg("text", { x: width, y: height - 6, "font-size": 11, "text-anchor": "end" }, key.days.at(-1).date));
+  const box = document.createElement("div");
+  box.className = "chart";
+  box.append(Object.assign(document.createElement("h3"), { textContent: `${key.name} · ${key.prefix}… · ${key.mode}` }), root);
+  box.append(Object.assign(document.createElement("p"), {
+    className: "hint",
+    textContent: `Today ${key.images_today} of ${key.daily_image_quota} (${key.remaining_today} left). Dashed line: daily quota.`,
+  }));
+  return box;
+}
+
+async function loadUsage() {
+  const usage = await api("/v1/usage");
+  const charts = $("#usage-charts");
+  charts.replaceChildren(...usage.data.map(chart));
+  if (!usage.data.length) charts.textContent = "No keys yet.";
+}
+
+// ---------------------------------------------------------------- history
+
+async function loadHistory(cursor) {
+  const query = new URLSearchParams({ limit: "12" });
+  if (cursor) query.set("starting_after", cursor);
+  const page = await api(`/v1/generations?${query}`);
+  const list = $("#history-list");
+  list.replaceChildren();
+  for (const item of page.data) {
+    if (item.images.length) list.append(figure(item.images[0], item.id, item.prompt));
+    else {
+      const fig = document.createElement("figure");
+      fig.append(Object.assign(document.createElement("figcaption"), { textContent: `${item.id}: ${item.status}${item.error ? ` (${item.error.code})` : ""}, ${item.prompt}` }));
+      list.append(fig);
+    }
+  }
+  if (!page.data.length) list.textContent = "No generations yet.";
+  state.nextCursor = page.has_more ? page.last_id : null;
+  $("#history-next").disabled = !state.nextCursor;
+  $("#history-prev").disabled = state.cursors.length === 0;
+}
+
+// ---------------------------------------------------------------- wiring
+
+$("#account-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act($("#sign-in"), () => signIn("/v1/auth/login"));
+});
+$("#sign-up").addEventListener("click", () => act($("#sign-up"), () => signIn("/v1/auth/register")));
+$("#sign-out").addEventListener("click", () => signOut());
+for (const button of document.querySelectorAll("nav [data-view]")) button.addEventListener("click", () => show(button.dataset.view));
+$("#key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(event.submitter, () => createKey(event.target));
+});
+$("#copy-key").addEventListener("click", () => act($("#copy-key"), copyKey));
+$("#generate-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act($("#generate"), generate);
+});
+$("#history-next").addEventListener("click", () => act($("#history-next"), async () => {
+  state.cursors.push(state.nextCursor);
+  await loadHistory(state.nextCursor);
+}));
+$("#history-prev").addEventListener("click", () => act($("#history-prev"), async () => {
+  state.cursors.pop();
+  await loadHistory(state.cursors.at(-1) || null);
+}));
+
+show(state.token ? "keys" : "account");

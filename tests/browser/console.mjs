@@ -1,0 +1,132 @@
+// Drives the web console in headless Chromium (Debian's, through playwright-core), using
+// the keyboard for every action, and screenshots each page into the output directory.
+// Usage: node tests/browser/console.mjs BASE_URL OUTPUT_DIR   (run by tests/e2e/test_console.py)
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [base, outDir] = process.argv.slice(2);
+mkdirSync(outDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"], // a fresh, empty profile is Playwright's default
+});
+const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+const page = await context.newPage();
+const pageErrors = [];
+page.on("pageerror", (error) => pageErrors.push(String(error)));
+page.on("dialog", (dialog) => dialog.accept()); // the revoke confirmation
+
+const shot = (name) => page.screenshot({ path: join(outDir, `${name}.png`), fullPage: true });
+
+// Presses Tab until `selector` has focus: proves it is reachable by keyboard.
+async function tabTo(selector) {
+  for (let i = 0; i < 60; i++) {
+    if (await page.evaluate((s) => document.activeElement === document.querySelector(s), selector)) return;
+    await page.keyboard.press("Tab");
+  }
+  throw new Error(`${selector} cannot be reached with Tab`);
+}
+
+async function press(selector, key = "Enter") {
+  await tabTo(selector);
+  await page.keyboard.press(key);
+}
+
+async function typeInto(selector, text) {
+  await tabTo(selector);
+  await page.keyboard.type(text);
+}
+
+async function navigate(view) {
+  await press(`nav [data-view="${view}"]`);
+  await page.waitForSelector(`#view-${view}:not([hidden])`);
+}
+
+async function everyControlHasALabel() {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll("input, select, textarea")]
+      .filter((el) => el.labels.length === 0 && !el.getAttribute("aria-label"))
+      .map((el) => el.id || el.name));
+  assert.deepEqual(unlabelled, [], "every form control has a label");
+}
+
+// 1. Sign up.
+await page.goto(base);
+await everyControlHasALabel();
+await shot("1-sign-in");
+const email = `browser-${Date.now()}@example.com`;
+await typeInto("#email", email);
+await typeInto("#password", "correct horse battery");
+await press("#sign-up");
+await page.waitForSelector("#view-keys:not([hidden])");
+assert.equal(await page.evaluate(() => sessionStorage.getItem("nb_console_token")?.split(".").length), 3, "JWT kept in sessionStorage");
+assert.ok(!page.url().includes("ey"), "no token in the URL");
+
+// 2. Create a test key; see it once; copy it.
+await typeInto("#key-name", "browser key");
+await tabTo("#key-mode");
+assert.equal(await page.inputValue("#key-mode"), "test");
+await press("#key-form button[type=submit]");
+await page.waitForSelector("#new-key:not([hidden])");
+const key = await page.inputValue("#new-key-value");
+assert.match(key, /^nb_test_[0-9a-f]{32}$/);
+await press("#copy-key");
+await page.waitForFunction(() => document.querySelector("#status").textContent.includes("copied"));
+assert.equal(await page.evaluate(() => navigator.clipboard.readText()), key);
+await page.waitForSelector("#keys-table tbody tr td code");
+assert.equal(await page.textContent("#keys-table tbody tr td code"), `${key.slice(0, 12)}…`);
+await shot("2-keys");
+
+// 3. Generate in the playground and see the image rendered.
+await navigate("playground");
+assert.equal(await page.inputValue("#api-key"), key, "the new key is offered in the playground");
+await typeInto("#prompt", "a banana in a spacesuit");
+await press("#generate");
+await page.waitForFunction(() => {
+  const img = document.querySelector("#results img");
+  return img && img.complete && img.naturalWidth > 0;
+}, null, { timeout: 30000 });
+const naturalWidth = await page.evaluate(() => document.querySelector("#results img").naturalWidth);
+assert.equal(naturalWidth, 1024);
+assert.match(await page.textContent("#results figcaption"), /gen_[0-9a-f-]{36}_0/);
+assert.match(await page.getAttribute("#results figcaption a", "download"), /\.png$/);
+await shot("3-playground");
+
+// 4. Usage chart and history.
+await navigate("usage");
+await page.waitForSelector("#usage-charts svg");
+assert.match(await page.textContent("#usage-charts svg title"), /1 images in 30 days, 1 today of a daily quota of 100/);
+await shot("4-usage");
+await navigate("history");
+await page.waitForFunction(() => {
+  const img = document.querySelector("#history-list img");
+  return img && img.complete && img.naturalWidth > 0;
+});
+await shot("5-history");
+
+// 5. Revoke the key (confirming), then the playground refuses it in plain words.
+await navigate("keys");
+await page.waitForSelector("#keys-table tbody button");
+await press("#keys-table tbody button");
+await page.waitForFunction(() => document.querySelector("#keys-table tbody").textContent.includes("revoked"));
+await shot("6-revoked");
+await navigate("playground");
+await press("#generate");
+await page.waitForSelector("#error:not([hidden])");
+assert.match(await page.textContent("#error"), /revoked/);
+await shot("7-refused");
+
+// 6. Sign out.
+await press("#sign-out");
+await page.waitForSelector("#view-account:not([hidden])");
+assert.equal(await page.evaluate(() => sessionStorage.getItem("nb_console_token")), null);
+
+assert.deepEqual(pageErrors, [], "no script errors");
+await browser.close();
+console.log(JSON.stringify({ ok: true, email, screenshots: outDir }));
