@@ -42,6 +42,17 @@ impl<T> D1ResultExt<T> for Result<T, worker::Error> {
     }
 }
 
+/// The rows of statement `index` of a batch, deserialised (none if it returned none).
+pub fn rows<T>(results: &[worker::D1Result], index: usize) -> Result<Vec<T>, ApiError>
+where
+    T: for<'de> serde::Deserialize<'de>,
+{
+    match results.get(index) {
+        Some(result) => result.results().or_internal(),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Bind values for D1. `None` binds as NULL.
 pub fn text(value: &str) -> JsValue {
     JsValue::from_str(value)

@@ -49,6 +49,11 @@ pub fn new_request_id() -> String {
     }
 }
 
+/// The first value of query parameter `name`, decoded.
+pub fn query_param(req: &Request, name: &str) -> ApiResult<Option<String>> {
+    Ok(req.url()?.query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned()))
+}
+
 pub fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }

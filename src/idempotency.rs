@@ -114,11 +114,11 @@ pub async fn begin(
         .bind(&[db::text(user_id), db::text(&key)])?,
     ];
     let results = db.batch(statements).await.or_internal()?;
-    let claimed = results.get(1).map(|r| r.results::<serde_json::Value>()).transpose().or_internal()?;
-    if claimed.is_some_and(|rows| !rows.is_empty()) {
+    let claimed: Vec<serde_json::Value> = db::rows(&results, 1)?;
+    if !claimed.is_empty() {
         return Ok(Begin::Proceed(Some(Claim { user_id: user_id.to_string(), key })));
     }
-    let records: Vec<Record> = results.get(2).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let records: Vec<Record> = db::rows(&results, 2)?;
     let record = records.into_iter().next().ok_or_else(ApiError::internal)?;
     decide(record, route, fingerprint)
 }

@@ -115,9 +115,8 @@ mod object {
 
         /// `GET /take?limit=N`: takes one token; answers the `Decision` as JSON.
         async fn fetch(&self, req: Request) -> Result<Response> {
-            let url = req.url()?;
-            let limit =
-                url.query_pairs().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse::<u32>().ok()).unwrap_or(60);
+            let limit = crate::http::query_param(&req, "limit").ok().flatten().and_then(|v| v.parse::<u32>().ok());
+            let limit = limit.unwrap_or(60);
             let now = crate::time::now_millis();
             let storage = self.state.storage();
             let mut bucket = match self.bucket.get() {

@@ -9,7 +9,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::gemini::Image;
-use crate::http::{header, RequestContext};
+use crate::http::{header, query_param, RequestContext};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use worker::{Bucket, HttpMetadata, Request, Response};
@@ -112,18 +112,19 @@ pub fn bucket(rc: &RequestContext) -> Option<Bucket> {
 }
 
 /// Stores every image; all or nothing (what was written is deleted if any write fails).
-pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images: &[Image]) -> ApiResult<Vec<String>> {
+/// Takes the images by value: R2 wants owned bytes, and this way they are not copied.
+pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images: Vec<Image>) -> ApiResult<Vec<String>> {
     let keys: Vec<String> = (0..images.len()).map(|i| object_key(generation_id, i)).collect();
-    let writes = images.iter().zip(&keys).map(|(image, key)| {
+    let writes = images.into_iter().zip(&keys).map(|(image, key)| {
         let metadata = HttpMetadata {
-            content_type: Some(image.mime_type.clone()),
+            content_type: Some(image.mime_type),
             cache_control: Some(IMMUTABLE.to_string()),
             ..Default::default()
         };
         let custom =
             [("generation_id".to_string(), generation_id.to_string()), ("api_key_id".to_string(), key_id.to_string())];
         bucket
-            .put(key.clone(), image.bytes.clone())
+            .put(key.clone(), image.bytes)
             .http_metadata(metadata)
             .custom_metadata(std::collections::HashMap::from(custom))
             .execute()
@@ -145,9 +146,7 @@ pub async fn delete_all(bucket: &Bucket, keys: &[String]) {
 
 /// `GET /v1/images/{id}`: the bytes of a stored image behind a valid signed URL.
 pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> ApiResult<Response> {
-    let url = req.url()?;
-    let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    let (expires, given) = (query("expires"), query("signature"));
+    let (expires, given) = (query_param(req, "expires")?, query_param(req, "signature")?);
     verify_signature(rc.config.jwt_secret()?, image_id_param, expires.as_deref(), given.as_deref(), rc.now_ms / 1000)?;
 
     let not_found = || ApiError::not_found("no image with this id");

@@ -6,7 +6,7 @@
 //! attempts cannot get past the limit. Rows leave the window as it slides; a successful
 //! login removes its own row, so only failures count against an email.
 
-use crate::db::{self, D1ResultExt, Db};
+use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, ErrorType};
 use serde::Deserialize;
 use worker::D1PreparedStatement;
@@ -50,11 +50,11 @@ pub fn outcome(results: &[worker::D1Result], window: Window, now_ms: u64) -> Api
     struct Oldest {
         oldest: Option<i64>,
     }
-    let taken: Vec<Taken> = results.get(1).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let taken: Vec<Taken> = db::rows(results, 1)?;
     if let Some(attempt) = taken.first() {
         return Ok(attempt.id);
     }
-    let oldest: Vec<Oldest> = results.get(2).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let oldest: Vec<Oldest> = db::rows(results, 2)?;
     let oldest_ms = oldest.first().and_then(|o| o.oldest).map_or(now_ms, |ms| ms.max(0) as u64);
     Err(refused(window, retry_after_secs(oldest_ms, window.window_ms, now_ms)))
 }

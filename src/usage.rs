@@ -130,9 +130,8 @@ struct KeyUsage {
 /// and what remains today. An API key sees itself; an account sees all its keys.
 pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let caller = auth::require_caller(req, rc).await?;
-    let url = req.url()?;
-    let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    let range = parse_range(query("from").as_deref(), query("to").as_deref(), rc.now_ms)?;
+    let (from, to) = (http::query_param(req, "from")?, http::query_param(req, "to")?);
+    let range = parse_range(from.as_deref(), to.as_deref(), rc.now_ms)?;
     let today = date_from_millis(rc.now_ms);
 
     let db = rc.db()?;
@@ -155,8 +154,8 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
         ))
         .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?;
     let results = db.batch(vec![keys_query, days_query]).await.or_internal()?;
-    let keys: Vec<KeyRow> = results.first().map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
-    let counted: Vec<DayRow> = results.get(1).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let keys: Vec<KeyRow> = db::rows(&results, 0)?;
+    let counted: Vec<DayRow> = db::rows(&results, 1)?;
 
     let data: Vec<KeyUsage> = keys
         .into_iter()

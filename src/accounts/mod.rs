@@ -39,10 +39,7 @@ struct LoginResponse {
 /// `POST /v1/auth/register`: 201 with the new user and a token; 409 if the email is taken.
 pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let secret = rc.config.jwt_secret()?;
-    let mut body = http::json_body(req).await?;
-    let email_raw = body.required_str("email", "email_required")?;
-    let password_raw = body.required_str("password", "password_required")?;
-    body.finish()?;
+    let (email_raw, password_raw) = read_credentials(req).await?;
     let email = Email::parse(&email_raw)?;
     let password = Password::parse(password_raw)?;
 
@@ -78,6 +75,15 @@ pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Respo
     )
 }
 
+/// `{email, password}`, both required strings, nothing else.
+async fn read_credentials(req: &mut Request) -> ApiResult<(String, String)> {
+    let mut body = http::json_body(req).await?;
+    let email = body.required_str("email", "email_required")?;
+    let password = body.required_str("password", "password_required")?;
+    body.finish()?;
+    Ok((email, password))
+}
+
 #[derive(Deserialize)]
 struct Credentials {
     id: String,
@@ -88,10 +94,7 @@ struct Credentials {
 /// time. Too many failures for one email in the window: 429 whatever the password.
 pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let secret = rc.config.jwt_secret()?;
-    let mut body = http::json_body(req).await?;
-    let email_raw = body.required_str("email", "email_required")?;
-    let password_raw = body.required_str("password", "password_required")?;
-    body.finish()?;
+    let (email_raw, password_raw) = read_credentials(req).await?;
     let email = email_raw.trim().to_lowercase();
 
     // One round trip: take a login attempt for this email and look the user up.
@@ -105,10 +108,7 @@ pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response
     statements.push(db.prepare("SELECT id, password_hash FROM users WHERE email = ?1").bind(&[db::text(&email)])?);
     let results = db.batch(statements).await.or_internal()?;
     let attempt = throttle::outcome(&results, window, rc.now_ms)?;
-    let found: Option<Credentials> = match results.get(3) {
-        Some(result) => result.results::<Credentials>().or_internal()?.into_iter().next(),
-        None => None,
-    };
+    let found: Option<Credentials> = db::rows(&results, 3)?.into_iter().next();
 
     let stored_hash = found.as_ref().map(|c| c.password_hash.as_str());
     let ok = password::verify(&password_raw, stored_hash, rc.config.bcrypt_cost);

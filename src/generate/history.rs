@@ -48,10 +48,8 @@ pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
 
 pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let caller = auth::require_caller(req, rc).await?;
-    let url = req.url()?;
-    let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    let limit = parse_limit(query("limit").as_deref())?;
-    let cursor = query("starting_after").filter(|c| !c.is_empty());
+    let limit = parse_limit(http::query_param(req, "limit")?.as_deref())?;
+    let cursor = http::query_param(req, "starting_after")?.filter(|c| !c.is_empty());
 
     let db = rc.db()?;
     let scope = [db::text(caller.user_id()), db::opt_text(caller.key_id())];
@@ -73,7 +71,7 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
         struct Found {
             found: i64,
         }
-        let found: Vec<Found> = results.get(1).map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+        let found: Vec<Found> = db::rows(&results, 1)?;
         if found.first().is_none_or(|f| f.found == 0) {
             return Err(ApiError::invalid_value(
                 "starting_after",
@@ -81,7 +79,7 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
             ));
         }
     }
-    let mut rows: Vec<Row> = results.first().map(|r| r.results()).transpose().or_internal()?.unwrap_or_default();
+    let mut rows: Vec<Row> = db::rows(&results, 0)?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let origin = super::origin(req)?;

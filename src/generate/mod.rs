@@ -199,34 +199,15 @@ pub async fn run(
     }
     let used_after = reserve(&db, rc, principal, &request, &generation_id, &today).await?;
 
-    let outcome = draw_and_store(rc, principal, &request, &generation_id, google_api_key.as_deref()).await;
-    let (images, stored) = match outcome {
-        Ok(done) => done,
-        Err(err) => {
-            fail(&db, principal, &request, &generation_id, &today, err.code).await;
-            return Err(err);
-        }
-    };
-
-    let delivered = deliver(rc, origin, &generation_id, &request, &images, stored.is_some())?;
-    let total_bytes: usize = images.iter().map(|(image, _)| image.bytes.len()).sum();
-    let max_latency = images.iter().map(|(_, latency)| *latency).max().unwrap_or(0);
-    let mime_type = images.first().map(|(image, _)| image.mime_type.clone()).unwrap_or_default();
-    let object_keys = stored.map(|keys| serde_json::to_string(&keys).unwrap_or_default());
-    let finish = db
-        .prepare(
-            "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
-                    upstream_latency_ms = ?5
-             WHERE id = ?1",
-        )
-        .bind(&[
-            db::text(&generation_id),
-            db::opt_text(object_keys.as_deref()),
-            db::text(&mime_type),
-            db::int(total_bytes as i64),
-            db::int(max_latency as i64),
-        ])?;
-    db.run(finish).await.or_internal()?;
+    // From here on every failure must give the reservation back.
+    let delivered =
+        match complete(rc, &db, principal, &request, &generation_id, origin, google_api_key.as_deref()).await {
+            Ok(delivered) => delivered,
+            Err(err) => {
+                fail(&db, principal, &request, &generation_id, &today, err.code).await;
+                return Err(err);
+            }
+        };
 
     Ok(Generated {
         id: generation_id,
@@ -270,10 +251,7 @@ async fn reserve(
     struct Count {
         image_count: i64,
     }
-    let counted: Vec<Count> = match results.first() {
-        Some(result) => result.results().or_internal()?,
-        None => Vec::new(),
-    };
+    let counted: Vec<Count> = db::rows(&results, 0)?;
     match counted.first() {
         Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
         // Someone else's concurrent request took what was left.
@@ -307,28 +285,56 @@ async fn fail(
     }
 }
 
-type DrawnImages = (Vec<(Image, u64)>, Option<Vec<String>>);
-
-/// Draws all `n` images (all must arrive) and stores them in R2 when it is bound.
-async fn draw_and_store(
+/// Draws the images, builds what the client receives (reading the bytes for `b64_json` or
+/// `data:` URLs), then moves the bytes into R2 and marks the generation succeeded. On any
+/// failure after storing, the stored objects are deleted again.
+async fn complete(
     rc: &RequestContext,
+    db: &Db<'_>,
     principal: &KeyPrincipal,
     request: &GenerationRequest,
     generation_id: &str,
+    origin: &str,
     google_api_key: Option<&str>,
-) -> ApiResult<DrawnImages> {
-    let images = match google_api_key {
+) -> ApiResult<Vec<DeliveredImage>> {
+    let drawn = match google_api_key {
         None => draw_synthetic(request),
         Some(api_key) => draw_with_gemini(rc, request, api_key).await?,
     };
-    let stored = match storage::bucket(rc) {
+    let bucket = storage::bucket(rc);
+    let delivered = deliver(rc, origin, generation_id, request, &drawn, bucket.is_some())?;
+    let total_bytes: usize = drawn.iter().map(|(image, _)| image.bytes.len()).sum();
+    let max_latency = drawn.iter().map(|(_, latency)| *latency).max().unwrap_or(0);
+    let mime_type = drawn.first().map(|(image, _)| image.mime_type.clone()).unwrap_or_default();
+
+    let stored = match &bucket {
         Some(bucket) => {
-            let plain: Vec<Image> = images.iter().map(|(image, _)| image.clone()).collect();
-            Some(storage::put_all(&bucket, generation_id, &principal.key_id, &plain).await?)
+            let images = drawn.into_iter().map(|(image, _)| image).collect();
+            Some(storage::put_all(bucket, generation_id, &principal.key_id, images).await?)
         }
         None => None,
     };
-    Ok((images, stored))
+    let object_keys = stored.as_ref().map(|keys| serde_json::to_string(keys).unwrap_or_default());
+    let finish = db
+        .prepare(
+            "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
+                    upstream_latency_ms = ?5
+             WHERE id = ?1",
+        )
+        .bind(&[
+            db::text(generation_id),
+            db::opt_text(object_keys.as_deref()),
+            db::text(&mime_type),
+            db::int(total_bytes as i64),
+            db::int(max_latency as i64),
+        ])?;
+    if let Err(err) = db.run(finish).await.or_internal() {
+        if let (Some(bucket), Some(keys)) = (&bucket, &stored) {
+            storage::delete_all(bucket, keys).await;
+        }
+        return Err(err);
+    }
+    Ok(delivered)
 }
 
 fn draw_synthetic(request: &GenerationRequest) -> Vec<(Image, u64)> {
