@@ -57,5 +57,9 @@ export function guarded(WorkerClass) {
         inFlight.delete(fail);
       }
     },
+    // Cron triggers have no client to answer; errors are logged by the Rust side.
+    async scheduled(event, env, ctx) {
+      await new WorkerClass(ctx, env).scheduled(event);
+    },
   };
 }

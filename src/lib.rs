@@ -30,10 +30,25 @@ pub mod throttle;
 pub mod time;
 pub mod usage;
 
-use worker::{event, Context, Env, Request, Response};
+use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     panic_hook::install();
     app::handle(req, env, ctx).await
+}
+
+/// Cron (`[triggers]` in wrangler.toml): give back quota held by generations whose Worker
+/// died mid-request.
+#[event(scheduled)]
+pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    panic_hook::install();
+    let result = match env.d1("DB") {
+        Ok(d1) => generate::reconcile_abandoned(d1, time::now_millis()).await,
+        Err(err) => Err(err.into()),
+    };
+    match result {
+        Ok(released) => log::info("reconciled abandoned generations", &released.to_string()),
+        Err(err) => log::error("reconciliation failed", &err.to_string()),
+    }
 }

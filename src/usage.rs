@@ -40,6 +40,20 @@ pub fn release(db: &Db, key_id: &str, date: &str, n: u32) -> ApiResult<D1Prepare
         .bind(&[db::text(key_id), db::text(date), db::int(n.into())])?)
 }
 
+/// Gives back what generations left `pending` before `cutoff` reserved: each one's `n`,
+/// on the day it was reserved (the UTC date of its `created_at`).
+pub fn release_abandoned(db: &Db, cutoff: &str) -> ApiResult<D1PreparedStatement> {
+    const ABANDONED: &str = "FROM generations g
+        WHERE g.api_key_id = usage.api_key_id AND substr(g.created_at, 1, 10) = usage.usage_date
+          AND g.status = 'pending' AND g.created_at < ?1";
+    Ok(db
+        .prepare(&format!(
+            "UPDATE usage SET image_count = MAX(image_count - (SELECT COALESCE(SUM(g.n), 0) {ABANDONED}), 0)
+             WHERE EXISTS (SELECT 1 {ABANDONED})"
+        ))
+        .bind(&[db::text(cutoff)])?)
+}
+
 /// 429 for a request that would pass today's quota: retry after the next UTC midnight.
 pub fn quota_exceeded(quota: u32, used: u32, n: u32, now_ms: u64) -> ApiError {
     let remaining = quota.saturating_sub(used);

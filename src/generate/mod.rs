@@ -395,6 +395,28 @@ fn deliver(
         .collect()
 }
 
+/// A generation still `pending` this long after it started belongs to a Worker that died
+/// (the upstream deadline is at most 10 minutes); its reservation is given back.
+pub const ABANDONED_AFTER_MS: u64 = 15 * 60 * 1000;
+
+/// The scheduled reconciliation (cron): releases the quota reserved by generations left
+/// pending and marks them failed (`abandoned`), in one atomic batch. Returns how many.
+pub async fn reconcile_abandoned(d1: worker::D1Database, now_ms: u64) -> ApiResult<usize> {
+    let queries = std::cell::Cell::new(0);
+    let db = Db::new(d1, &queries);
+    let cutoff = iso_from_millis(now_ms.saturating_sub(ABANDONED_AFTER_MS));
+    let release = usage::release_abandoned(&db, &cutoff)?;
+    let mark = db
+        .prepare(
+            "UPDATE generations SET status = 'failed', error_code = 'abandoned'
+             WHERE status = 'pending' AND created_at < ?1",
+        )
+        .bind(&[db::text(&cutoff)])?;
+    let results = db.batch(vec![release, mark]).await.or_internal()?;
+    let marked = results.get(1).and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0);
+    Ok(marked)
+}
+
 fn provider_not_configured() -> ApiError {
     ApiError::new(
         503,

@@ -89,7 +89,7 @@ class WorkerInstance:
         self.proc = subprocess.Popen(
             [str(WRANGLER), "dev", "-c", str(self.config_path), "--local", "--ip", "127.0.0.1",
              "--port", str(self.port), "--inspector-port", str(free_port()), "--persist-to", str(self.state),
-             "--show-interactive-dev-session=false", "--log-level", "log"],
+             "--show-interactive-dev-session=false", "--log-level", "log", "--test-scheduled"],
             cwd=self.dir, env=wrangler_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 90
