@@ -76,15 +76,21 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
     Ok(Response::from_json(value)?.with_status(status))
 }
 
+/// A response whose JSON body is already serialised (stored, replayed, or embedded).
+pub fn json_text(status: u16, body: String) -> worker::Result<Response> {
+    let mut response = Response::from_bytes(body.into_bytes())?.with_status(status);
+    response.headers_mut().set("content-type", "application/json")?;
+    Ok(response)
+}
+
 pub fn no_content() -> ApiResult<Response> {
     Ok(Response::empty()?.with_status(204))
 }
 
 /// The envelope response of an error, with its extra headers.
 pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
-    let mut response = Response::from_bytes(err.envelope_json(request_id).into_bytes())?.with_status(err.status);
+    let mut response = json_text(err.status, err.envelope_json(request_id))?;
     let headers = response.headers_mut();
-    headers.set("content-type", "application/json")?;
     for (name, value) in &err.headers {
         headers.set(name, value)?;
     }

@@ -141,8 +141,7 @@ fn decide(record: Record, route: &str, fingerprint: &str) -> ApiResult<Begin> {
 }
 
 fn replay(status: u16, body: String) -> ApiResult<Response> {
-    let mut response = Response::from_bytes(body.into_bytes())?.with_status(status);
-    response.headers_mut().set("content-type", "application/json")?;
+    let mut response = crate::http::json_text(status, body)?;
     response.headers_mut().set("idempotent-replayed", "true")?;
     Ok(response)
 }
@@ -152,9 +151,18 @@ pub fn is_stored(status: u16) -> bool {
     status < 500 && status != 429
 }
 
-/// Records the outcome of a claimed request (or drops the claim for 5xx and 429).
-pub async fn finish(rc: &RequestContext, claim: Option<Claim>, status: u16, body: &str) {
+/// Records the outcome of a claimed request: its status and JSON body, or for an error its
+/// envelope (dropping the claim instead for 5xx and 429).
+pub async fn finish(rc: &RequestContext, claim: Option<Claim>, outcome: Result<(u16, &str), &ApiError>) {
     let Some(claim) = claim else { return };
+    let envelope;
+    let (status, body) = match outcome {
+        Ok(answer) => answer,
+        Err(err) => {
+            envelope = err.envelope_json(&rc.request_id);
+            (err.status, envelope.as_str())
+        }
+    };
     let result = async {
         let db = rc.db()?;
         let statement = if is_stored(status) {

@@ -18,8 +18,7 @@ pub fn document(config: &Config) -> ApiResult<String> {
 }
 
 pub fn serve(config: &Config) -> ApiResult<Response> {
-    let mut response = Response::from_bytes(document(config)?.into_bytes())?;
-    response.headers_mut().set("content-type", "application/json")?;
+    let mut response = crate::http::json_text(200, document(config)?)?;
     response.headers_mut().set("cache-control", "public, max-age=300")?;
     Ok(response)
 }

@@ -149,16 +149,13 @@ async fn generate_idempotently(
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(claim) => claim,
     };
-    let outcome = run(rc, principal, request, &origin(req)?).await;
-    let (status, body) = match &outcome {
-        Ok(generated) => (200, render(generated, shape).to_string()),
-        Err(err) => (err.status, err.envelope_json(&rc.request_id)),
-    };
-    idempotency::finish(rc, claim, status, &body).await;
-    let generated = outcome?;
-    let mut response = Response::from_bytes(body.into_bytes())?;
-    response.headers_mut().set("content-type", "application/json")?;
-    for (name, value) in generated.quota_headers() {
+    let outcome = run(rc, principal, request, &origin(req)?)
+        .await
+        .map(|generated| (render(&generated, shape).to_string(), generated.quota_headers()));
+    idempotency::finish(rc, claim, outcome.as_ref().map(|(text, _)| (200, text.as_str()))).await;
+    let (text, quota_headers) = outcome?;
+    let mut response = http::json_text(200, text)?;
+    for (name, value) in quota_headers {
         response.headers_mut().set(name, &value)?;
     }
     Ok(response)

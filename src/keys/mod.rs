@@ -127,14 +127,10 @@ pub async fn create(req: &mut Request, rc: &RequestContext) -> ApiResult<Respons
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(claim) => claim,
     };
-    let outcome = create_for(rc, &user_id, new_key).await;
-    let (status, text) = match &outcome {
-        Ok((status, body)) => (*status, body.to_string()),
-        Err(err) => (err.status, err.envelope_json(&rc.request_id)),
-    };
-    idempotency::finish(rc, claim, status, &text).await;
-    let (status, body) = outcome?;
-    http::json(status, &body)
+    let outcome = create_for(rc, &user_id, new_key).await.map(|(status, body)| (status, body.to_string()));
+    idempotency::finish(rc, claim, outcome.as_ref().map(|(status, text)| (*status, text.as_str()))).await;
+    let (status, text) = outcome?;
+    Ok(http::json_text(status, text)?)
 }
 
 /// Creates the key; returns the status and body of the response (idempotency stores them).
