@@ -1,9 +1,11 @@
-//! The request pipeline: request id, config, routing, and one place where errors become
-//! envelopes. Handlers stay thin and return `ApiResult<Response>`.
+//! The request pipeline: request id, config, routing, and the one place where errors
+//! become envelopes and are logged (once, with the request id and the cause). Handlers
+//! stay thin and return `ApiResult<Response>`.
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
+use crate::log::RequestLine;
 use crate::routes::{self, Route, RouteError};
 use crate::{accounts, generate, health, keys, openapi, storage, usage};
 use worker::{Context, Env, Request, Response};
@@ -32,20 +34,21 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
         Err(invalid) => Err(ApiError::from(invalid)),
     };
 
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => {
-            if err.status >= 500 {
-                crate::log::error(
-                    "request failed",
-                    &format!("{request_id} {method} {path} -> {} {}", err.status, err.code),
-                );
-            }
-            http::error_response(&err, &request_id)?
-        }
+    // The one log line of this request; a 5xx carries its code and cause.
+    let (mut response, failure) = match result {
+        Ok(response) => (response, None),
+        Err(err) => (http::error_response(&err, &request_id)?, Some(err).filter(|err| err.status() >= 500)),
     };
     response.headers_mut().set("x-request-id", &request_id)?;
-    crate::log::request(&request_id, &method, &path, response.status_code(), d1_queries);
+    crate::log::request(&RequestLine {
+        request_id: &request_id,
+        method: &method,
+        path: &path,
+        status: response.status_code(),
+        d1_queries,
+        code: failure.as_ref().map(|err| err.code.as_str()),
+        cause: failure.as_ref().and_then(|err| err.cause.as_deref()),
+    });
     Ok(response)
 }
 

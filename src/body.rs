@@ -6,7 +6,7 @@
 //! field of the wrong type or out of range is 422; a field the route does not know is 422
 //! `unknown_parameter` (400 on the OpenAI-compatible route, as OpenAI does).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use serde_json::{Map, Value};
 
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -54,6 +54,7 @@ pub struct JsonObject {
 impl JsonObject {
     /// A string field; absent or null is None.
     pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        asked::record(name);
         match self.map.remove(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -62,19 +63,20 @@ impl JsonObject {
     }
 
     /// A string field that must be present; `missing_code` names the error (`prompt_required`).
-    pub fn required_str(&mut self, name: &str, missing_code: &'static str) -> Result<String, ApiError> {
+    pub fn required_str(&mut self, name: &str, missing_code: Code) -> Result<String, ApiError> {
         self.optional_str(name)?.ok_or_else(|| ApiError::validation(missing_code, name, format!("{name} is required")))
     }
 
     /// A non-negative integer field within `range`; absent or null is None.
     pub fn optional_u32(&mut self, name: &str, range: std::ops::RangeInclusive<u32>) -> Result<Option<u32>, ApiError> {
+        asked::record(name);
         let value = match self.map.remove(name) {
             None | Some(Value::Null) => return Ok(None),
             Some(value) => value,
         };
         let out_of_range = || {
             ApiError::validation(
-                "out_of_range",
+                Code::OutOfRange,
                 name,
                 format!("{name} must be an integer from {} to {}", range.start(), range.end()),
             )
@@ -97,28 +99,49 @@ impl JsonObject {
 
     /// Drops a field the route accepts but does not act on (OpenAI's optional hints).
     pub fn ignore(&mut self, name: &str) {
+        asked::record(name);
         self.map.remove(name);
     }
 
     /// Fails on the first field nobody took: 422 `unknown_parameter`.
     pub fn finish(self) -> Result<(), ApiError> {
-        self.finish_with_status(422)
+        self.finish_with(Code::UnknownParameter)
     }
 
-    pub fn finish_with_status(self, status: u16) -> Result<(), ApiError> {
+    /// Fails on the first field nobody took, with `code` (OpenAI's route answers 400).
+    pub fn finish_with(self, code: Code) -> Result<(), ApiError> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(name) => {
-                let mut err = ApiError::validation("unknown_parameter", name, format!("unknown parameter: {name}"));
-                err.status = status;
-                Err(err)
-            }
+            Some(name) => Err(ApiError::validation(code, name, format!("unknown parameter: {name}"))),
         }
     }
 }
 
+/// Which fields a parser asked for, so a test can hold the documented request properties
+/// against what the parser really reads (`openapi::document`). Nothing is kept outside tests.
+pub mod asked {
+    #[cfg(test)]
+    thread_local! {
+        static ASKED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(test)]
+    pub fn record(name: &str) {
+        ASKED.with(|asked| asked.borrow_mut().push(name.to_string()));
+    }
+
+    #[cfg(not(test))]
+    pub fn record(_: &str) {}
+
+    /// The fields asked for on this thread since the last call, in order.
+    #[cfg(test)]
+    pub fn take() -> Vec<String> {
+        ASKED.with(|asked| std::mem::take(&mut *asked.borrow_mut()))
+    }
+}
+
 fn wrong_type(name: &str, expected: &str) -> ApiError {
-    ApiError::validation("invalid_type", name, format!("{name} must be {expected}"))
+    ApiError::validation(Code::InvalidType, name, format!("{name} must be {expected}"))
 }
 
 #[cfg(test)]
@@ -141,7 +164,7 @@ mod tests {
             assert!(check_content_type(ok).is_ok(), "{ok:?}");
         }
         for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
-            assert_eq!(check_content_type(Some(bad)).unwrap_err().status, 415, "{bad}");
+            assert_eq!(check_content_type(Some(bad)).unwrap_err().status(), 415, "{bad}");
         }
     }
 
@@ -149,7 +172,7 @@ mod tests {
     fn body_syntax_errors_are_400_invalid_json() {
         for bad in ["{", "nul", "{\"a\":1,}", "\u{0}"] {
             let err = parse_object(bad.as_bytes()).unwrap_err();
-            assert_eq!((err.status, err.code), (400, "invalid_json"), "{bad}");
+            assert_eq!((err.status(), err.code.as_str()), (400, "invalid_json"), "{bad}");
         }
         for not_object in ["[]", "\"x\"", "1", "null"] {
             let err = parse_object(not_object.as_bytes()).unwrap_err();
@@ -166,25 +189,25 @@ mod tests {
     #[test]
     fn oversized_body_is_413() {
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(JSON_BODY_LIMIT));
-        assert_eq!(parse_object(big.as_bytes()).unwrap_err().status, 413);
+        assert_eq!(parse_object(big.as_bytes()).unwrap_err().status(), 413);
     }
 
     #[test]
     fn typed_fields_name_their_param() {
         let mut o = obj(r#"{"name": 5, "n": "two", "m": 2.5, "k": -1, "big": 99999999999}"#);
         let err = o.optional_str("name").unwrap_err();
-        assert_eq!((err.status, err.code, err.param.as_deref()), (422, "invalid_type", Some("name")));
-        assert_eq!(o.optional_u32("n", 1..=4).unwrap_err().code, "invalid_type");
-        assert_eq!(o.optional_u32("m", 1..=4).unwrap_err().code, "invalid_type");
-        assert_eq!(o.optional_u32("k", 1..=4).unwrap_err().code, "out_of_range");
-        assert_eq!(o.optional_u32("big", 1..=4).unwrap_err().code, "out_of_range");
+        assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (422, "invalid_type", Some("name")));
+        assert_eq!(o.optional_u32("n", 1..=4).unwrap_err().code.as_str(), "invalid_type");
+        assert_eq!(o.optional_u32("m", 1..=4).unwrap_err().code.as_str(), "invalid_type");
+        assert_eq!(o.optional_u32("k", 1..=4).unwrap_err().code.as_str(), "out_of_range");
+        assert_eq!(o.optional_u32("big", 1..=4).unwrap_err().code.as_str(), "out_of_range");
     }
 
     #[test]
     fn required_and_null_fields() {
         let mut o = obj(r#"{"prompt": null}"#);
-        let err = o.required_str("prompt", "prompt_required").unwrap_err();
-        assert_eq!((err.status, err.code), (422, "prompt_required"));
+        let err = o.required_str("prompt", Code::PromptRequired).unwrap_err();
+        assert_eq!((err.status(), err.code.as_str()), (422, "prompt_required"));
         assert_eq!(obj("{}").optional_u32("n", 1..=4).unwrap(), None);
         assert_eq!(obj(r#"{"n": 3}"#).optional_u32("n", 1..=4).unwrap(), Some(3));
     }
@@ -194,7 +217,7 @@ mod tests {
         let mut o = obj(r#"{"name": "a", "colour": "red"}"#);
         o.optional_str("name").unwrap();
         let err = o.finish().unwrap_err();
-        assert_eq!((err.status, err.code, err.param.as_deref()), (422, "unknown_parameter", Some("colour")));
+        assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (422, "unknown_parameter", Some("colour")));
 
         let mut o = obj(r#"{"quality": "hd"}"#);
         o.ignore("quality");

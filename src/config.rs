@@ -1,4 +1,5 @@
-//! Settings from wrangler.toml `[vars]`, secrets and `.dev.vars`, with the defaults of SPEC.md.
+//! Settings from wrangler.toml `[vars]`, secrets and `.dev.vars`, with the defaults the
+//! README's configuration table documents.
 //!
 //! Parsed from a lookup function so the rules (defaults, ranges, what counts as missing)
 //! are tested natively. Secrets are kept only as long as a request needs them.
@@ -39,7 +40,6 @@ pub struct InvalidSetting(pub &'static str);
 
 impl From<InvalidSetting> for ApiError {
     fn from(err: InvalidSetting) -> Self {
-        crate::log::error("invalid setting", err.0);
         ApiError::server_misconfigured(err.0)
     }
 }
@@ -105,10 +105,8 @@ impl Config {
     pub fn jwt_secret(&self) -> Result<&str, ApiError> {
         match self.jwt_secret.as_deref() {
             Some(secret) if secret.len() >= MIN_SECRET_LEN => Ok(secret),
-            _ => {
-                crate::log::error("JWT_SECRET is missing or shorter than 32 characters", "");
-                Err(ApiError::server_misconfigured("JWT_SECRET"))
-            }
+            _ => Err(ApiError::server_misconfigured("JWT_SECRET")
+                .caused_by("JWT_SECRET is missing or shorter than 32 characters")),
         }
     }
 
@@ -169,7 +167,7 @@ mod tests {
     #[test]
     fn missing_or_short_jwt_secret_is_misconfiguration() {
         let err = config(&[]).unwrap().jwt_secret().unwrap_err();
-        assert_eq!((err.status, err.code), (500, "server_misconfigured"));
+        assert_eq!((err.status(), err.code.as_str()), (500, "server_misconfigured"));
         assert!(config(&[("JWT_SECRET", "short")]).unwrap().jwt_secret().is_err());
         let long = "x".repeat(32);
         assert_eq!(config(&[("JWT_SECRET", &long)]).unwrap().jwt_secret().unwrap(), long);

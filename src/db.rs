@@ -1,26 +1,19 @@
-//! The one place D1 errors become API errors.
-//!
-//! `Error::D1` carries a clean `cause()` ("UNIQUE constraint failed: users.email"); its
-//! `Display` is a noisy dump, so only the cause is logged. Nothing from here reaches a client.
+//! The D1 binding for one request: every execution goes through [`Db`], which counts
+//! round trips (`d1_queries` in the request log line) and turns D1 failures into
+//! [`ApiError`]s that keep their cause for the log. Batches are typed: each statement
+//! pushed returns a [`Slot`] that reads its own rows back, so nobody counts positions.
 
-use crate::error::ApiError;
+use crate::error::{describe_worker_error, ApiError};
+use std::marker::PhantomData;
 use worker::wasm_bindgen::JsValue;
-
-/// A loggable description of a `worker` error: the D1 cause where there is one.
-pub fn describe_error(err: &worker::Error) -> String {
-    match err {
-        worker::Error::D1(d1) => d1.cause(),
-        other => other.to_string(),
-    }
-}
 
 /// True when the statement failed on a UNIQUE (or primary key) constraint.
 pub fn is_unique_violation(err: &worker::Error) -> bool {
-    describe_error(err).contains("UNIQUE constraint failed")
+    describe_worker_error(err).contains("UNIQUE constraint failed")
 }
 
 pub trait D1ResultExt<T> {
-    /// Any D1 failure: log the cause, answer 500.
+    /// Any D1 failure: a 500 that carries the cause.
     fn or_internal(self) -> Result<T, ApiError>;
     /// A unique violation becomes `on_unique`; anything else is internal.
     fn on_unique(self, on_unique: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
@@ -28,10 +21,7 @@ pub trait D1ResultExt<T> {
 
 impl<T> D1ResultExt<T> for Result<T, worker::Error> {
     fn or_internal(self) -> Result<T, ApiError> {
-        self.map_err(|err| {
-            crate::log::error("d1 error", &describe_error(&err));
-            ApiError::internal()
-        })
+        self.map_err(ApiError::from)
     }
 
     fn on_unique(self, on_unique: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
@@ -39,17 +29,6 @@ impl<T> D1ResultExt<T> for Result<T, worker::Error> {
             Err(err) if is_unique_violation(&err) => Err(on_unique()),
             other => other.or_internal(),
         }
-    }
-}
-
-/// The rows of statement `index` of a batch, deserialised (none if it returned none).
-pub fn rows<T>(results: &[worker::D1Result], index: usize) -> Result<Vec<T>, ApiError>
-where
-    T: for<'de> serde::Deserialize<'de>,
-{
-    match results.get(index) {
-        Some(result) => result.results().or_internal(),
-        None => Ok(Vec::new()),
     }
 }
 
@@ -117,12 +96,76 @@ impl<'a> Db<'a> {
         Ok(result.meta()?.and_then(|meta| meta.changes).unwrap_or(0))
     }
 
-    /// Runs statements atomically in one round trip (all or nothing).
-    pub async fn batch(
-        &self,
-        statements: Vec<worker::D1PreparedStatement>,
-    ) -> Result<Vec<worker::D1Result>, worker::Error> {
+    /// Runs a batch atomically in one round trip (all or nothing).
+    pub async fn batch(&self, batch: Batch) -> Result<BatchResults, worker::Error> {
         self.count();
-        self.d1.batch(statements).await
+        Ok(BatchResults(self.d1.batch(batch.statements).await?))
+    }
+}
+
+/// Statements to run as one atomic batch. Each `push` returns the slot its rows are read
+/// back from, typed with the row it yields.
+#[derive(Default)]
+pub struct Batch {
+    statements: Vec<worker::D1PreparedStatement>,
+}
+
+/// Where one statement's results sit in a batch, and what its rows deserialise to.
+pub struct Slot<T> {
+    index: usize,
+    row: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Slot<T> {}
+
+/// A statement whose rows nobody reads (a write without RETURNING).
+pub type Write = Slot<()>;
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    pub fn push<T>(&mut self, statement: worker::D1PreparedStatement) -> Slot<T> {
+        self.statements.push(statement);
+        Slot { index: self.statements.len() - 1, row: PhantomData }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+}
+
+pub struct BatchResults(Vec<worker::D1Result>);
+
+impl BatchResults {
+    /// Every row of the statement in `slot`.
+    pub fn rows<T>(&self, slot: Slot<T>) -> Result<Vec<T>, ApiError>
+    where
+        T: for<'de> serde::Deserialize<'de>,
+    {
+        match self.0.get(slot.index) {
+            Some(result) => result.results().or_internal(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The first row of the statement in `slot`, if it returned any.
+    pub fn first<T>(&self, slot: Slot<T>) -> Result<Option<T>, ApiError>
+    where
+        T: for<'de> serde::Deserialize<'de>,
+    {
+        Ok(self.rows(slot)?.into_iter().next())
+    }
+
+    /// How many rows the statement in `slot` changed.
+    pub fn changes<T>(&self, slot: Slot<T>) -> usize {
+        self.0.get(slot.index).and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0)
     }
 }

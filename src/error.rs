@@ -1,13 +1,15 @@
 //! The one error type of the API and its JSON envelope.
 //!
-//! Every failure a handler can meet becomes an [`ApiError`]; the app turns it into
-//! `{"error": {type, code, message, param, request_id}}` with the right status. Internal
-//! failures are logged where they happen and reach the client only as a generic 500.
+//! Every failure a handler can meet becomes an [`ApiError`]; `app::handle` turns it into
+//! `{"error": {type, code, message, param, request_id}}` with the status its [`Code`]
+//! fixes. An internal failure carries its `cause` (never serialised): the app logs it once,
+//! with the request id, and the client sees only the generic 500.
 
 use serde::Serialize;
 
 /// The `type` field of the envelope: the broad class a client can switch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     InvalidRequestError,
@@ -21,35 +23,145 @@ pub enum ErrorType {
     ApiError,
 }
 
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $status:literal, $kind:ident;)*) => {
+        /// Every error code the API answers with, and the status and type it always has.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The `code` field of the envelope.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Code::$variant => $status,)*
+                }
+            }
+
+            pub fn kind(self) -> ErrorType {
+                match self {
+                    $(Code::$variant => ErrorType::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidJson = "invalid_json", 400, InvalidRequestError;
+    InvalidValue = "invalid_value", 400, InvalidRequestError;
+    InvalidIdempotencyKey = "invalid_idempotency_key", 400, InvalidRequestError;
+    /// OpenAI's route refuses unknown fields with 400, as OpenAI does.
+    UnknownParameterOpenAi = "unknown_parameter", 400, InvalidRequestError;
+    ContentPolicyViolation = "content_policy_violation", 400, ContentPolicyError;
+    MissingAuthorization = "missing_authorization", 401, AuthenticationError;
+    MalformedAuthorization = "malformed_authorization", 401, AuthenticationError;
+    ApiKeyNotAccepted = "api_key_not_accepted", 401, AuthenticationError;
+    JwtNotAccepted = "jwt_not_accepted", 401, AuthenticationError;
+    MalformedApiKey = "malformed_api_key", 401, AuthenticationError;
+    InvalidApiKey = "invalid_api_key", 401, AuthenticationError;
+    RevokedApiKey = "revoked_api_key", 401, AuthenticationError;
+    ExpiredApiKey = "expired_api_key", 401, AuthenticationError;
+    InvalidToken = "invalid_token", 401, AuthenticationError;
+    TokenExpired = "token_expired", 401, AuthenticationError;
+    InvalidCredentials = "invalid_credentials", 401, AuthenticationError;
+    InvalidSignature = "invalid_signature", 403, PermissionError;
+    UrlExpired = "url_expired", 403, PermissionError;
+    NotFound = "not_found", 404, NotFoundError;
+    RouteNotFound = "route_not_found", 404, NotFoundError;
+    MethodNotAllowed = "method_not_allowed", 405, InvalidRequestError;
+    EmailTaken = "email_taken", 409, ConflictError;
+    IdempotencyInProgress = "idempotency_in_progress", 409, ConflictError;
+    PayloadTooLarge = "payload_too_large", 413, InvalidRequestError;
+    UnsupportedMediaType = "unsupported_media_type", 415, InvalidRequestError;
+    PromptRequired = "prompt_required", 422, InvalidRequestError;
+    PromptTooLong = "prompt_too_long", 422, InvalidRequestError;
+    EmailRequired = "email_required", 422, InvalidRequestError;
+    PasswordRequired = "password_required", 422, InvalidRequestError;
+    InvalidEmail = "invalid_email", 422, InvalidRequestError;
+    PasswordTooShort = "password_too_short", 422, InvalidRequestError;
+    PasswordTooLong = "password_too_long", 422, InvalidRequestError;
+    InvalidName = "invalid_name", 422, InvalidRequestError;
+    InvalidType = "invalid_type", 422, InvalidRequestError;
+    OutOfRange = "out_of_range", 422, InvalidRequestError;
+    UnknownParameter = "unknown_parameter", 422, InvalidRequestError;
+    IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
+    RateLimitExceeded = "rate_limit_exceeded", 429, RateLimitError;
+    DailyQuotaExceeded = "daily_quota_exceeded", 429, RateLimitError;
+    TooManyLoginAttempts = "too_many_login_attempts", 429, RateLimitError;
+    TooManyRegistrations = "too_many_registrations", 429, RateLimitError;
+    InternalError = "internal_error", 500, ApiError;
+    ServerMisconfigured = "server_misconfigured", 500, ApiError;
+    StorageFailed = "storage_failed", 500, ApiError;
+    UpstreamError = "upstream_error", 502, UpstreamError;
+    ProviderAuthFailed = "provider_auth_failed", 502, UpstreamError;
+    ProviderNotConfigured = "provider_not_configured", 503, UpstreamError;
+    UpstreamOverloaded = "upstream_overloaded", 503, UpstreamError;
+    DatabaseUnavailable = "database_unavailable", 503, ApiError;
+    UpstreamTimeout = "upstream_timeout", 504, UpstreamError;
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    pub status: u16,
-    pub kind: ErrorType,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub param: Option<String>,
     /// Extra response headers (`Allow`, `Retry-After`, rate-limit counters...).
     pub headers: Vec<(&'static str, String)>,
+    /// What really went wrong, for the log line of a 5xx. Never sent to the client.
+    pub cause: Option<String>,
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+#[cfg_attr(test, schemars(rename = "Error"))]
+pub struct Envelope<'a> {
     error: EnvelopeBody<'a>,
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
 struct EnvelopeBody<'a> {
     #[serde(rename = "type")]
     kind: ErrorType,
+    /// A stable, machine-readable code (`prompt_required`, `daily_quota_exceeded`, ...).
+    #[cfg_attr(test, schemars(schema_with = "code_schema"))]
     code: &'a str,
+    /// A sentence for people; may change.
     message: &'a str,
+    /// The request field, header or query parameter at fault, when there is one.
     param: Option<&'a str>,
     request_id: &'a str,
 }
 
+/// Every error code the API can answer with, for the OpenAPI document.
+#[cfg(test)]
+fn code_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut codes: Vec<&str> = Code::ALL.iter().map(|code| code.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    schemars::json_schema!({"type": "string", "enum": codes,
+                            "description": "stable and machine-readable; see the README's error table"})
+}
+
 impl ApiError {
-    pub fn new(status: u16, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, kind, code, message: message.into(), param: None, headers: Vec::new() }
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), param: None, headers: Vec::new(), cause: None }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -62,91 +174,66 @@ impl ApiError {
         self
     }
 
+    /// Records what really went wrong, for the one log line of this request.
+    pub fn caused_by(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
     /// 400: the body is not JSON, or not the JSON object the route takes.
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(400, ErrorType::InvalidRequestError, "invalid_json", message)
+        Self::new(Code::InvalidJson, message)
     }
 
     /// 400: a field holds a value outside the documented set (an unknown size, style...).
     pub fn invalid_value(param: &str, message: impl Into<String>) -> Self {
-        Self::new(400, ErrorType::InvalidRequestError, "invalid_value", message).with_param(param)
+        Self::new(Code::InvalidValue, message).with_param(param)
     }
 
-    /// 422: a field fails validation (missing, empty, too long, wrong type, out of range).
-    pub fn validation(code: &'static str, param: &str, message: impl Into<String>) -> Self {
-        Self::new(422, ErrorType::InvalidRequestError, code, message).with_param(param)
-    }
-
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(401, ErrorType::AuthenticationError, code, message)
+    /// A field fails validation (missing, empty, too long, wrong type, out of range).
+    pub fn validation(code: Code, param: &str, message: impl Into<String>) -> Self {
+        Self::new(code, message).with_param(param)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, ErrorType::NotFoundError, "not_found", message)
+        Self::new(Code::NotFound, message)
     }
 
     pub fn route_not_found(method: &str, path: &str) -> Self {
-        Self::new(404, ErrorType::NotFoundError, "route_not_found", format!("no route for {method} {path}"))
+        Self::new(Code::RouteNotFound, format!("no route for {method} {path}"))
     }
 
     pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
         let allow = allowed.join(", ");
-        Self::new(
-            405,
-            ErrorType::InvalidRequestError,
-            "method_not_allowed",
-            format!("method {method} is not allowed here; use {allow}"),
-        )
-        .with_header("allow", allow)
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(409, ErrorType::ConflictError, code, message)
+        Self::new(Code::MethodNotAllowed, format!("method {method} is not allowed here; use {allow}"))
+            .with_header("allow", allow)
     }
 
     pub fn payload_too_large(limit_bytes: usize) -> Self {
-        Self::new(
-            413,
-            ErrorType::InvalidRequestError,
-            "payload_too_large",
-            format!("request body exceeds {limit_bytes} bytes"),
-        )
+        Self::new(Code::PayloadTooLarge, format!("request body exceeds {limit_bytes} bytes"))
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(
-            415,
-            ErrorType::InvalidRequestError,
-            "unsupported_media_type",
-            "send the body as JSON with Content-Type: application/json",
-        )
-    }
-
-    pub fn not_implemented() -> Self {
-        Self::new(501, ErrorType::ApiError, "not_implemented", "this route is not available yet")
+        Self::new(Code::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
     }
 
     /// 500 that names the missing or invalid setting (never its value).
     pub fn server_misconfigured(setting: &str) -> Self {
-        Self::new(
-            500,
-            ErrorType::ApiError,
-            "server_misconfigured",
-            format!("the server is misconfigured: {setting} is missing or invalid"),
-        )
+        Self::new(Code::ServerMisconfigured, format!("the server is misconfigured: {setting} is missing or invalid"))
+            .caused_by(format!("setting {setting} is missing or invalid"))
     }
 
-    /// 500 for anything unexpected. Log the cause where it happened, never here.
-    pub fn internal() -> Self {
-        Self::new(500, ErrorType::ApiError, "internal_error", "an internal error occurred")
+    /// 500 for anything unexpected; `cause` says what, in the log only.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self::new(Code::InternalError, "an internal error occurred").caused_by(cause)
     }
 
     /// The envelope body, as sent.
     pub fn envelope_json(&self, request_id: &str) -> String {
         let envelope = Envelope {
             error: EnvelopeBody {
-                kind: self.kind,
-                code: self.code,
+                kind: self.code.kind(),
+                code: self.code.as_str(),
                 message: &self.message,
                 param: self.param.as_deref(),
                 request_id,
@@ -161,17 +248,30 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.code, self.message)
+        write!(f, "{} {}: {}", self.status(), self.code.as_str(), self.message)?;
+        match &self.cause {
+            Some(cause) => write!(f, " (cause: {cause})"),
+            None => Ok(()),
+        }
     }
 }
 
 impl std::error::Error for ApiError {}
 
-/// Unexpected `worker` errors (bindings, JS exceptions) are logged and become a bare 500.
+/// A loggable description of a `worker` error. `Error::D1` carries a clean `cause()`
+/// ("UNIQUE constraint failed: users.email") where its `Display` is a noisy dump.
+pub fn describe_worker_error(err: &worker::Error) -> String {
+    match err {
+        worker::Error::D1(d1) => d1.cause(),
+        other => other.to_string(),
+    }
+}
+
+/// Unexpected `worker` errors (bindings, D1, JS exceptions) become a bare 500 that keeps
+/// its cause for the log.
 impl From<worker::Error> for ApiError {
     fn from(err: worker::Error) -> Self {
-        crate::log::error("worker error", &crate::db::describe_error(&err));
-        ApiError::internal()
+        ApiError::internal(describe_worker_error(&err))
     }
 }
 
@@ -183,7 +283,7 @@ mod tests {
 
     #[test]
     fn envelope_has_every_field_of_the_contract() {
-        let err = ApiError::validation("prompt_required", "prompt", "prompt must not be empty");
+        let err = ApiError::validation(Code::PromptRequired, "prompt", "prompt must not be empty");
         let body: serde_json::Value = serde_json::from_str(&err.envelope_json("req_abc")).unwrap();
         assert_eq!(
             body,
@@ -195,20 +295,28 @@ mod tests {
                 "request_id": "req_abc"
             }})
         );
-        assert_eq!(err.status, 422);
+        assert_eq!(err.status(), 422);
     }
 
     #[test]
     fn param_is_null_when_absent() {
-        let body: serde_json::Value = serde_json::from_str(&ApiError::internal().envelope_json("req_x")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&ApiError::internal("boom").envelope_json("req_x")).unwrap();
         assert!(body["error"]["param"].is_null());
         assert_eq!(body["error"]["type"], "api_error");
     }
 
     #[test]
+    fn the_cause_is_never_sent() {
+        let err = ApiError::internal("D1_ERROR: no such table: usage");
+        let sent = err.envelope_json("req_x");
+        assert!(!sent.contains("usage") && !sent.contains("D1"), "{sent}");
+        assert!(err.to_string().contains("no such table"), "the cause is there for the log");
+    }
+
+    #[test]
     fn method_not_allowed_lists_allowed_methods_in_allow_header() {
         let err = ApiError::method_not_allowed("PUT", &["GET", "POST"]);
-        assert_eq!(err.status, 405);
+        assert_eq!(err.status(), 405);
         assert_eq!(err.headers, vec![("allow", "GET, POST".to_string())]);
     }
 
@@ -217,5 +325,24 @@ mod tests {
         let err = ApiError::invalid_json("unexpected \"}\" at line 1");
         let body: serde_json::Value = serde_json::from_str(&err.envelope_json("r")).unwrap();
         assert_eq!(body["error"]["message"], "unexpected \"}\" at line 1");
+    }
+
+    #[test]
+    fn codes_are_unique_per_status_and_statuses_match_their_type() {
+        for code in Code::ALL {
+            let same_name: Vec<&Code> = Code::ALL.iter().filter(|c| c.as_str() == code.as_str()).collect();
+            // A name is shared only by the two `unknown_parameter` variants (422 and OpenAI's 400).
+            assert!(same_name.len() == 1 || code.as_str() == "unknown_parameter", "{code:?}");
+            let expected = match code.status() {
+                401 => ErrorType::AuthenticationError,
+                403 => ErrorType::PermissionError,
+                404 => ErrorType::NotFoundError,
+                409 => ErrorType::ConflictError,
+                429 => ErrorType::RateLimitError,
+                _ => code.kind(),
+            };
+            assert_eq!(code.kind(), expected, "{code:?}");
+            assert!((400..600).contains(&code.status()));
+        }
     }
 }

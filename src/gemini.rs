@@ -12,7 +12,7 @@
 //! - `API_KEY_INVALID`: 502 `provider_auth_failed`, not retried;
 //! - anything else unusable (other 4xx, a 200 that is not the documented JSON): 502.
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, Code};
 use base64::Engine;
 use serde::Deserialize;
 
@@ -135,15 +135,13 @@ pub fn interpret(status: u16, body: &[u8]) -> Attempt {
         408 | 504 => Attempt::Retry { why: Transient::TimedOut, retry_after_ms: None },
         500 | 502 => Attempt::Retry { why: Transient::Failed, retry_after_ms: None },
         _ if is_invalid_api_key(body) => Attempt::Fail(ApiError::new(
-            502,
-            ErrorType::UpstreamError,
-            "provider_auth_failed",
+            Code::ProviderAuthFailed,
             "the image provider rejected the service's credentials",
         )),
-        _ => {
-            crate::log::error("gemini: unexpected status", &format!("{status} {}", google_message(body)));
-            Attempt::Fail(upstream_failed(format!("the image provider answered HTTP {status}")))
-        }
+        _ => Attempt::Fail(
+            upstream_failed(format!("the image provider answered HTTP {status}"))
+                .caused_by(format!("gemini HTTP {status}: {}", google_message(body))),
+        ),
     }
 }
 
@@ -176,25 +174,21 @@ fn interpret_success(body: &[u8]) -> Attempt {
 }
 
 fn refused(reason: &str) -> ApiError {
-    ApiError::new(
-        400,
-        ErrorType::ContentPolicyError,
-        "content_policy_violation",
-        format!("the request was refused by the image model: {reason}"),
-    )
-    .with_param("prompt")
+    ApiError::new(Code::ContentPolicyViolation, format!("the request was refused by the image model: {reason}"))
+        .with_param("prompt")
 }
 
 fn upstream_failed(message: impl Into<String>) -> ApiError {
-    ApiError::new(502, ErrorType::UpstreamError, "upstream_error", message)
+    ApiError::new(Code::UpstreamError, message)
 }
 
 fn google_error(body: &[u8]) -> Option<GoogleError> {
     serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
 }
 
+/// Google's own message, cut short: it goes into a log line.
 fn google_message(body: &[u8]) -> String {
-    google_error(body).map(|e| e.message).unwrap_or_default()
+    google_error(body).map(|e| e.message.chars().take(200).collect()).unwrap_or_default()
 }
 
 fn is_invalid_api_key(body: &[u8]) -> bool {
@@ -216,18 +210,10 @@ fn retry_delay_ms(body: &[u8]) -> Option<u64> {
 /// The error once retries are exhausted or the deadline has passed.
 pub fn give_up(why: Transient) -> ApiError {
     match why {
-        Transient::Overloaded => ApiError::new(
-            503,
-            ErrorType::UpstreamError,
-            "upstream_overloaded",
-            "the image provider is overloaded; try again later",
-        ),
-        Transient::TimedOut => ApiError::new(
-            504,
-            ErrorType::UpstreamError,
-            "upstream_timeout",
-            "the image provider did not answer in time",
-        ),
+        Transient::Overloaded => {
+            ApiError::new(Code::UpstreamOverloaded, "the image provider is overloaded; try again later")
+        }
+        Transient::TimedOut => ApiError::new(Code::UpstreamTimeout, "the image provider did not answer in time"),
         Transient::Failed => upstream_failed("the image provider failed after retries"),
     }
 }
@@ -385,7 +371,7 @@ mod tests {
 
     fn refusal_code(response: serde_json::Value) -> (u16, &'static str, String) {
         match interpret(200, &body(response)) {
-            Attempt::Fail(err) => (err.status, err.code, err.message),
+            Attempt::Fail(err) => (err.status(), err.code.as_str(), err.message),
             other => panic!("expected a failure, got {other:?}"),
         }
     }
@@ -413,14 +399,14 @@ mod tests {
     fn unusable_200s_are_502() {
         for raw in [&b"<html>oops</html>"[..], b"", b"{\"candidates\": [{\"content\": \"x\"}]}", b"{}"] {
             match interpret(200, raw) {
-                Attempt::Fail(err) => assert_eq!((err.status, err.code), (502, "upstream_error")),
+                Attempt::Fail(err) => assert_eq!((err.status(), err.code.as_str()), (502, "upstream_error")),
                 other => panic!("{other:?}"),
             }
         }
         let bad_base64 = body(
             json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "!!!"}}]}}]}),
         );
-        assert!(matches!(interpret(200, &bad_base64), Attempt::Fail(e) if e.status == 502));
+        assert!(matches!(interpret(200, &bad_base64), Attempt::Fail(e) if e.status() == 502));
     }
 
     #[test]
@@ -449,20 +435,20 @@ mod tests {
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}));
         match interpret(400, &invalid) {
             Attempt::Fail(err) => {
-                assert_eq!((err.status, err.code), (502, "provider_auth_failed"));
+                assert_eq!((err.status(), err.code.as_str()), (502, "provider_auth_failed"));
                 assert!(!err.message.contains("API key not valid"), "upstream text stays internal");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(interpret(400, b"{}"), Attempt::Fail(e) if e.code == "upstream_error"));
-        assert!(matches!(interpret(404, b""), Attempt::Fail(e) if e.status == 502));
+        assert!(matches!(interpret(400, b"{}"), Attempt::Fail(e) if e.code == Code::UpstreamError));
+        assert!(matches!(interpret(404, b""), Attempt::Fail(e) if e.status() == 502));
     }
 
     #[test]
     fn exhausted_retries_map_to_503_504_502() {
-        assert_eq!(give_up(Transient::Overloaded).status, 503);
-        assert_eq!(give_up(Transient::TimedOut).status, 504);
-        assert_eq!(give_up(Transient::Failed).status, 502);
+        assert_eq!(give_up(Transient::Overloaded).status(), 503);
+        assert_eq!(give_up(Transient::TimedOut).status(), 504);
+        assert_eq!(give_up(Transient::Failed).status(), 502);
     }
 
     #[test]

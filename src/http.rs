@@ -3,7 +3,7 @@
 use crate::body::{self, JsonObject, JSON_BODY_LIMIT};
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{describe_worker_error, ApiError, ApiResult};
 use serde::Serialize;
 use worker::{Context, D1Database, Env, Request, Response};
 
@@ -26,8 +26,7 @@ impl RequestContext {
     /// The raw binding, for work outside the request (`ctx.wait_until`), which is not counted.
     pub fn d1_binding(&self) -> ApiResult<D1Database> {
         self.env.d1("DB").map_err(|err| {
-            crate::log::error("D1 binding DB is missing", &crate::db::describe_error(&err));
-            ApiError::server_misconfigured("DB")
+            ApiError::server_misconfigured("DB").caused_by(format!("D1 binding DB: {}", describe_worker_error(&err)))
         })
     }
 }
@@ -58,6 +57,11 @@ pub fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
+/// `https://host` of the request, for absolute URLs (signed image URLs).
+pub fn origin(req: &Request) -> ApiResult<String> {
+    Ok(req.url()?.origin().ascii_serialization())
+}
+
 /// Reads a JSON object body with the content-type, size and syntax rules of `body`.
 pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
     body::check_content_type(header(req, "content-type").as_deref())?;
@@ -66,14 +70,48 @@ pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
         return Err(ApiError::payload_too_large(JSON_BODY_LIMIT));
     }
     let raw = req.bytes().await.map_err(|err| {
-        crate::log::error("reading request body failed", &err.to_string());
-        ApiError::invalid_json("the request body could not be read")
+        ApiError::invalid_json("the request body could not be read").caused_by(describe_worker_error(&err))
     })?;
     body::parse_object(&raw)
 }
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
-    Ok(Response::from_json(value)?.with_status(status))
+    Ok(json_text(status, to_json(value)?)?)
+}
+
+/// A response body as JSON text (kept as text where idempotency stores it).
+pub fn to_json<T: Serialize>(value: &T) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(|err| ApiError::internal(format!("serialising a response: {err}")))
+}
+
+/// `object: "list"` on list responses, as OpenAI and Stripe answer.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ListObject {
+    List,
+}
+
+/// Extra headers to send, by name.
+pub type HeaderList = Vec<(&'static str, String)>;
+
+/// Adds each of `defaults` that `headers` does not already name: a route's common headers
+/// (rate limit, quota) under the ones its answer set itself.
+pub fn add_missing(headers: &mut HeaderList, defaults: &[(&'static str, String)]) {
+    for (name, value) in defaults {
+        if !headers.iter().any(|(existing, _)| existing == name) {
+            headers.push((name, value.clone()));
+        }
+    }
+}
+
+/// Sets `headers` on a response.
+pub fn set_headers(response: &mut Response, headers: &[(&'static str, String)]) -> worker::Result<()> {
+    let target = response.headers_mut();
+    for (name, value) in headers {
+        target.set(name, value)?;
+    }
+    Ok(())
 }
 
 /// A response whose JSON body is already serialised (stored, replayed, or embedded).
@@ -89,11 +127,8 @@ pub fn no_content() -> ApiResult<Response> {
 
 /// The envelope response of an error, with its extra headers.
 pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
-    let mut response = json_text(err.status, err.envelope_json(request_id))?;
-    let headers = response.headers_mut();
-    for (name, value) in &err.headers {
-        headers.set(name, value)?;
-    }
+    let mut response = json_text(err.status(), err.envelope_json(request_id))?;
+    set_headers(&mut response, &err.headers)?;
     Ok(response)
 }
 

@@ -13,8 +13,8 @@
 //!   died) is abandoned and may be taken over.
 
 use crate::body::JsonObject;
-use crate::db::{self, D1ResultExt};
-use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::db::{self, Batch, D1ResultExt};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::http::RequestContext;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -36,9 +36,7 @@ impl IdempotencyKey {
             Ok(Some(IdempotencyKey(value.to_string())))
         } else {
             Err(ApiError::new(
-                400,
-                ErrorType::InvalidRequestError,
-                "invalid_idempotency_key",
+                Code::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1 to 255 printable ASCII characters",
             )
             .with_param("Idempotency-Key"))
@@ -66,6 +64,10 @@ pub enum Begin {
     Replay(Response),
 }
 
+/// The row `RETURNING 1 AS claimed` gives when this request took the key.
+#[derive(Deserialize)]
+struct Claimed {}
+
 #[derive(Deserialize)]
 struct Record {
     route: String,
@@ -88,8 +90,11 @@ pub async fn begin(
     let now = rc.now_ms as i64;
     let expired_before = now - TTL_MS as i64;
     let abandoned_before = now - ABANDONED_AFTER_MS as i64;
-    let statements = vec![
+    let mut batch = Batch::new();
+    batch.push::<()>(
         db.prepare("DELETE FROM idempotency_keys WHERE created_at_ms <= ?1").bind(&[db::int(expired_before)])?,
+    );
+    let claimed = batch.push::<Claimed>(
         db.prepare(
             "INSERT INTO idempotency_keys (user_id, idempotency_key, route, fingerprint, state, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, 'in_progress', ?5)
@@ -107,34 +112,35 @@ pub async fn begin(
             db::int(now),
             db::int(abandoned_before),
         ])?,
+    );
+    let existing = batch.push::<Record>(
         db.prepare(
             "SELECT route, fingerprint, state, response_status, response_body FROM idempotency_keys
              WHERE user_id = ?1 AND idempotency_key = ?2",
         )
         .bind(&[db::text(user_id), db::text(&key)])?,
-    ];
-    let results = db.batch(statements).await.or_internal()?;
-    let claimed: Vec<serde_json::Value> = db::rows(&results, 1)?;
-    if !claimed.is_empty() {
+    );
+    let results = db.batch(batch).await.or_internal()?;
+    if results.first(claimed)?.is_some() {
         return Ok(Begin::Proceed(Some(Claim { user_id: user_id.to_string(), key })));
     }
-    let records: Vec<Record> = db::rows(&results, 2)?;
-    let record = records.into_iter().next().ok_or_else(ApiError::internal)?;
+    let record =
+        results.first(existing)?.ok_or_else(|| ApiError::internal("idempotency record neither claimed nor found"))?;
     decide(record, route, fingerprint)
 }
 
 fn decide(record: Record, route: &str, fingerprint: &str) -> ApiResult<Begin> {
     if record.route != route || record.fingerprint != fingerprint {
         return Err(ApiError::validation(
-            "idempotency_key_reused",
+            Code::IdempotencyKeyReused,
             "Idempotency-Key",
             "this Idempotency-Key was already used with a different request; use a new key",
         ));
     }
     match (record.state.as_str(), record.response_status, record.response_body) {
         ("done", Some(status), Some(body)) => Ok(Begin::Replay(replay(status, body)?)),
-        _ => Err(ApiError::conflict(
-            "idempotency_in_progress",
+        _ => Err(ApiError::new(
+            Code::IdempotencyInProgress,
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )),
     }
@@ -160,7 +166,7 @@ pub async fn finish(rc: &RequestContext, claim: Option<Claim>, outcome: Result<(
         Ok(answer) => answer,
         Err(err) => {
             envelope = err.envelope_json(&rc.request_id);
-            (err.status, envelope.as_str())
+            (err.status(), envelope.as_str())
         }
     };
     let result = async {
@@ -183,7 +189,7 @@ pub async fn finish(rc: &RequestContext, claim: Option<Claim>, outcome: Result<(
         db.run(statement).await.or_internal()
     };
     if let Err(err) = result.await {
-        crate::log::error("idempotency record not updated", &err.to_string());
+        crate::log::error_for(&rc.request_id, "idempotency record not updated", &err.to_string());
     }
 }
 
@@ -199,7 +205,7 @@ mod tests {
         assert!(IdempotencyKey::parse(Some(&"k".repeat(255))).unwrap().is_some());
         for bad in ["", &"k".repeat(256), "tab\there", "ünicode"] {
             let err = IdempotencyKey::parse(Some(bad)).unwrap_err();
-            assert_eq!((err.status, err.code), (400, "invalid_idempotency_key"), "{bad:?}");
+            assert_eq!((err.status(), err.code.as_str()), (400, "invalid_idempotency_key"), "{bad:?}");
         }
     }
 
@@ -226,12 +232,12 @@ mod tests {
     #[test]
     fn decisions() {
         let reused = decide(record("POST /v1/generate", "f1", "done"), "POST /v1/generate", "f2").err().unwrap();
-        assert_eq!((reused.status, reused.code), (422, "idempotency_key_reused"));
+        assert_eq!((reused.status(), reused.code.as_str()), (422, "idempotency_key_reused"));
         let other_route = decide(record("POST /v1/keys", "f1", "done"), "POST /v1/generate", "f1").err().unwrap();
-        assert_eq!(other_route.code, "idempotency_key_reused");
+        assert_eq!(other_route.code.as_str(), "idempotency_key_reused");
         let running =
             decide(record("POST /v1/generate", "f1", "in_progress"), "POST /v1/generate", "f1").err().unwrap();
-        assert_eq!((running.status, running.code), (409, "idempotency_in_progress"));
+        assert_eq!((running.status(), running.code.as_str()), (409, "idempotency_in_progress"));
     }
 
     #[test]

@@ -1,33 +1,74 @@
 //! One-line JSON logs. Callers pass what happened and a detail that holds no secret:
 //! never a key, token, password or request body.
+//!
+//! Each request ends in exactly one `request` line (`app::handle`); a 5xx puts its code and
+//! cause on that line, so every failure is logged once, with its request id. Work that
+//! outlives the response (`ctx.wait_until`) logs its own failures with `error_for`.
+
+use serde::Serialize;
 
 pub fn error(event: &str, detail: &str) {
-    emit("error", event, detail);
+    emit(&Line { level: "error", event, request_id: None, detail: Some(detail) });
+}
+
+/// An error of work done for a request but outside its response (after it, or beside it).
+pub fn error_for(request_id: &str, event: &str, detail: &str) {
+    emit(&Line { level: "error", event, request_id: Some(request_id), detail: Some(detail) });
 }
 
 pub fn info(event: &str, detail: &str) {
-    emit("info", event, detail);
+    emit(&Line { level: "info", event, request_id: None, detail: Some(detail) });
 }
 
-/// One line per request: what was asked, how it ended, and how many D1 round trips it took.
-pub fn request(request_id: &str, method: &str, path: &str, status: u16, d1_queries: u32) {
-    let line = serde_json::json!({
-        "level": "info", "event": "request", "request_id": request_id, "method": method,
-        "path": path, "status": status, "d1_queries": d1_queries,
-    });
-    write("info", &line.to_string());
+#[derive(Serialize)]
+struct Line<'a> {
+    level: &'static str,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
 }
 
-fn emit(level: &str, event: &str, detail: &str) {
-    let line = serde_json::json!({"level": level, "event": event, "detail": detail}).to_string();
-    write(level, &line);
+/// The one line of a request: what was asked, how it ended, how many D1 round trips it
+/// took, and for a 5xx the error code and its cause.
+#[derive(Serialize)]
+pub struct RequestLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub d1_queries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'a str>,
+}
+
+pub fn request(line: &RequestLine) {
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        level: &'static str,
+        event: &'static str,
+        #[serde(flatten)]
+        line: &'a RequestLine<'a>,
+    }
+    let level = if line.status >= 500 { "error" } else { "info" };
+    emit(&Tagged { level, event: "request", line });
+}
+
+fn emit<T: Serialize>(line: &T) {
+    // Serialising strings and numbers cannot fail.
+    let text = serde_json::to_string(line).unwrap_or_default();
+    let is_error = text.starts_with(r#"{"level":"error""#);
+    write(is_error, &text);
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_variables))]
-fn write(level: &str, line: &str) {
+fn write(is_error: bool, line: &str) {
     #[cfg(target_arch = "wasm32")]
     {
-        if level == "error" {
+        if is_error {
             worker::console_error!("{line}");
         } else {
             worker::console_log!("{line}");

@@ -335,4 +335,40 @@ mod tests {
         adler.update(&raw);
         assert_eq!(u32::from_be_bytes(zlib[zlib.len() - 4..].try_into().unwrap()), adler.finish());
     }
+
+    /// Decodes with the `png` crate (an independent decoder, with its own inflate and CRC
+    /// and Adler checks) and compares every pixel.
+    fn decode_independently(png: &[u8]) -> (u32, u32, Vec<u8>) {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+        pixels.truncate(info.buffer_size());
+        (info.width, info.height, pixels)
+    }
+
+    #[test]
+    fn an_independent_decoder_reads_back_every_pixel() {
+        // Long runs (over 258 bytes, the longest deflate match), short runs, noise, and sizes
+        // that are not multiples of anything.
+        for (w, h) in [(1u32, 1u32), (37, 5), (300, 7), (1024, 3)] {
+            let pixel = |x: u32, y: u32| -> [u8; 3] {
+                if x < w / 2 {
+                    [200, 30, 90]
+                } else {
+                    let n = x.wrapping_mul(2_654_435_761).wrapping_add(y.wrapping_mul(40_503));
+                    [(n >> 24) as u8, (n >> 16) as u8, if x.is_multiple_of(5) { 255 } else { (y * 3) as u8 }]
+                }
+            };
+            let encoded = encode_rgb(w, h, |y, row| {
+                for x in 0..w {
+                    row[3 * x as usize..3 * x as usize + 3].copy_from_slice(&pixel(x, y));
+                }
+            });
+            let (dw, dh, pixels) = decode_independently(&encoded);
+            assert_eq!((dw, dh), (w, h));
+            let expected: Vec<u8> = (0..h).flat_map(|y| (0..w).flat_map(move |x| pixel(x, y))).collect();
+            assert_eq!(pixels, expected, "{w}x{h}");
+        }
+    }
 }

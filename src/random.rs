@@ -4,10 +4,7 @@ use crate::error::ApiError;
 
 pub fn bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(|err| {
-        crate::log::error("getrandom failed", &err.to_string());
-        ApiError::internal()
-    })?;
+    getrandom::fill(&mut buf).map_err(|err| ApiError::internal(format!("getrandom failed: {err}")))?;
     Ok(buf)
 }
 

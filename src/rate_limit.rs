@@ -7,7 +7,7 @@
 //! one taken per request. The bucket is kept in the object's storage, so it survives the
 //! object being evicted.
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, Code};
 use serde::{Deserialize, Serialize};
 
 pub const BINDING: &str = "RATE_LIMITER";
@@ -70,9 +70,7 @@ impl Decision {
 
     pub fn exceeded(&self) -> ApiError {
         let mut err = ApiError::new(
-            429,
-            ErrorType::RateLimitError,
-            "rate_limit_exceeded",
+            Code::RateLimitExceeded,
             format!("this key is limited to {} requests per minute; slow down", self.limit),
         )
         .with_header("retry-after", self.retry_after_ms.div_ceil(1000).max(1).to_string())
@@ -147,7 +145,7 @@ mod object {
         match attempt.await {
             Ok(decision) => Some(decision),
             Err(err) => {
-                crate::log::error("rate limiter unavailable; request allowed", &err.to_string());
+                crate::log::error_for(&rc.request_id, "rate limiter unavailable; request allowed", &err.to_string());
                 None
             }
         }
@@ -200,7 +198,7 @@ mod tests {
         let d = bucket.take(2, 0);
         let err = bucket.take(2, 0).exceeded();
         assert_eq!(d.headers()[1], ("x-ratelimit-remaining-requests", "0".to_string()));
-        assert_eq!((err.status, err.code), (429, "rate_limit_exceeded"));
+        assert_eq!((err.status(), err.code.as_str()), (429, "rate_limit_exceeded"));
         assert!(err.headers.contains(&("retry-after", "30".to_string())));
         assert!(err.headers.iter().any(|(name, _)| *name == "x-ratelimit-limit-requests"));
     }

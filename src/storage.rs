@@ -7,7 +7,7 @@
 //! key derived from JWT_SECRET, valid `IMAGE_URL_TTL_SECONDS`); or, with no `IMAGES`
 //! binding at all, a `data:` URL carrying the bytes.
 
-use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::gemini::Image;
 use crate::http::{header, query_param, RequestContext};
 use base64::Engine;
@@ -76,18 +76,21 @@ pub fn verify_signature(
     signature_hex: Option<&str>,
     now_secs: u64,
 ) -> ApiResult<()> {
-    let forbidden = |code, message: &str| ApiError::new(403, ErrorType::PermissionError, code, message);
+    let forbidden = |code, message: &str| ApiError::new(code, message);
     let (Some(expires_raw), Some(given)) = (expires, signature_hex) else {
-        return Err(forbidden("invalid_signature", "this image URL is not signed"));
+        return Err(forbidden(Code::InvalidSignature, "this image URL is not signed"));
     };
     let expires: u64 =
-        expires_raw.parse().map_err(|_| forbidden("invalid_signature", "this image URL's signature is invalid"))?;
+        expires_raw.parse().map_err(|_| forbidden(Code::InvalidSignature, "this image URL's signature is invalid"))?;
     let expected = signature(secret, image_id, expires);
     if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(forbidden("invalid_signature", "this image URL's signature is invalid"));
+        return Err(forbidden(Code::InvalidSignature, "this image URL's signature is invalid"));
     }
     if expires <= now_secs {
-        return Err(forbidden("url_expired", "this image URL has expired; fetch the generation again for a fresh one"));
+        return Err(forbidden(
+            Code::UrlExpired,
+            "this image URL has expired; fetch the generation again for a fresh one",
+        ));
     }
     Ok(())
 }
@@ -131,9 +134,9 @@ pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images:
     });
     let results = futures_util::future::join_all(writes).await;
     if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
-        crate::log::error("r2 put failed", &err.to_string());
+        let cause = format!("r2 put failed: {err}");
         delete_all(bucket, &keys).await;
-        return Err(ApiError::new(500, ErrorType::ApiError, "storage_failed", "the image could not be stored"));
+        return Err(ApiError::new(Code::StorageFailed, "the image could not be stored").caused_by(cause));
     }
     Ok(keys)
 }
@@ -198,7 +201,7 @@ mod tests {
         let sig = signature(SECRET, id, 2_000);
         assert!(verify_signature(SECRET, id, Some("2000"), Some(&sig), 1_999).is_ok());
         let expired = verify_signature(SECRET, id, Some("2000"), Some(&sig), 2_000).unwrap_err();
-        assert_eq!((expired.status, expired.code), (403, "url_expired"));
+        assert_eq!((expired.status(), expired.code.as_str()), (403, "url_expired"));
     }
 
     #[test]
@@ -214,7 +217,7 @@ mod tests {
         ];
         for (id, expires, given) in cases {
             let err = verify_signature(SECRET, id, expires, given, 1_000).unwrap_err();
-            assert_eq!((err.status, err.code), (403, "invalid_signature"), "{id} {expires:?} {given:?}");
+            assert_eq!((err.status(), err.code.as_str()), (403, "invalid_signature"), "{id} {expires:?} {given:?}");
         }
         let other_secret = signature("another-secret-another-secret-xx", "gen_abc_0", 2_000);
         assert!(verify_signature(SECRET, "gen_abc_0", Some("2000"), Some(&other_secret), 1_000).is_err());

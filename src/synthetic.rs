@@ -261,4 +261,16 @@ mod tests {
             assert!(r * r <= n && (r + 1) * (r + 1) > n, "{n}");
         }
     }
+
+    #[test]
+    fn an_independent_decoder_reads_the_images() {
+        let spec = SyntheticSpec { prompt: "a banana", width: 640, height: 480, artistic: true, index: 1 };
+        let png = render_png(&spec);
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png.as_slice())).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width, info.height, info.color_type), (640, 480, png::ColorType::Rgb));
+        pixels.truncate(info.buffer_size());
+        assert!(pixels.chunks(3).any(|p| p != &pixels[..3]), "not a blank image");
+    }
 }

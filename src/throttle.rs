@@ -6,28 +6,74 @@
 //! attempts cannot get past the limit. Rows leave the window as it slides; a successful
 //! login removes its own row, so only failures count against an email.
 
-use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::db::{self, Batch, BatchResults, Db, Slot};
+use crate::error::{ApiError, ApiResult, Code};
 use serde::Deserialize;
 use worker::D1PreparedStatement;
 
+/// What is being throttled, and so whose attempts a window counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Failed logins, per email.
+    Login,
+    /// Registrations, per client IP.
+    Register,
+}
+
+impl Scope {
+    /// The `auth_throttle.scope` value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Login => "login",
+            Scope::Register => "register",
+        }
+    }
+
+    fn refusal(self) -> (Code, &'static str) {
+        match self {
+            Scope::Login => (Code::TooManyLoginAttempts, "too many failed logins for this email; try again later"),
+            Scope::Register => {
+                (Code::TooManyRegistrations, "too many registrations from this address; try again later")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    pub scope: &'static str,
+    pub scope: Scope,
     pub max: u32,
     pub window_ms: u64,
 }
 
-/// The statements that take one attempt: prune what has left the window, insert an attempt
-/// if there is room (RETURNING its id), and read the oldest attempt left (for Retry-After).
-/// Run them first in a batch; `outcome` reads their results.
-pub fn take(db: &Db, window: Window, subject: &str, now_ms: u64) -> ApiResult<Vec<D1PreparedStatement>> {
+#[derive(Deserialize)]
+pub struct Taken {
+    id: i64,
+}
+
+#[derive(Deserialize)]
+pub struct Oldest {
+    oldest: Option<i64>,
+}
+
+/// One attempt's statements in a batch, to read back with [`outcome`].
+pub struct Attempt {
+    taken: Slot<Taken>,
+    oldest: Slot<Oldest>,
+}
+
+/// Adds the statements that take one attempt to `batch`: prune what has left the window,
+/// insert an attempt if there is room (RETURNING its id), and read the oldest attempt left
+/// (for Retry-After).
+pub fn take(batch: &mut Batch, db: &Db, window: Window, subject: &str, now_ms: u64) -> ApiResult<Attempt> {
     let cutoff = now_ms.saturating_sub(window.window_ms) as i64;
-    let scope = db::text(window.scope);
+    let scope = db::text(window.scope.as_str());
     let subject = db::text(subject);
-    Ok(vec![
+    batch.push::<()>(
         db.prepare("DELETE FROM auth_throttle WHERE scope = ?1 AND created_at_ms <= ?2")
             .bind(&[scope.clone(), db::int(cutoff)])?,
+    );
+    let taken = batch.push(
         db.prepare(
             "INSERT INTO auth_throttle (scope, subject, created_at_ms)
              SELECT ?1, ?2, ?3
@@ -35,27 +81,21 @@ pub fn take(db: &Db, window: Window, subject: &str, now_ms: u64) -> ApiResult<Ve
              RETURNING id",
         )
         .bind(&[scope.clone(), subject.clone(), db::int(now_ms as i64), db::int(window.max.into())])?,
+    );
+    let oldest = batch.push(
         db.prepare("SELECT MIN(created_at_ms) AS oldest FROM auth_throttle WHERE scope = ?1 AND subject = ?2")
             .bind(&[scope, subject])?,
-    ])
+    );
+    Ok(Attempt { taken, oldest })
 }
 
 /// The attempt's id, or 429 with `Retry-After` until the oldest attempt leaves the window.
-pub fn outcome(results: &[worker::D1Result], window: Window, now_ms: u64) -> ApiResult<i64> {
-    #[derive(Deserialize)]
-    struct Taken {
-        id: i64,
+pub fn outcome(results: &BatchResults, attempt: Attempt, window: Window, now_ms: u64) -> ApiResult<i64> {
+    if let Some(taken) = results.first(attempt.taken)? {
+        return Ok(taken.id);
     }
-    #[derive(Deserialize)]
-    struct Oldest {
-        oldest: Option<i64>,
-    }
-    let taken: Vec<Taken> = db::rows(results, 1)?;
-    if let Some(attempt) = taken.first() {
-        return Ok(attempt.id);
-    }
-    let oldest: Vec<Oldest> = db::rows(results, 2)?;
-    let oldest_ms = oldest.first().and_then(|o| o.oldest).map_or(now_ms, |ms| ms.max(0) as u64);
+    let oldest = results.first(attempt.oldest)?;
+    let oldest_ms = oldest.and_then(|o| o.oldest).map_or(now_ms, |ms| ms.max(0) as u64);
     Err(refused(window, retry_after_secs(oldest_ms, window.window_ms, now_ms)))
 }
 
@@ -64,11 +104,8 @@ pub fn retry_after_secs(oldest_ms: u64, window_ms: u64, now_ms: u64) -> u64 {
 }
 
 fn refused(window: Window, retry_after: u64) -> ApiError {
-    let (code, message) = match window.scope {
-        "login" => ("too_many_login_attempts", "too many failed logins for this email; try again later"),
-        _ => ("too_many_registrations", "too many registrations from this address; try again later"),
-    };
-    ApiError::new(429, ErrorType::RateLimitError, code, message).with_header("retry-after", retry_after.to_string())
+    let (code, message) = window.scope.refusal();
+    ApiError::new(code, message).with_header("retry-after", retry_after.to_string())
 }
 
 /// Removes an attempt from the window (a login that succeeded).
@@ -89,11 +126,11 @@ mod tests {
 
     #[test]
     fn refusals_name_what_was_throttled() {
-        let login = Window { scope: "login", max: 5, window_ms: 1 };
+        let login = Window { scope: Scope::Login, max: 5, window_ms: 1 };
         let err = refused(login, 42);
-        assert_eq!((err.status, err.code), (429, "too_many_login_attempts"));
+        assert_eq!((err.status(), err.code.as_str()), (429, "too_many_login_attempts"));
         assert_eq!(err.headers, vec![("retry-after", "42".to_string())]);
-        let register = Window { scope: "register", max: 5, window_ms: 1 };
-        assert_eq!(refused(register, 1).code, "too_many_registrations");
+        let register = Window { scope: Scope::Register, max: 5, window_ms: 1 };
+        assert_eq!(refused(register, 1).code, Code::TooManyRegistrations);
     }
 }

@@ -3,8 +3,9 @@
 //! read-modify-write, so concurrent requests can neither exceed a quota nor lose a count.
 
 use crate::auth;
-use crate::db::{self, D1ResultExt, Db};
-use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::auth::KeyMode;
+use crate::db::{self, Batch, D1ResultExt, Db};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
 use crate::time::{date_from_millis, millis_from_date, MILLIS_PER_DAY};
 use serde::{Deserialize, Serialize};
@@ -57,10 +58,7 @@ pub fn release_abandoned(db: &Db, cutoff: &str) -> ApiResult<D1PreparedStatement
 /// 429 for a request that would pass today's quota: retry after the next UTC midnight.
 pub fn quota_exceeded(quota: u32, used: u32, n: u32, now_ms: u64) -> ApiError {
     let remaining = quota.saturating_sub(used);
-    ApiError::new(
-        429,
-        ErrorType::RateLimitError,
-        "daily_quota_exceeded",
+    ApiError::new(Code::DailyQuotaExceeded,
         format!("this key's daily quota of {quota} images is used up ({remaining} left, {n} requested); it resets at 00:00 UTC"),
     )
     .with_header("retry-after", crate::time::seconds_until_next_utc_midnight(now_ms).to_string())
@@ -107,7 +105,7 @@ struct KeyRow {
     id: String,
     name: String,
     prefix: String,
-    mode: String,
+    mode: KeyMode,
     is_active: i64,
     daily_image_quota: Option<i64>,
     images_today: i64,
@@ -121,23 +119,55 @@ struct DayRow {
 }
 
 #[derive(Serialize)]
-struct Day {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct Day {
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
     date: String,
     images: i64,
 }
 
 #[derive(Serialize)]
-struct KeyUsage {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct KeyUsage {
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
     api_key_id: String,
     name: String,
     prefix: String,
-    mode: String,
+    mode: KeyMode,
     is_active: bool,
     daily_image_quota: i64,
     images_today: i64,
     remaining_today: i64,
+    /// Images over the whole range.
     total_images: i64,
+    /// One entry per day of the range, oldest first, zeros included.
     days: Vec<Day>,
+}
+
+/// `object: "usage"`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum UsageObject {
+    Usage,
+}
+
+/// `GET /v1/usage`.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct UsageReport {
+    object: UsageObject,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+    from: String,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+    to: String,
+    /// Today's UTC date, whose counts `images_today` and `remaining_today` give.
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+    today: String,
+    data: Vec<KeyUsage>,
 }
 
 /// `GET /v1/usage`: images per key per UTC day over `from..=to`, with each key's quota
@@ -152,24 +182,27 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
     // Keys in scope: the caller's key, or every key of the account.
     let scope = "(k.user_id = ?1 AND (?2 IS NULL OR k.id = ?2))";
     let bind_scope = [db::text(caller.user_id()), db::opt_text(caller.key_id())];
-    let keys_query = db
-        .prepare(&format!(
+    let mut batch = Batch::new();
+    let keys_query = batch.push::<KeyRow>(
+        db.prepare(&format!(
             "SELECT k.id, k.name, k.prefix, k.mode, k.is_active, k.daily_image_quota,
                     COALESCE(u.image_count, 0) AS images_today
              FROM api_keys k LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?3
              WHERE {scope} ORDER BY k.created_at DESC, k.id DESC"
         ))
-        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&today)])?;
-    let days_query = db
-        .prepare(&format!(
+        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&today)])?,
+    );
+    let days_query = batch.push::<DayRow>(
+        db.prepare(&format!(
             "SELECT u.api_key_id, u.usage_date, u.image_count
              FROM usage u JOIN api_keys k ON k.id = u.api_key_id
              WHERE {scope} AND u.usage_date BETWEEN ?3 AND ?4"
         ))
-        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?;
-    let results = db.batch(vec![keys_query, days_query]).await.or_internal()?;
-    let keys: Vec<KeyRow> = db::rows(&results, 0)?;
-    let counted: Vec<DayRow> = db::rows(&results, 1)?;
+        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?,
+    );
+    let results = db.batch(batch).await.or_internal()?;
+    let keys = results.rows(keys_query)?;
+    let counted = results.rows(days_query)?;
 
     let data: Vec<KeyUsage> = keys
         .into_iter()
@@ -200,10 +233,7 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
             }
         })
         .collect();
-    http::json(
-        200,
-        &serde_json::json!({"object": "usage", "from": range.from, "to": range.to, "today": today, "data": data}),
-    )
+    http::json(200, &UsageReport { object: UsageObject::Usage, from: range.from, to: range.to, today, data })
 }
 
 #[cfg(test)]
@@ -238,7 +268,7 @@ mod tests {
             (Some("2024-01-01"), Some("2026-01-01"), "from"),
         ] {
             let err = parse_range(from, to, now).unwrap_err();
-            assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some(param)));
+            assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (400, "invalid_value", Some(param)));
         }
         assert!(parse_range(Some("2025-11-23"), Some("2026-11-23"), now).is_ok(), "366 days is allowed");
     }
@@ -247,7 +277,7 @@ mod tests {
     fn quota_error_says_when_to_come_back() {
         let midnight = crate::time::millis_from_date("2026-11-24").unwrap();
         let err = quota_exceeded(10, 9, 2, midnight - 90_000);
-        assert_eq!((err.status, err.code), (429, "daily_quota_exceeded"));
+        assert_eq!((err.status(), err.code.as_str()), (429, "daily_quota_exceeded"));
         assert!(err.headers.contains(&("retry-after", "90".to_string())));
         assert!(err.headers.contains(&("x-should-retry", "false".to_string())));
         assert!(err.headers.contains(&("x-quota-remaining-images", "1".to_string())));

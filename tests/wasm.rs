@@ -5,7 +5,8 @@
 // Test code: a failed unwrap is a failed test (clippy does not see wasm_bindgen_test as #[test]).
 #![allow(clippy::unwrap_used)]
 
-use nanobanana::accounts::{password, token};
+use nanobanana::accounts::password;
+use nanobanana::auth::token;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 #[wasm_bindgen_test]
@@ -39,7 +40,7 @@ fn tokens_round_trip_in_wasm() {
     let now = nanobanana::time::now_millis() / 1000;
     let issued = token::issue(secret, "user-1", now).unwrap();
     assert_eq!(token::verify(secret, &issued.token, now).unwrap(), "user-1");
-    assert_eq!(token::verify(secret, &issued.token, now + 8 * 86_400).unwrap_err().code, "token_expired");
+    assert_eq!(token::verify(secret, &issued.token, now + 8 * 86_400).unwrap_err().code.as_str(), "token_expired");
 }
 
 #[wasm_bindgen_test]

@@ -1,6 +1,6 @@
 //! `Email`: trimmed, lower-cased and checked once, then trusted everywhere.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -10,7 +10,7 @@ impl Email {
     /// digits and hyphens, and the RFC 5321 lengths (64 local, 254 total).
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
         let email = raw.trim().to_lowercase();
-        let invalid = || ApiError::validation("invalid_email", "email", "email must be a valid email address");
+        let invalid = || ApiError::validation(Code::InvalidEmail, "email", "email must be a valid email address");
         if email.is_empty() || email.len() > 254 {
             return Err(invalid());
         }
@@ -76,7 +76,11 @@ mod tests {
             "<script>@x.com",
         ] {
             let err = Email::parse(bad).unwrap_err();
-            assert_eq!((err.status, err.code, err.param.as_deref()), (422, "invalid_email", Some("email")), "{bad:?}");
+            assert_eq!(
+                (err.status(), err.code.as_str(), err.param.as_deref()),
+                (422, "invalid_email", Some("email")),
+                "{bad:?}"
+            );
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert!(Email::parse(&long_local).is_err());

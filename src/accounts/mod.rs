@@ -2,11 +2,11 @@
 
 pub mod email;
 pub mod password;
-pub mod token;
 
-use crate::auth;
-use crate::db::{self, D1ResultExt};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::{self, token, token::TokenType};
+use crate::body::JsonObject;
+use crate::db::{self, Batch, D1ResultExt};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
 use crate::throttle;
 use email::Email;
@@ -15,24 +15,34 @@ use serde::{Deserialize, Serialize};
 use worker::{Request, Response};
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct User {
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
     pub id: String,
     pub email: String,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
     pub created_at: String,
 }
 
 #[derive(Serialize)]
-struct RegisterResponse {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct RegisterResponse {
     user: User,
     access_token: String,
-    token_type: &'static str,
+    token_type: TokenType,
+    /// Seconds until the access token expires.
     expires_in: u64,
 }
 
 #[derive(Serialize)]
-struct LoginResponse {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct LoginResponse {
     access_token: String,
-    token_type: &'static str,
+    token_type: TokenType,
+    /// Seconds until the access token expires.
     expires_in: u64,
 }
 
@@ -46,13 +56,15 @@ pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Respo
     // Registrations per client IP, counted before the bcrypt work.
     let db = rc.db()?;
     let window = throttle::Window {
-        scope: "register",
+        scope: throttle::Scope::Register,
         max: rc.config.register_max_per_ip,
         window_ms: rc.config.register_window_seconds * 1000,
     };
     let client = http::header(req, "cf-connecting-ip").unwrap_or_else(|| "unknown".to_string());
-    let taken = db.batch(throttle::take(&db, window, &client, rc.now_ms)?).await.or_internal()?;
-    throttle::outcome(&taken, window, rc.now_ms)?;
+    let mut batch = Batch::new();
+    let attempt = throttle::take(&mut batch, &db, window, &client, rc.now_ms)?;
+    let results = db.batch(batch).await.or_internal()?;
+    throttle::outcome(&results, attempt, window, rc.now_ms)?;
 
     let password_hash = password.hash(rc.config.bcrypt_cost)?;
     let user = User {
@@ -65,23 +77,43 @@ pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Respo
         .prepare("INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
         .bind(&[db::text(&user.id), db::text(&user.email), db::text(&password_hash), db::text(&user.created_at)])?;
     db.run(insert).await.on_unique(|| {
-        ApiError::conflict("email_taken", "an account with this email already exists").with_param("email")
+        ApiError::new(Code::EmailTaken, "an account with this email already exists").with_param("email")
     })?;
 
     let issued = token::issue(secret, &user.id, rc.now_ms / 1000)?;
     http::json(
         201,
-        &RegisterResponse { user, access_token: issued.token, token_type: "bearer", expires_in: issued.expires_in },
+        &RegisterResponse {
+            user,
+            access_token: issued.token,
+            token_type: TokenType::Bearer,
+            expires_in: issued.expires_in,
+        },
     )
 }
 
 /// `{email, password}`, both required strings, nothing else.
 async fn read_credentials(req: &mut Request) -> ApiResult<(String, String)> {
-    let mut body = http::json_body(req).await?;
-    let email = body.required_str("email", "email_required")?;
-    let password = body.required_str("password", "password_required")?;
+    credentials(http::json_body(req).await?)
+}
+
+pub(crate) fn credentials(mut body: JsonObject) -> ApiResult<(String, String)> {
+    let email = body.required_str("email", Code::EmailRequired)?;
+    let password = body.required_str("password", Code::PasswordRequired)?;
     body.finish()?;
     Ok((email, password))
+}
+
+/// The body of `POST /v1/auth/register` and `/v1/auth/login`, as documented.
+#[cfg(test)]
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "Credentials", deny_unknown_fields)]
+pub struct CredentialsRequest {
+    #[schemars(email)]
+    pub email: String,
+    /// 8 to 72 bytes.
+    #[schemars(length(min = 8))]
+    pub password: String,
 }
 
 #[derive(Deserialize)]
@@ -100,28 +132,34 @@ pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response
     // One round trip: take a login attempt for this email and look the user up.
     let db = rc.db()?;
     let window = throttle::Window {
-        scope: "login",
+        scope: throttle::Scope::Login,
         max: rc.config.login_max_failures,
         window_ms: rc.config.login_window_seconds * 1000,
     };
-    let mut statements = throttle::take(&db, window, &email, rc.now_ms)?;
-    statements.push(db.prepare("SELECT id, password_hash FROM users WHERE email = ?1").bind(&[db::text(&email)])?);
-    let results = db.batch(statements).await.or_internal()?;
-    let attempt = throttle::outcome(&results, window, rc.now_ms)?;
-    let found: Option<Credentials> = db::rows(&results, 3)?.into_iter().next();
+    let mut batch = Batch::new();
+    let attempt = throttle::take(&mut batch, &db, window, &email, rc.now_ms)?;
+    let user_slot = batch.push::<Credentials>(
+        db.prepare("SELECT id, password_hash FROM users WHERE email = ?1").bind(&[db::text(&email)])?,
+    );
+    let results = db.batch(batch).await.or_internal()?;
+    let attempt = throttle::outcome(&results, attempt, window, rc.now_ms)?;
+    let found = results.first(user_slot)?;
 
     let stored_hash = found.as_ref().map(|c| c.password_hash.as_str());
     let ok = password::verify(&password_raw, stored_hash, rc.config.bcrypt_cost);
     let user = match found {
         Some(user) if ok => user,
         // The attempt stays in the window: it counts as a failure for this email.
-        _ => return Err(ApiError::unauthorized("invalid_credentials", "incorrect email or password")),
+        _ => return Err(ApiError::new(Code::InvalidCredentials, "incorrect email or password")),
     };
     // A successful login does not count against the email.
     db.run(throttle::forget(&db, attempt)?).await.or_internal()?;
 
     let issued = token::issue(secret, &user.id, rc.now_ms / 1000)?;
-    http::json(200, &LoginResponse { access_token: issued.token, token_type: "bearer", expires_in: issued.expires_in })
+    http::json(
+        200,
+        &LoginResponse { access_token: issued.token, token_type: TokenType::Bearer, expires_in: issued.expires_in },
+    )
 }
 
 /// `GET /v1/auth/me`: the account behind the token. A token for a deleted user is 401.
@@ -133,6 +171,6 @@ pub async fn me(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
         .await?;
     match user {
         Some(user) => http::json(200, &user),
-        None => Err(ApiError::unauthorized("invalid_token", "the access token is invalid")),
+        None => Err(ApiError::new(Code::InvalidToken, "the access token is invalid")),
     }
 }

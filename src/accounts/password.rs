@@ -3,7 +3,7 @@
 //! bcrypt ignores every byte past the 72nd, so a longer password is refused (422) rather
 //! than silently truncated: two passwords sharing 72 bytes must not both work.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 pub const MIN_BYTES: usize = 8;
 pub const MAX_BYTES: usize = 72;
@@ -20,14 +20,14 @@ impl Password {
     pub fn parse(raw: String) -> Result<Password, ApiError> {
         if raw.len() < MIN_BYTES {
             return Err(ApiError::validation(
-                "password_too_short",
+                Code::PasswordTooShort,
                 "password",
                 format!("password must be at least {MIN_BYTES} bytes"),
             ));
         }
         if raw.len() > MAX_BYTES {
             return Err(ApiError::validation(
-                "password_too_long",
+                Code::PasswordTooLong,
                 "password",
                 format!("password must be at most {MAX_BYTES} bytes"),
             ));
@@ -36,10 +36,7 @@ impl Password {
     }
 
     pub fn hash(&self, cost: u32) -> Result<String, ApiError> {
-        bcrypt::hash(self.0.as_bytes(), cost).map_err(|err| {
-            crate::log::error("bcrypt hash failed", &err.to_string());
-            ApiError::internal()
-        })
+        bcrypt::hash(self.0.as_bytes(), cost).map_err(|err| ApiError::internal(format!("bcrypt hash failed: {err}")))
     }
 }
 
@@ -73,12 +70,12 @@ mod tests {
 
     #[test]
     fn length_bounds_are_bytes_not_chars() {
-        assert_eq!(Password::parse("1234567".into()).unwrap_err().code, "password_too_short");
+        assert_eq!(Password::parse("1234567".into()).unwrap_err().code.as_str(), "password_too_short");
         assert!(Password::parse("12345678".into()).is_ok());
         assert!(Password::parse("x".repeat(72)).is_ok());
-        assert_eq!(Password::parse("x".repeat(73)).unwrap_err().code, "password_too_long");
+        assert_eq!(Password::parse("x".repeat(73)).unwrap_err().code.as_str(), "password_too_long");
         // 19 four-byte characters = 76 bytes: too long although only 19 chars.
-        assert_eq!(Password::parse("😀".repeat(19)).unwrap_err().code, "password_too_long");
+        assert_eq!(Password::parse("😀".repeat(19)).unwrap_err().code.as_str(), "password_too_long");
     }
 
     #[test]

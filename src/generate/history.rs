@@ -2,12 +2,13 @@
 //! first, with cursor pagination and fresh image URLs. An account sees every key's
 //! generations; an API key sees its own. Anyone else's generation is 404.
 
+use super::{GenerationObject, Style};
 use crate::auth;
-use crate::db::{self, D1ResultExt};
-use crate::error::{ApiError, ApiResult};
-use crate::http::{self, RequestContext};
+use crate::db::{self, Batch, D1ResultExt};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::http::{self, ListObject, RequestContext};
 use crate::storage;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use worker::{Request, Response};
 
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -22,11 +23,11 @@ const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 struct Row {
     id: String,
     api_key_id: String,
-    status: String,
+    status: Status,
     prompt: String,
     model: String,
     size: String,
-    style: String,
+    style: Style,
     n: i64,
     object_keys: Option<String>,
     mime_type: Option<String>,
@@ -38,12 +39,76 @@ struct Row {
 pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
     let Some(raw) = raw else { return Ok(DEFAULT_LIMIT) };
     let limit: u32 =
-        raw.parse().map_err(|_| ApiError::validation("invalid_type", "limit", "limit must be an integer"))?;
+        raw.parse().map_err(|_| ApiError::validation(Code::InvalidType, "limit", "limit must be an integer"))?;
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::validation("out_of_range", "limit", format!("limit must be from 1 to {MAX_LIMIT}")))
+        Err(ApiError::validation(Code::OutOfRange, "limit", format!("limit must be from 1 to {MAX_LIMIT}")))
     }
+}
+
+/// `GET /v1/generations`: a page of history.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct GenerationList {
+    object: ListObject,
+    data: Vec<GenerationRecord>,
+    /// True when older generations follow; pass `last_id` as `starting_after` for them.
+    has_more: bool,
+    first_id: Option<String>,
+    last_id: Option<String>,
+}
+
+/// A generation as history shows it, with image URLs signed now.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct GenerationRecord {
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::generation_id"))]
+    id: String,
+    object: GenerationObject,
+    status: Status,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
+    api_key_id: String,
+    prompt: String,
+    model: String,
+    #[cfg_attr(test, schemars(schema_with = "super::request::size_schema"))]
+    size: String,
+    style: Style,
+    n: i64,
+    /// The first image's URL, or null when none is stored.
+    url: Option<String>,
+    images: Vec<HistoryImage>,
+    /// Why a failed generation failed (the error envelope's `code`).
+    error: Option<Failure>,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
+    created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct HistoryImage {
+    url: String,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::image_mime_type"))]
+    mime_type: String,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct Failure {
+    code: String,
 }
 
 pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
@@ -53,47 +118,56 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
 
     let db = rc.db()?;
     let scope = [db::text(caller.user_id()), db::opt_text(caller.key_id())];
+    let mut batch = Batch::new();
     // Rows strictly after the cursor in (created_at DESC, id DESC) order.
-    let page = db
-        .prepare(&format!(
+    let page = batch.push::<Row>(
+        db.prepare(&format!(
             "SELECT {COLUMNS} FROM generations
              WHERE {VISIBLE}
                AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM generations WHERE id = ?3))
              ORDER BY created_at DESC, id DESC LIMIT ?4"
         ))
-        .bind(&[scope[0].clone(), scope[1].clone(), db::opt_text(cursor.as_deref()), db::int(i64::from(limit) + 1)])?;
-    let cursor_check = db
-        .prepare(&format!("SELECT COUNT(*) AS found FROM generations WHERE {VISIBLE} AND id = ?3"))
-        .bind(&[scope[0].clone(), scope[1].clone(), db::opt_text(cursor.as_deref())])?;
-    let results = db.batch(vec![page, cursor_check]).await.or_internal()?;
-    if cursor.is_some() {
-        #[derive(Deserialize)]
-        struct Found {
-            found: i64,
-        }
-        let found: Vec<Found> = db::rows(&results, 1)?;
-        if found.first().is_none_or(|f| f.found == 0) {
-            return Err(ApiError::invalid_value(
-                "starting_after",
-                "starting_after must be the id of one of your generations",
-            ));
-        }
+        .bind(&[
+            scope[0].clone(),
+            scope[1].clone(),
+            db::opt_text(cursor.as_deref()),
+            db::int(i64::from(limit) + 1),
+        ])?,
+    );
+    let cursor_check = batch.push::<Found>(
+        db.prepare(&format!("SELECT COUNT(*) AS found FROM generations WHERE {VISIBLE} AND id = ?3")).bind(&[
+            scope[0].clone(),
+            scope[1].clone(),
+            db::opt_text(cursor.as_deref()),
+        ])?,
+    );
+    let results = db.batch(batch).await.or_internal()?;
+    if cursor.is_some() && results.first(cursor_check)?.is_none_or(|f| f.found == 0) {
+        return Err(ApiError::invalid_value(
+            "starting_after",
+            "starting_after must be the id of one of your generations",
+        ));
     }
-    let mut rows: Vec<Row> = db::rows(&results, 0)?;
+    let mut rows = results.rows(page)?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let origin = super::origin(req)?;
-    let data = rows.iter().map(|row| item(rc, &origin, row)).collect::<ApiResult<Vec<_>>>()?;
+    let origin = http::origin(req)?;
+    let data = rows.into_iter().map(|row| record(rc, &origin, row)).collect::<ApiResult<Vec<_>>>()?;
     http::json(
         200,
-        &serde_json::json!({
-            "object": "list",
-            "data": data,
-            "has_more": has_more,
-            "first_id": rows.first().map(|r| r.id.clone()),
-            "last_id": rows.last().map(|r| r.id.clone()),
-        }),
+        &GenerationList {
+            object: ListObject::List,
+            has_more,
+            first_id: data.first().map(|r| r.id.clone()),
+            last_id: data.last().map(|r| r.id.clone()),
+            data,
+        },
     )
+}
+
+#[derive(Deserialize)]
+struct Found {
+    found: i64,
 }
 
 pub async fn get(req: &mut Request, rc: &RequestContext, id: &str) -> ApiResult<Response> {
@@ -105,37 +179,37 @@ pub async fn get(req: &mut Request, rc: &RequestContext, id: &str) -> ApiResult<
         db::text(id),
     ])?;
     let row: Row = db.first(statement).await?.ok_or_else(|| ApiError::not_found("no generation with this id"))?;
-    http::json(200, &item(rc, &super::origin(req)?, &row)?)
+    http::json(200, &record(rc, &http::origin(req)?, row)?)
 }
 
-/// One history item, with image URLs signed now.
-fn item(rc: &RequestContext, origin: &str, row: &Row) -> ApiResult<serde_json::Value> {
+/// One history record, with image URLs signed now.
+fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRecord> {
     let stored: Vec<String> =
         row.object_keys.as_deref().and_then(|keys| serde_json::from_str(keys).ok()).unwrap_or_default();
-    let mime_type = row.mime_type.clone().unwrap_or_else(|| "image/png".into());
+    let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let images = (0..stored.len())
         .map(|index| {
-            Ok(serde_json::json!({
-                "url": storage::stored_image_url(rc, origin, &row.id, index)?,
-                "mime_type": mime_type,
-            }))
+            Ok(HistoryImage {
+                url: storage::stored_image_url(rc, origin, &row.id, index)?,
+                mime_type: mime_type.clone(),
+            })
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(serde_json::json!({
-        "id": row.id,
-        "object": "generation",
-        "status": row.status,
-        "api_key_id": row.api_key_id,
-        "prompt": row.prompt,
-        "model": row.model,
-        "size": row.size,
-        "style": row.style,
-        "n": row.n,
-        "url": images.first().and_then(|image| image.get("url").cloned()),
-        "images": images,
-        "error": row.error_code.as_ref().map(|code| serde_json::json!({"code": code})),
-        "created_at": row.created_at,
-    }))
+    Ok(GenerationRecord {
+        url: images.first().map(|image| image.url.clone()),
+        images,
+        id: row.id,
+        object: GenerationObject::Generation,
+        status: row.status,
+        api_key_id: row.api_key_id,
+        prompt: row.prompt,
+        model: row.model,
+        size: row.size,
+        style: row.style,
+        n: row.n,
+        error: row.error_code.map(|code| Failure { code }),
+        created_at: row.created_at,
+    })
 }
 
 #[cfg(test)]
@@ -147,9 +221,9 @@ mod tests {
         assert_eq!(parse_limit(None).unwrap(), 20);
         assert_eq!(parse_limit(Some("1")).unwrap(), 1);
         assert_eq!(parse_limit(Some("100")).unwrap(), 100);
-        assert_eq!(parse_limit(Some("0")).unwrap_err().code, "out_of_range");
-        assert_eq!(parse_limit(Some("101")).unwrap_err().code, "out_of_range");
-        assert_eq!(parse_limit(Some("ten")).unwrap_err().code, "invalid_type");
+        assert_eq!(parse_limit(Some("0")).unwrap_err().code.as_str(), "out_of_range");
+        assert_eq!(parse_limit(Some("101")).unwrap_err().code.as_str(), "out_of_range");
+        assert_eq!(parse_limit(Some("ten")).unwrap_err().code.as_str(), "invalid_type");
         assert_eq!(parse_limit(Some("-1")).unwrap_err().param.as_deref(), Some("limit"));
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::body::JsonObject;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 
 pub const MAX_PROMPT_CHARS: usize = 4000;
 pub const MAX_IMAGES: u32 = 4;
@@ -42,7 +42,9 @@ impl ImageSize {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum Style {
     Natural,
     Artistic,
@@ -66,6 +68,8 @@ impl Style {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(rename_all = "snake_case"))]
 pub enum ResponseFormat {
     Url,
     B64Json,
@@ -90,7 +94,7 @@ pub struct GenerationRequest {
 
 impl GenerationRequest {
     pub fn parse(mut body: JsonObject, config: &Config, shape: Shape) -> ApiResult<GenerationRequest> {
-        let prompt = parse_prompt(&body.required_str("prompt", "prompt_required")?)?;
+        let prompt = parse_prompt(&body.required_str("prompt", Code::PromptRequired)?)?;
         let size = match body.optional_str("size")? {
             None => &SIZES[0],
             Some(size) if shape == Shape::OpenAi && size == "auto" => &SIZES[0],
@@ -131,7 +135,7 @@ impl GenerationRequest {
             for hint in ["user", "quality", "moderation"] {
                 body.ignore(hint);
             }
-            body.finish_with_status(400)?;
+            body.finish_with(Code::UnknownParameterOpenAi)?;
         } else {
             body.finish()?;
         }
@@ -144,6 +148,112 @@ impl GenerationRequest {
     }
 }
 
+#[cfg(test)]
+pub use doc_schemas::*;
+
+/// Schemas of the request values, for the OpenAPI document.
+#[cfg(test)]
+mod doc_schemas {
+    use super::SIZES;
+
+    /// One of the documented output sizes.
+    pub fn size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let sizes: Vec<String> = SIZES.iter().map(|s| s.label()).collect();
+        schemars::json_schema!({"type": "string", "enum": sizes})
+    }
+
+    /// A request's `size`: one of the documented sizes.
+    pub struct Size;
+
+    impl schemars::JsonSchema for Size {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "Size".into()
+        }
+
+        fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            size_schema(generator)
+        }
+    }
+
+    /// OpenAI's `size`: a documented size, or `auto` (the default size).
+    pub struct OpenAiSize;
+
+    impl schemars::JsonSchema for OpenAiSize {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "OpenAISize".into()
+        }
+
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            let mut sizes: Vec<String> = SIZES.iter().map(|s| s.label()).collect();
+            sizes.push("auto".into());
+            schemars::json_schema!({"type": "string", "enum": sizes})
+        }
+    }
+
+    /// OpenAI's `style`: `vivid` is OpenAI's name for `artistic`.
+    pub struct OpenAiStyle;
+
+    impl schemars::JsonSchema for OpenAiStyle {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "OpenAIStyle".into()
+        }
+
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::json_schema!({"type": "string", "enum": ["natural", "vivid", "artistic"]})
+        }
+    }
+}
+
+// The documented request bodies. `GenerationRequest::parse` is what runs; a test in
+// `openapi::document` holds these to it, both ways.
+
+/// The body of `POST /v1/generate`.
+#[cfg(test)]
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "GenerateRequest", deny_unknown_fields)]
+pub struct GenerateRequestDoc {
+    /// 1 to 4000 characters after trimming.
+    #[schemars(length(min = 1, max = 4000), pattern(r"\S"))]
+    pub prompt: String,
+    #[schemars(extend("default" = "1024x1024"))]
+    pub size: Option<Size>,
+    /// Appends a style instruction to the prompt sent upstream.
+    #[schemars(extend("default" = "natural"))]
+    pub style: Option<Style>,
+    #[schemars(range(min = 1, max = 4), extend("default" = 1))]
+    pub n: Option<u32>,
+    /// One of GEMINI_MODELS (the served document lists them); default GEMINI_MODEL.
+    pub model: Option<String>,
+    #[schemars(extend("default" = "url"))]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// The body of `POST /v1/images/generations`: OpenAI's Images API request.
+#[cfg(test)]
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "OpenAIImagesRequest", deny_unknown_fields)]
+pub struct OpenAiImagesRequestDoc {
+    /// 1 to 4000 characters after trimming.
+    #[schemars(length(min = 1, max = 4000), pattern(r"\S"))]
+    pub prompt: String,
+    #[schemars(range(min = 1, max = 4), extend("default" = 1))]
+    pub n: Option<u32>,
+    #[schemars(extend("default" = "auto"))]
+    pub size: Option<OpenAiSize>,
+    #[schemars(extend("default" = "natural"))]
+    pub style: Option<OpenAiStyle>,
+    /// One of GEMINI_MODELS; OpenAI names (dall-e-*, gpt-image-*) mean the default.
+    pub model: Option<String>,
+    #[schemars(extend("default" = "url"))]
+    pub response_format: Option<ResponseFormat>,
+    /// Accepted and ignored, as an optional hint.
+    pub user: Option<String>,
+    /// Accepted and ignored, as an optional hint.
+    pub quality: Option<String>,
+    /// Accepted and ignored, as an optional hint.
+    pub moderation: Option<String>,
+}
+
 fn is_openai_model(model: &str) -> bool {
     model.starts_with("dall-e-") || model.starts_with("gpt-image-")
 }
@@ -151,11 +261,11 @@ fn is_openai_model(model: &str) -> bool {
 fn parse_prompt(raw: &str) -> ApiResult<String> {
     let prompt = raw.trim();
     if prompt.is_empty() {
-        return Err(ApiError::validation("prompt_required", "prompt", "prompt must not be empty"));
+        return Err(ApiError::validation(Code::PromptRequired, "prompt", "prompt must not be empty"));
     }
     if prompt.chars().count() > MAX_PROMPT_CHARS {
         return Err(ApiError::validation(
-            "prompt_too_long",
+            Code::PromptTooLong,
             "prompt",
             format!("prompt must be at most {MAX_PROMPT_CHARS} characters"),
         ));
@@ -230,10 +340,10 @@ mod tests {
         ];
         for (raw, code, param) in cases {
             let err = parse(raw, Shape::Native).unwrap_err();
-            assert_eq!((err.status, err.code, err.param.as_deref()), (422, code, Some(param)), "{raw}");
+            assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (422, code, Some(param)), "{raw}");
         }
         let long = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4001));
-        assert_eq!(parse(&long, Shape::Native).unwrap_err().code, "prompt_too_long");
+        assert_eq!(parse(&long, Shape::Native).unwrap_err().code.as_str(), "prompt_too_long");
         assert!(parse(&format!(r#"{{"prompt": "{}"}}"#, "é".repeat(4000)), Shape::Native).is_ok());
     }
 
@@ -247,7 +357,11 @@ mod tests {
             (r#"{"prompt": "x", "response_format": "png"}"#, "response_format"),
         ] {
             let err = parse(raw, Shape::Native).unwrap_err();
-            assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some(param)), "{raw}");
+            assert_eq!(
+                (err.status(), err.code.as_str(), err.param.as_deref()),
+                (400, "invalid_value", Some(param)),
+                "{raw}"
+            );
         }
     }
 
@@ -271,6 +385,9 @@ mod tests {
             ("gemini-3.1-flash-image", Style::Artistic, "1024x1024".to_string(), ResponseFormat::B64Json)
         );
         let err = parse(r#"{"prompt": "x", "output_format": "webp"}"#, Shape::OpenAi).unwrap_err();
-        assert_eq!((err.status, err.code, err.param.as_deref()), (400, "unknown_parameter", Some("output_format")));
+        assert_eq!(
+            (err.status(), err.code.as_str(), err.param.as_deref()),
+            (400, "unknown_parameter", Some("output_format"))
+        );
     }
 }

@@ -1,35 +1,39 @@
-//! API keys: create, list, revoke (account routes), and authenticating a request by key.
-//! Owns the `api_keys` table.
+//! API keys: create, list and revoke (account routes). Owns the `api_keys` table;
+//! checking a key on a request is `auth`'s work.
 
-pub mod api_key;
-
-use crate::auth;
+use crate::auth::{self, ApiKey, KeyMode};
 use crate::db::{self, D1ResultExt};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, header, RequestContext};
 use crate::idempotency::{self, Begin, IdempotencyKey};
 use crate::time::{iso_from_millis, MILLIS_PER_DAY};
-pub use api_key::{ApiKey, KeyMode};
 use serde::{Deserialize, Serialize};
 use worker::{Request, Response};
 
 const DEFAULT_NAME: &str = "Default key";
 const MAX_NAME_CHARS: usize = 100;
-/// `last_used_at` is written at most this often per key, so a busy key is not a write per request.
-const LAST_USED_GRANULARITY_MS: u64 = 60_000;
 
 /// A key as listed: never the key, never its hash.
 #[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct KeyView {
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
     pub id: String,
     pub name: String,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::key_prefix"))]
     pub prefix: String,
-    pub mode: String,
+    pub mode: KeyMode,
     pub is_active: bool,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_timestamp"))]
     pub last_used_at: Option<String>,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_timestamp"))]
     pub expires_at: Option<String>,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_timestamp"))]
     pub revoked_at: Option<String>,
+    /// The key's own daily quota; null means the deployment's `DAILY_IMAGE_QUOTA`.
     pub daily_image_quota: Option<i64>,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
     pub created_at: String,
 }
 
@@ -38,7 +42,7 @@ struct KeyRow {
     id: String,
     name: String,
     prefix: String,
-    mode: String,
+    mode: KeyMode,
     is_active: i64,
     last_used_at: Option<String>,
     expires_at: Option<String>,
@@ -64,12 +68,25 @@ impl From<KeyRow> for KeyView {
     }
 }
 
+/// `POST /v1/keys`: the key as listed, plus the key itself.
 #[derive(Serialize)]
-struct CreatedKey {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct CreatedKey {
     #[serde(flatten)]
     view: KeyView,
     /// The full key. Shown here, once; only its hash is kept.
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::full_api_key"))]
     key: String,
+}
+
+/// `GET /v1/keys`.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct KeyList {
+    object: crate::http::ListObject,
+    data: Vec<KeyView>,
 }
 
 /// What `POST /v1/keys` asks for, validated.
@@ -98,12 +115,30 @@ impl NewKey {
     }
 }
 
+// Documented request body; a test in `openapi::document` holds it to `NewKey::parse`.
+/// The body of `POST /v1/keys`.
+#[cfg(test)]
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "KeyCreateRequest", deny_unknown_fields)]
+pub struct KeyCreateRequest {
+    #[schemars(length(min = 1, max = 100), extend("default" = "Default key"))]
+    pub name: Option<String>,
+    /// `test` keys never call Gemini and cost nothing.
+    #[schemars(extend("default" = "live"))]
+    pub mode: Option<KeyMode>,
+    #[schemars(range(min = 1, max = 3650))]
+    pub expires_in_days: Option<u32>,
+    /// Images per UTC day for this key; default `DAILY_IMAGE_QUOTA`.
+    #[schemars(range(min = 1, max = 100_000))]
+    pub daily_image_quota: Option<u32>,
+}
+
 fn parse_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::validation(
-            "invalid_name",
+            Code::InvalidName,
             "name",
             format!("name must be 1 to {MAX_NAME_CHARS} printable characters"),
         ));
@@ -127,20 +162,19 @@ pub async fn create(req: &mut Request, rc: &RequestContext) -> ApiResult<Respons
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(claim) => claim,
     };
-    let outcome = create_for(rc, &user_id, new_key).await.map(|(status, body)| (status, body.to_string()));
-    idempotency::finish(rc, claim, outcome.as_ref().map(|(status, text)| (*status, text.as_str()))).await;
-    let (status, text) = outcome?;
-    Ok(http::json_text(status, text)?)
+    let outcome = create_for(rc, &user_id, new_key).await.and_then(|created| http::to_json(&created));
+    idempotency::finish(rc, claim, outcome.as_ref().map(|text| (201, text.as_str()))).await;
+    Ok(http::json_text(201, outcome?)?)
 }
 
-/// Creates the key; returns the status and body of the response (idempotency stores them).
-pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> ApiResult<(u16, serde_json::Value)> {
+/// Creates the key and answers what the client sees once.
+pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> ApiResult<CreatedKey> {
     let key = ApiKey::generate(new_key.mode)?;
     let view = KeyView {
         id: crate::random::uuid_v4()?,
         name: new_key.name,
         prefix: key.prefix().to_string(),
-        mode: new_key.mode.as_str().to_string(),
+        mode: new_key.mode,
         is_active: true,
         last_used_at: None,
         expires_at: new_key.expires_in_days.map(|days| iso_from_millis(rc.now_ms + u64::from(days) * MILLIS_PER_DAY)),
@@ -160,15 +194,13 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
             db::text(&view.name),
             db::text(&key.hash()),
             db::text(&view.prefix),
-            db::text(&view.mode),
+            db::text(view.mode.as_str()),
             db::opt_int(view.daily_image_quota),
             db::opt_text(view.expires_at.as_deref()),
             db::text(&view.created_at),
         ])?;
     db.run(insert).await.or_internal()?;
-    let body =
-        serde_json::to_value(CreatedKey { view, key: key.reveal().to_string() }).map_err(|_| ApiError::internal())?;
-    Ok((201, body))
+    Ok(CreatedKey { view, key: key.reveal().to_string() })
 }
 
 /// `GET /v1/keys`: the caller's keys, newest first, revoked ones included.
@@ -184,7 +216,7 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
         )
         .await?;
     let data: Vec<KeyView> = rows.into_iter().map(KeyView::from).collect();
-    http::json(200, &serde_json::json!({ "object": "list", "data": data }))
+    http::json(200, &KeyList { object: crate::http::ListObject::List, data })
 }
 
 /// `DELETE /v1/keys/{id}`: revokes (soft delete). Revoking twice is still 204; a key that
@@ -202,94 +234,6 @@ pub async fn revoke(req: &mut Request, rc: &RequestContext, key_id: &str) -> Api
         0 => Err(ApiError::not_found("no API key with this id")),
         _ => http::no_content(),
     }
-}
-
-/// The key behind an API-key request, with what the request path needs about its owner
-/// and quota, resolved in one D1 round trip.
-#[derive(Debug, Clone)]
-pub struct KeyPrincipal {
-    pub key_id: String,
-    pub user_id: String,
-    pub mode: KeyMode,
-    /// The key's own daily quota, else `DAILY_IMAGE_QUOTA`.
-    pub daily_quota: u32,
-    /// Images already counted today (UTC).
-    pub used_today: u32,
-}
-
-#[derive(Deserialize)]
-struct PrincipalRow {
-    id: String,
-    user_id: String,
-    is_active: i64,
-    expires_at: Option<String>,
-    last_used_at: Option<String>,
-    daily_image_quota: Option<i64>,
-    used_today: i64,
-}
-
-/// Authenticates an API-key route. The key's form is checked before any query; then one
-/// query resolves key, owner, quota and today's usage. `last_used_at` is written after the
-/// response, at most once a minute per key.
-pub async fn authenticate(req: &Request, rc: &RequestContext) -> ApiResult<KeyPrincipal> {
-    let authorization = header(req, "authorization");
-    let credential = auth::bearer(authorization.as_deref())?;
-    if !auth::looks_like_api_key(credential) && credential.matches('.').count() == 2 {
-        return Err(ApiError::unauthorized(
-            "jwt_not_accepted",
-            "this route takes an API key (nb_live_... or nb_test_...), not an account access token",
-        ));
-    }
-    let key = ApiKey::parse(credential)?;
-    let db = rc.db()?;
-    let row: Option<PrincipalRow> = db
-        .first(
-            db.prepare(
-                "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
-                        COALESCE(u.image_count, 0) AS used_today
-                 FROM api_keys k
-                 LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?2
-                 WHERE k.key_hash = ?1",
-            )
-            .bind(&[db::text(&key.hash()), db::text(&crate::time::date_from_millis(rc.now_ms))])?,
-        )
-        .await?;
-    let row = row.ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the API key is not valid"))?;
-    if row.is_active == 0 {
-        return Err(ApiError::unauthorized("revoked_api_key", "the API key has been revoked"));
-    }
-    let now_iso = iso_from_millis(rc.now_ms);
-    if row.expires_at.as_deref().is_some_and(|expires| expires <= now_iso.as_str()) {
-        return Err(ApiError::unauthorized("expired_api_key", "the API key has expired"));
-    }
-    touch_last_used(rc, &row.id, row.last_used_at.as_deref())?;
-    Ok(KeyPrincipal {
-        key_id: row.id,
-        user_id: row.user_id,
-        mode: key.mode(),
-        daily_quota: row.daily_image_quota.and_then(|q| u32::try_from(q).ok()).unwrap_or(rc.config.daily_image_quota),
-        used_today: u32::try_from(row.used_today).unwrap_or(u32::MAX),
-    })
-}
-
-fn touch_last_used(rc: &RequestContext, key_id: &str, last_used_at: Option<&str>) -> ApiResult<()> {
-    let stale_before = iso_from_millis(rc.now_ms.saturating_sub(LAST_USED_GRANULARITY_MS));
-    if last_used_at.is_some_and(|last| last >= stale_before.as_str()) {
-        return Ok(());
-    }
-    let statement = rc
-        .d1_binding()?
-        .prepare(
-            "UPDATE api_keys SET last_used_at = ?1
-             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
-        )
-        .bind(&[db::text(&iso_from_millis(rc.now_ms)), db::text(key_id), db::text(&stale_before)])?;
-    rc.ctx.wait_until(async move {
-        if let Err(err) = statement.run().await {
-            crate::log::error("last_used_at update failed", &db::describe_error(&err));
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]
@@ -334,10 +278,10 @@ mod tests {
         ];
         for (raw, status, code, param) in cases {
             let err = parse(raw).unwrap_err();
-            assert_eq!((err.status, err.code, err.param.as_deref()), (status, code, Some(param)), "{raw}");
+            assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (status, code, Some(param)), "{raw}");
         }
         let long = format!(r#"{{"name": "{}"}}"#, "é".repeat(101));
-        assert_eq!(parse(&long).unwrap_err().code, "invalid_name");
+        assert_eq!(parse(&long).unwrap_err().code.as_str(), "invalid_name");
         let just_fits = format!(r#"{{"name": "{}"}}"#, "é".repeat(100));
         assert!(parse(&just_fits).is_ok());
     }

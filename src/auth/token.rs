@@ -1,7 +1,7 @@
 //! Account access tokens: HS256 JWTs with issuer, audience, subject (user id) and a
 //! seven-day expiry. Time is passed in, so issuing and checking are pure.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 
@@ -10,6 +10,14 @@ pub const AUDIENCE: &str = "nanobanana-api";
 pub const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
 /// Clock skew tolerated between Cloudflare locations.
 const LEEWAY_SECONDS: u64 = 60;
+
+/// `token_type` in the responses that issue a token.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    Bearer,
+}
 
 pub struct IssuedToken {
     pub token: String,
@@ -30,10 +38,7 @@ pub fn issue(secret: &str, user_id: &str, now_secs: u64) -> Result<IssuedToken, 
         nonce: None,
         custom: NoCustomClaims {},
     };
-    let token = key.authenticate(claims).map_err(|err| {
-        crate::log::error("jwt signing failed", &err.to_string());
-        ApiError::internal()
-    })?;
+    let token = key.authenticate(claims).map_err(|err| ApiError::internal(format!("jwt signing failed: {err}")))?;
     Ok(IssuedToken { token, expires_in: LIFETIME_SECONDS })
 }
 
@@ -52,14 +57,14 @@ pub fn verify(secret: &str, token: &str, now_secs: u64) -> Result<String, ApiErr
     match key.verify_token::<NoCustomClaims>(token, Some(options)) {
         Ok(claims) => claims.subject.filter(|s| !s.is_empty()).ok_or_else(invalid_token),
         Err(err) if matches!(err.downcast_ref::<JWTError>(), Some(JWTError::TokenHasExpired)) => {
-            Err(ApiError::unauthorized("token_expired", "the access token has expired; log in again"))
+            Err(ApiError::new(Code::TokenExpired, "the access token has expired; log in again"))
         }
         Err(_) => Err(invalid_token()),
     }
 }
 
 fn invalid_token() -> ApiError {
-    ApiError::unauthorized("invalid_token", "the access token is invalid")
+    ApiError::new(Code::InvalidToken, "the access token is invalid")
 }
 
 #[cfg(test)]
@@ -80,7 +85,7 @@ mod tests {
     fn expired_token_is_token_expired() {
         let issued = issue(SECRET, "user-1", NOW).unwrap();
         let later = NOW + LIFETIME_SECONDS + LEEWAY_SECONDS + 1;
-        assert_eq!(verify(SECRET, &issued.token, later).unwrap_err().code, "token_expired");
+        assert_eq!(verify(SECRET, &issued.token, later).unwrap_err().code.as_str(), "token_expired");
     }
 
     #[test]
@@ -92,7 +97,7 @@ mod tests {
         tampered.push(if issued.token.ends_with('A') { 'B' } else { 'A' });
         for bad in [other.token.as_str(), tampered.as_str(), "", "a.b.c", "nb_live_0123"] {
             let err = verify(SECRET, bad, NOW).unwrap_err();
-            assert_eq!((err.status, err.code), (401, "invalid_token"), "{bad}");
+            assert_eq!((err.status(), err.code.as_str()), (401, "invalid_token"), "{bad}");
         }
     }
 
@@ -104,11 +109,11 @@ mod tests {
             .with_issuer("someone-else")
             .with_audience(AUDIENCE);
         let token = key.authenticate(claims).unwrap();
-        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code, "invalid_token");
+        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code.as_str(), "invalid_token");
         let claims =
             Claims::create(Duration::from_hours(1)).with_subject("u").with_issuer(ISSUER).with_audience("other");
         let token = key.authenticate(claims).unwrap();
-        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code, "invalid_token");
+        assert_eq!(verify(SECRET, &token, coarsetime_now()).unwrap_err().code.as_str(), "invalid_token");
     }
 
     fn coarsetime_now() -> u64 {

@@ -1,15 +1,23 @@
-//! Who is calling: the `Authorization: Bearer ...` header, read as an account token (JWT)
-//! or an API key depending on the route. Each route takes exactly one kind.
+//! Who is calling. Everything about credentials lives here: the `Authorization: Bearer`
+//! header, account access tokens (`token`), API keys and their form (`api_key`), looking
+//! a key up (`key_principal`), and the [`Caller`] a route that takes either one gets.
+//! Each route takes exactly one kind, or either (history, usage); the wrong kind is
+//! refused by name. `keys/` creates, lists and revokes keys; it does not authenticate.
 
-use crate::accounts::token;
-use crate::error::{ApiError, ApiResult};
+pub mod api_key;
+mod key_principal;
+pub mod token;
+
+use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{header, RequestContext};
+pub use api_key::{ApiKey, KeyMode};
+pub use key_principal::KeyPrincipal;
 use worker::Request;
 
 /// The bearer credential, or 401 `missing_authorization` / `malformed_authorization`.
 pub fn bearer(authorization: Option<&str>) -> ApiResult<&str> {
     let value = authorization.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
-        ApiError::unauthorized("missing_authorization", "send your credentials as Authorization: Bearer <token>")
+        ApiError::new(Code::MissingAuthorization, "send your credentials as Authorization: Bearer <token>")
     })?;
     match value.split_once(' ') {
         Some((scheme, credential))
@@ -19,7 +27,7 @@ pub fn bearer(authorization: Option<&str>) -> ApiResult<&str> {
         {
             Ok(credential.trim())
         }
-        _ => Err(ApiError::unauthorized("malformed_authorization", "the Authorization header must be: Bearer <token>")),
+        _ => Err(ApiError::new(Code::MalformedAuthorization, "the Authorization header must be: Bearer <token>")),
     }
 }
 
@@ -28,11 +36,16 @@ pub fn looks_like_api_key(credential: &str) -> bool {
     credential.starts_with("nb_")
 }
 
+/// True for anything shaped like a JWT (three dot-separated parts), valid or not.
+fn looks_like_jwt(credential: &str) -> bool {
+    !looks_like_api_key(credential) && credential.matches('.').count() == 2
+}
+
 /// The user id of a valid account token. An API key here is refused by name.
 pub fn account_from_token(credential: &str, secret: &str, now_secs: u64) -> ApiResult<String> {
     if looks_like_api_key(credential) {
-        return Err(ApiError::unauthorized(
-            "api_key_not_accepted",
+        return Err(ApiError::new(
+            Code::ApiKeyNotAccepted,
             "this route takes an account access token from /v1/auth/login, not an API key",
         ));
     }
@@ -47,12 +60,27 @@ pub fn require_account(req: &Request, rc: &RequestContext) -> ApiResult<String> 
     account_from_token(credential, secret, rc.now_ms / 1000)
 }
 
+/// Authenticates an API-key route. The key's form is checked before any query (a
+/// malformed key costs no D1 round trip); then one query resolves key, owner, quota and
+/// today's usage.
+pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<KeyPrincipal> {
+    let authorization = header(req, "authorization");
+    let credential = bearer(authorization.as_deref())?;
+    if looks_like_jwt(credential) {
+        return Err(ApiError::new(
+            Code::JwtNotAccepted,
+            "this route takes an API key (nb_live_... or nb_test_...), not an account access token",
+        ));
+    }
+    key_principal::resolve(rc, &ApiKey::parse(credential)?).await
+}
+
 /// Who is asking on a route that takes either credential.
 pub enum Caller {
     /// An account token: everything the account owns.
     Account { user_id: String },
     /// An API key: only what that key did.
-    Key(crate::keys::KeyPrincipal),
+    Key(KeyPrincipal),
 }
 
 impl Caller {
@@ -75,7 +103,7 @@ impl Caller {
 pub async fn require_caller(req: &Request, rc: &RequestContext) -> ApiResult<Caller> {
     let authorization = header(req, "authorization");
     if bearer(authorization.as_deref()).is_ok_and(looks_like_api_key) {
-        Ok(Caller::Key(crate::keys::authenticate(req, rc).await?))
+        Ok(Caller::Key(require_key(req, rc).await?))
     } else {
         Ok(Caller::Account { user_id: require_account(req, rc)? })
     }
@@ -89,16 +117,23 @@ mod tests {
     fn bearer_parsing() {
         assert_eq!(bearer(Some("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer(Some("bearer   abc  ")).unwrap(), "abc");
-        assert_eq!(bearer(None).unwrap_err().code, "missing_authorization");
-        assert_eq!(bearer(Some("  ")).unwrap_err().code, "missing_authorization");
+        assert_eq!(bearer(None).unwrap_err().code, Code::MissingAuthorization);
+        assert_eq!(bearer(Some("  ")).unwrap_err().code, Code::MissingAuthorization);
         for bad in ["abc", "Basic abc", "Bearer", "Bearer ", "Bearer a b", "Token abc"] {
-            assert_eq!(bearer(Some(bad)).unwrap_err().code, "malformed_authorization", "{bad}");
+            assert_eq!(bearer(Some(bad)).unwrap_err().code, Code::MalformedAuthorization, "{bad}");
         }
     }
 
     #[test]
     fn api_key_on_an_account_route_is_refused_by_name() {
         let err = account_from_token("nb_live_0123456789abcdef0123456789abcdef", "s", 0).unwrap_err();
-        assert_eq!((err.status, err.code), (401, "api_key_not_accepted"));
+        assert_eq!((err.status(), err.code), (401, Code::ApiKeyNotAccepted));
+    }
+
+    #[test]
+    fn credentials_are_told_apart_by_shape() {
+        assert!(looks_like_jwt("aaa.bbb.ccc"));
+        assert!(!looks_like_jwt("nb_live_a.b.c"));
+        assert!(!looks_like_jwt("abc"));
     }
 }

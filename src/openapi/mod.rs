@@ -1,20 +1,30 @@
-//! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route, written by
-//! scripts/openapi.py and checked against real responses by the end-to-end suite.
+//! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route.
+//!
+//! `src/openapi.json` is written by a native test (`document.rs`) from the Rust types the
+//! handlers serialise, so the document and the responses cannot drift; that test fails
+//! when the committed file is stale. The end-to-end suite validates real responses
+//! against it, and schemathesis fuzzes every operation it describes.
+
+#[cfg(test)]
+mod document;
+#[cfg(test)]
+pub mod schema;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use worker::Response;
 
-pub const DOCUMENT: &str = include_str!("openapi.json");
+pub const DOCUMENT: &str = include_str!("../openapi.json");
 
 /// The document for this deployment: `model` on `/v1/generate` lists the models this
 /// server's `GEMINI_MODELS` allows, so clients and fuzzers see the real constraint.
 pub fn document(config: &Config) -> ApiResult<String> {
-    let mut doc: serde_json::Value = serde_json::from_str(DOCUMENT).map_err(|_| ApiError::internal())?;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(DOCUMENT).map_err(|err| ApiError::internal(format!("openapi.json: {err}")))?;
     if let Some(model) = doc.pointer_mut("/components/schemas/GenerateRequest/properties/model") {
         model["enum"] = serde_json::json!(config.gemini_models);
     }
-    serde_json::to_string(&doc).map_err(|_| ApiError::internal())
+    crate::http::to_json(&doc)
 }
 
 pub fn serve(config: &Config) -> ApiResult<Response> {

@@ -1,13 +1,15 @@
 //! API keys: `nb_live_` or `nb_test_` + 32 lowercase hex (40 characters). Only the SHA-256
 //! hex of a key is stored; the key itself exists in the 201 response and nowhere else.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use sha2::{Digest, Sha256};
 
 pub const KEY_LEN: usize = 40;
 pub const PREFIX_LEN: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum KeyMode {
     /// Calls Gemini; costs real money.
     Live,
@@ -103,8 +105,8 @@ pub fn hash_key(full: &str) -> String {
 }
 
 fn malformed() -> ApiError {
-    ApiError::unauthorized(
-        "malformed_api_key",
+    ApiError::new(
+        Code::MalformedApiKey,
         "the API key is malformed: expected nb_live_ or nb_test_ followed by 32 lowercase hex characters",
     )
 }
@@ -132,10 +134,9 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex_of_the_full_key() {
-        // sha256("nb_test_00000000000000000000000000000000")
+        // Pinned with an independent tool: printf nb_test_000...0 | sha256sum
         let key = ApiKey::parse("nb_test_00000000000000000000000000000000").unwrap();
-        assert_eq!(key.hash().len(), 64);
-        assert_eq!(key.hash(), hash_key("nb_test_00000000000000000000000000000000"));
+        assert_eq!(key.hash(), "c5c3c6bce6ed32a2b8fd47513a3388fb44486f73f8e6e0be644dcf84edf5ea60");
         assert_ne!(key.hash(), hash_key("nb_test_00000000000000000000000000000001"));
     }
 
@@ -153,7 +154,7 @@ mod tests {
             "nb_test_é123456789abcdef0123456789abcde",
         ] {
             let err = ApiKey::parse(bad).unwrap_err();
-            assert_eq!((err.status, err.code), (401, "malformed_api_key"), "{bad}");
+            assert_eq!((err.status(), err.code.as_str()), (401, "malformed_api_key"), "{bad}");
         }
     }
 
@@ -168,6 +169,6 @@ mod tests {
     fn mode_values() {
         assert_eq!(KeyMode::parse("test", "mode").unwrap(), KeyMode::Test);
         let err = KeyMode::parse("prod", "mode").unwrap_err();
-        assert_eq!((err.status, err.code, err.param.as_deref()), (400, "invalid_value", Some("mode")));
+        assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (400, "invalid_value", Some("mode")));
     }
 }

@@ -1,0 +1,90 @@
+//! Resolving an API key to the principal a request runs as: one D1 query for key, owner,
+//! quota and today's usage. `last_used_at` is written after the response, at most once a
+//! minute per key, so a busy key is not a write per request.
+
+use super::ApiKey;
+use super::KeyMode;
+use crate::db;
+use crate::error::{describe_worker_error, ApiError, ApiResult, Code};
+use crate::http::RequestContext;
+use crate::time::{date_from_millis, iso_from_millis};
+use serde::Deserialize;
+
+const LAST_USED_GRANULARITY_MS: u64 = 60_000;
+
+/// The key behind an API-key request, with what the request path needs about its owner
+/// and quota.
+#[derive(Debug, Clone)]
+pub struct KeyPrincipal {
+    pub key_id: String,
+    pub user_id: String,
+    pub mode: KeyMode,
+    /// The key's own daily quota, else `DAILY_IMAGE_QUOTA`.
+    pub daily_quota: u32,
+    /// Images already counted today (UTC).
+    pub used_today: u32,
+}
+
+#[derive(Deserialize)]
+struct PrincipalRow {
+    id: String,
+    user_id: String,
+    is_active: i64,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    daily_image_quota: Option<i64>,
+    used_today: i64,
+}
+
+pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyPrincipal> {
+    let db = rc.db()?;
+    let row: Option<PrincipalRow> = db
+        .first(
+            db.prepare(
+                "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
+                        COALESCE(u.image_count, 0) AS used_today
+                 FROM api_keys k
+                 LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?2
+                 WHERE k.key_hash = ?1",
+            )
+            .bind(&[db::text(&key.hash()), db::text(&date_from_millis(rc.now_ms))])?,
+        )
+        .await?;
+    let row = row.ok_or_else(|| ApiError::new(Code::InvalidApiKey, "the API key is not valid"))?;
+    if row.is_active == 0 {
+        return Err(ApiError::new(Code::RevokedApiKey, "the API key has been revoked"));
+    }
+    let now_iso = iso_from_millis(rc.now_ms);
+    if row.expires_at.as_deref().is_some_and(|expires| expires <= now_iso.as_str()) {
+        return Err(ApiError::new(Code::ExpiredApiKey, "the API key has expired"));
+    }
+    touch_last_used(rc, &row.id, row.last_used_at.as_deref())?;
+    Ok(KeyPrincipal {
+        key_id: row.id,
+        user_id: row.user_id,
+        mode: key.mode(),
+        daily_quota: row.daily_image_quota.and_then(|q| u32::try_from(q).ok()).unwrap_or(rc.config.daily_image_quota),
+        used_today: u32::try_from(row.used_today).unwrap_or(u32::MAX),
+    })
+}
+
+fn touch_last_used(rc: &RequestContext, key_id: &str, last_used_at: Option<&str>) -> ApiResult<()> {
+    let stale_before = iso_from_millis(rc.now_ms.saturating_sub(LAST_USED_GRANULARITY_MS));
+    if last_used_at.is_some_and(|last| last >= stale_before.as_str()) {
+        return Ok(());
+    }
+    let statement = rc
+        .d1_binding()?
+        .prepare(
+            "UPDATE api_keys SET last_used_at = ?1
+             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
+        )
+        .bind(&[db::text(&iso_from_millis(rc.now_ms)), db::text(key_id), db::text(&stale_before)])?;
+    let request_id = rc.request_id.clone();
+    rc.ctx.wait_until(async move {
+        if let Err(err) = statement.run().await {
+            crate::log::error_for(&request_id, "last_used_at update failed", &describe_worker_error(&err));
+        }
+    });
+    Ok(())
+}
