@@ -42,6 +42,12 @@ if [ "$(cat "$ROOT/node_modules/.installed-lock" 2>/dev/null || true)" != "$LOCK
 fi
 
 if [ "${1:-}" = "--tests" ]; then
+  # The dependency gate of the test command (deny.toml).
+  CARGO_DENY_VERSION="0.20.2"
+  if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (first run only, about 5 minutes)"
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
+  fi
   # The console's browser test drives Debian's Chromium through playwright-core (npm).
   if ! command -v chromium >/dev/null 2>&1; then
     say "installing Debian's chromium for the browser test (first run only)"
