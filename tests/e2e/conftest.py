@@ -108,7 +108,7 @@ def api(worker) -> Api:
 
 def assert_error(response: requests.Response, status: int, code: str, type_: str | None = None,
                  param: str | None = None) -> dict:
-    """Asserts the error envelope of SPEC.md and returns its `error` object."""
+    """Asserts the error envelope (README, "Errors") and returns its `error` object."""
     assert response.status_code == status, f"{response.status_code} {response.text}"
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]

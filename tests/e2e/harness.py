@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,6 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 WRANGLER = ROOT / "node_modules" / ".bin" / "wrangler"
 OUTPUT_DIR = ROOT / "test-output"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -117,38 +119,50 @@ class WorkerInstance:
 
     # --- the local D1, read and written the way an operator would: wrangler d1 execute ---
 
-    def sql(self, command: str) -> list[dict]:
-        """Runs SQL on the local D1. Writes go through `wrangler d1 execute --local`, as an
-        operator would; reads open the same SQLite file read-only, which is much faster."""
+    def sql(self, command: str, params: tuple | list = ()) -> list[dict]:
+        """Runs SQL on the local D1 with `?` parameters. Reads open the SQLite file read-only
+        (fast) and bind the parameters; writes go through `wrangler d1 execute --local`, as an
+        operator would, which takes no bind parameters, so they are inlined as SQL literals by
+        `sql_literal` (never by string formatting in a test)."""
         if command.lstrip().upper().startswith("SELECT"):
-            return self._read(command)
+            return self._read(command, params)
         out = self.wrangler("d1", "execute", "DB", "--local", "--persist-to", str(self.state), "--json",
-                            "--command", command)
+                            "--command", bind_literals(command, params))
         results = json.loads(out.stdout)
         return results[0].get("results", []) if results else []
 
-    def _read(self, query: str) -> list[dict]:
+    def _read(self, query: str, params=()) -> list[dict]:
         [path] = [p for p in (self.state / "v3" / "d1").rglob("*.sqlite") if p.name != "metadata.sqlite"]
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         try:
-            return [dict(row) for row in db.execute(query).fetchall()]
+            return [dict(row) for row in db.execute(query, tuple(params)).fetchall()]
         finally:
             db.close()
+
+    def log_entries(self, needle: str = "") -> list[dict]:
+        """The Worker's JSON log lines (those containing `needle`), parsed. wrangler wraps
+        console.error lines in terminal colours; those codes are dropped first."""
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            line = ANSI.sub("", line)
+            start = line.find('{"')
+            if start < 0 or needle not in line:
+                continue
+            try:
+                entry, _ = json.JSONDecoder().raw_decode(line[start:])
+            except ValueError:
+                continue
+            entries.append(entry)
+        return entries
 
     def request_log(self, request_id: str) -> dict:
         """The Worker's one-line JSON log of a request (`event: request`)."""
         deadline = time.time() + 5
         while time.time() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                start = line.find('{"')
-                if start >= 0 and request_id in line:
-                    try:
-                        entry = json.loads(line[start:])
-                    except ValueError:
-                        continue
-                    if entry.get("event") == "request" and entry.get("request_id") == request_id:
-                        return entry
+            for entry in self.log_entries(request_id):
+                if entry.get("event") == "request" and entry.get("request_id") == request_id:
+                    return entry
             time.sleep(0.1)
         raise AssertionError(f"no request log line for {request_id} in {self.log_path}")
 
@@ -177,6 +191,39 @@ class WorkerInstance:
                 objects.append({"key": key, "size": size, "http_metadata": json.loads(http_metadata),
                                 "custom_metadata": json.loads(custom_metadata), "bytes": blob.read_bytes()})
         return objects
+
+
+def sql_literal(value) -> str:
+    """A Python value as an SQLite literal: NULL, an integer, or a quoted string."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("NUL in an SQL string")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def bind_literals(command: str, params) -> str:
+    """Replaces each `?` outside quotes with the next parameter as a literal."""
+    params = list(params)
+    out, quoted = [], False
+    for ch in command:
+        if ch == "'":
+            quoted = not quoted
+        if ch == "?" and not quoted:
+            if not params:
+                raise ValueError("more ? than parameters")
+            out.append(sql_literal(params.pop(0)))
+        else:
+            out.append(ch)
+    if params:
+        raise ValueError("more parameters than ?")
+    return "".join(out)
 
 
 def new_secret() -> str:

@@ -34,7 +34,7 @@ def test_register_returns_user_and_token(api):
 
 def test_password_is_stored_as_bcrypt_at_the_configured_cost(api):
     user = api.register(password="correct horse battery")
-    rows = api.worker.sql(f"SELECT password_hash FROM users WHERE id = '{user['user']['id']}'")
+    rows = api.worker.sql("SELECT password_hash FROM users WHERE id = ?", (user["user"]["id"],))
     stored = rows[0]["password_hash"]
     assert stored.startswith("$2b$04$") and len(stored) == 60
     assert "correct horse battery" not in stored
@@ -63,7 +63,7 @@ def test_racing_registrations_of_one_email_give_one_201(api):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(attempt, range(8)))
     assert codes == [201] + [409] * 7
-    assert api.worker.sql(f"SELECT COUNT(*) AS n FROM users WHERE email = '{email}'")[0]["n"] == 1
+    assert api.worker.sql("SELECT COUNT(*) AS n FROM users WHERE email = ?", (email,))[0]["n"] == 1
 
 
 @pytest.mark.parametrize("email", ["plain", "a@b", "a b@c.com", "@example.com", "a@@example.com", ""])

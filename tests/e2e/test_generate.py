@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import time
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -20,10 +21,12 @@ def tag() -> str:
 
 
 def usage_today(api: Api, key: str) -> int:
+    """The key's count for today (UTC), as stored."""
     key_hash = hashlib.sha256(key.encode()).hexdigest()
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     rows = api.worker.sql(
         "SELECT COALESCE(SUM(u.image_count), 0) AS n FROM usage u JOIN api_keys k ON k.id = u.api_key_id "
-        f"WHERE k.key_hash = '{key_hash}'")
+        "WHERE k.key_hash = ? AND u.usage_date = ?", (key_hash, today))
     return rows[0]["n"]
 
 
@@ -31,7 +34,7 @@ def generations_of(api: Api, key: str) -> list[dict]:
     key_hash = hashlib.sha256(key.encode()).hexdigest()
     return api.worker.sql(
         "SELECT g.* FROM generations g JOIN api_keys k ON k.id = g.api_key_id "
-        f"WHERE k.key_hash = '{key_hash}' ORDER BY g.created_at")
+        "WHERE k.key_hash = ? ORDER BY g.created_at", (key_hash,))
 
 
 def sign(image_id: str, expires: int) -> str:
@@ -41,6 +44,14 @@ def sign(image_id: str, expires: int) -> str:
 
 def fetch(api: Api, url: str, **kwargs):
     return api.http.get(url, timeout=30, **kwargs)
+
+
+def png_at(api: Api, url: str) -> bytes:
+    """The bytes of a served PNG; fails unless the download itself succeeded."""
+    r = fetch(api, url)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", f"{r.status_code} {r.text[:200]}"
+    assert r.content.startswith(PNG_MAGIC)
+    return r.content
 
 
 # --- success paths ---
@@ -74,9 +85,9 @@ def test_the_r2_object_has_bytes_content_type_and_metadata(api):
     stored = objects[0]
     assert stored["bytes"] == JPEG_BYTES
     assert stored["http_metadata"]["contentType"] == "image/jpeg"
-    key_id = api.worker.sql(f"SELECT api_key_id FROM generations WHERE id = '{body['id']}'")[0]["api_key_id"]
+    key_id = api.worker.sql("SELECT api_key_id FROM generations WHERE id = ?", (body["id"],))[0]["api_key_id"]
     assert stored["custom_metadata"] == {"generation_id": body["id"], "api_key_id": key_id}
-    row = api.worker.sql(f"SELECT * FROM generations WHERE id = '{body['id']}'")[0]
+    row = api.worker.sql("SELECT * FROM generations WHERE id = ?", (body["id"],))[0]
     assert row["status"] == "succeeded" and row["mime_type"] == "image/jpeg" and row["bytes"] == len(JPEG_BYTES)
     assert row["error_code"] is None and row["upstream_latency_ms"] is not None
 
@@ -142,12 +153,14 @@ def test_test_keys_never_call_gemini_and_are_deterministic(api, fake_gemini):
     t = tag()
     key = api.test_key()
     before = len(fake_gemini.requests)
-    first = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=key).json()
-    second = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=api.test_key()).json()
-    other = api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024", "style": "artistic"}, token=key).json()
+    answers = [
+        api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=key),
+        api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024"}, token=api.test_key()),
+        api.post("/v1/generate", {"prompt": f"a cat {t}", "size": "1536x1024", "style": "artistic"}, token=key),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
     assert len(fake_gemini.requests) == before
-    a, b, c = (fetch(api, g["url"]).content for g in (first, second, other))
-    assert a.startswith(PNG_MAGIC)
+    a, b, c = (png_at(api, r.json()["url"]) for r in answers)
     assert int.from_bytes(a[16:20], "big") == 1536 and int.from_bytes(a[20:24], "big") == 1024
     assert a == b, "same prompt, size and style: same bytes"
     assert a != c
@@ -155,8 +168,9 @@ def test_test_keys_never_call_gemini_and_are_deterministic(api, fake_gemini):
 
 
 def test_test_key_images_in_one_request_differ(api):
-    body = api.post("/v1/generate", {"prompt": f"pair {tag()}", "n": 2}, token=api.test_key()).json()
-    a, b = (fetch(api, image["url"]).content for image in body["images"])
+    r = api.post("/v1/generate", {"prompt": f"pair {tag()}", "n": 2}, token=api.test_key())
+    assert r.status_code == 200, r.text
+    a, b = (png_at(api, image["url"]) for image in r.json()["images"])
     assert a != b
 
 
@@ -294,7 +308,7 @@ def test_without_r2_images_come_back_as_data_urls(no_r2_api):
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",", 1)[1]).startswith(PNG_MAGIC)
     assert usage_today(api, key) == 1
-    row = api.worker.sql(f"SELECT status, object_keys FROM generations WHERE id = '{body['id']}'")[0]
+    row = api.worker.sql("SELECT status, object_keys FROM generations WHERE id = ?", (body["id"],))[0]
     assert row == {"status": "succeeded", "object_keys": None}
 
 

@@ -122,8 +122,8 @@ def test_usage_for_an_account_lists_every_key(api, account):
 
 def test_usage_ranges(api, account):
     api.worker.sql(
-        "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES "
-        f"('{account['b']['id']}', '{days_ago(3)}', 7), ('{account['b']['id']}', '{days_ago(40)}', 11)")
+        "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES (?, ?, 7), (?, ?, 11)",
+        (account["b"]["id"], days_ago(3), account["b"]["id"], days_ago(40)))
     body = api.get(f"/v1/usage?from={days_ago(3)}&to={today()}", token=account["b"]["key"]).json()
     [key] = body["data"]
     assert [d["date"] for d in key["days"]] == [days_ago(3), days_ago(2), days_ago(1), today()]

@@ -111,7 +111,7 @@ def test_delete_another_users_key_is_404_and_leaves_it_working(api):
 def test_expired_key_is_refused(api):
     key = api.create_key(api.token(), mode="test", expires_in_days=1)
     assert_error(api.post("/v1/generate", {}, token=key["key"]), 422, "prompt_required")
-    api.worker.sql(f"UPDATE api_keys SET expires_at = '2020-01-01T00:00:00.000Z' WHERE id = '{key['id']}'")
+    api.worker.sql("UPDATE api_keys SET expires_at = '2020-01-01T00:00:00.000Z' WHERE id = ?", (key["id"],))
     assert_error(api.post("/v1/generate", {}, token=key["key"]), 401, "expired_api_key", "authentication_error")
 
 

@@ -281,7 +281,7 @@ def test_records_expire_after_24_hours(api):
     headers = {"Idempotency-Key": f"idem-{t}"}
     assert api.post("/v1/generate", {"prompt": f"old {t}"}, token=key, headers=headers).status_code == 200
     day_ago = int(time.time() * 1000) - 25 * 3600 * 1000
-    api.worker.sql(f"UPDATE idempotency_keys SET created_at_ms = {day_ago} WHERE idempotency_key = 'idem-{t}'")
+    api.worker.sql("UPDATE idempotency_keys SET created_at_ms = ? WHERE idempotency_key = ?", (day_ago, f"idem-{t}"))
     fresh = api.post("/v1/generate", {"prompt": f"new {t}"}, token=key, headers=headers)
     assert fresh.status_code == 200 and "idempotent-replayed" not in fresh.headers
     assert fresh.json()["prompt"] == f"new {t}"

@@ -16,10 +16,10 @@ def abandon(api, key: dict, user_id: str, n: int, age: timedelta) -> str:
     gen_id = f"gen_{uuid.uuid4()}"
     api.worker.sql(
         "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at) "
-        f"VALUES ('{gen_id}', '{key['id']}', '{user_id}', 'died', 'm', '1024x1024', 'natural', {n}, 'pending', "
-        f"'{iso(started)}'); "
-        f"INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ('{key['id']}', '{started:%Y-%m-%d}', {n}) "
-        "ON CONFLICT (api_key_id, usage_date) DO UPDATE SET image_count = image_count + excluded.image_count")
+        "VALUES (?, ?, ?, 'died', 'm', '1024x1024', 'natural', ?, 'pending', ?); "
+        "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES (?, ?, ?) "
+        "ON CONFLICT (api_key_id, usage_date) DO UPDATE SET image_count = image_count + excluded.image_count",
+        (gen_id, key["id"], user_id, n, iso(started), key["id"], f"{started:%Y-%m-%d}", n))
     return gen_id
 
 
@@ -36,7 +36,7 @@ def test_abandoned_reservations_are_released_and_recent_ones_kept(api):
     assert r.status_code == 200, r.text
 
     rows = {row["id"]: row for row in api.worker.sql(
-        f"SELECT id, status, error_code FROM generations WHERE id IN ('{old}', '{recent}')")}
+        "SELECT id, status, error_code FROM generations WHERE id IN (?, ?)", (old, recent))}
     assert rows[old]["status"] == "failed" and rows[old]["error_code"] == "abandoned"
     assert rows[recent]["status"] == "pending", "a generation still within its deadline is left alone"
     assert usage_today(api, key["key"]) == 2, "the delivered image and the recent reservation stay counted"
