@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
 use crate::log::RequestLine;
 use crate::routes::{self, Route, RouteError};
-use crate::{accounts, generate, health, keys, openapi, storage, usage};
+use crate::{accounts, admin, generate, health, keys, openapi, storage, usage};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -72,6 +72,9 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::ListGenerations => generate::history::list(req, rc).await,
         Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
         Route::Usage => usage::get(req, rc).await,
-        Route::OpenApi => openapi::serve(&rc.config),
+        Route::OpenApi => openapi::serve(rc).await,
+        Route::Logout => accounts::logout(req, rc).await,
+        Route::ChangePassword => accounts::change_password(req, rc).await,
+        Route::Admin(route) => admin::handle(req, rc, route).await,
     }
 }

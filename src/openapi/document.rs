@@ -1,4 +1,4 @@
-//! Writes `src/openapi.json` from the Rust types: the response structs the handlers
+//! Writes `public/openapi.json` from the Rust types: the response structs the handlers
 //! serialise and the documented request bodies (whose fields a test holds against what
 //! the parsers really read). Runs as a native test; `cargo test` rewrites the file and
 //! fails when the committed one was stale, so CI catches a forgotten update.
@@ -8,7 +8,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/openapi.json");
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/public/openapi.json");
 
 /// Generators for both directions: responses describe what is serialised, requests what
 /// is accepted. Both put their definitions under `components/schemas`.
@@ -76,16 +76,16 @@ fn error_description(status: u16) -> String {
     let summary = match status {
         400 => "malformed JSON, a value outside the documented set, or content refused by the model",
         401 => "missing, malformed, unknown, revoked or expired credentials",
-        403 => "bad, tampered or expired image URL signature",
+        403 => "a suspended account, closed registration, or a bad, tampered or expired image URL signature",
         404 => "unknown resource, or one that is not yours",
-        409 => "conflict (email taken, or an Idempotency-Key whose first request is still running)",
+        409 => "conflict (email taken, too many active keys, or an Idempotency-Key whose first request is still running)",
         413 => "body over 64 KiB",
         415 => "a JSON route sent another Content-Type",
         422 => "a field fails validation; `param` names it",
-        429 => "rate limit, daily quota or login throttling; see Retry-After",
+        429 => "rate limit, the key's or the account's daily quota, or login throttling; see Retry-After",
         500 => "internal error or server misconfiguration",
         502 => "the image provider failed or answered something unusable",
-        503 => "the image provider is not configured, or overloaded after retries",
+        503 => "the image provider is not configured or overloaded after retries, or the deployment's daily live budget is spent (see Retry-After)",
         504 => "the image provider did not answer in time",
         _ => "any other error, in the same envelope",
     };
@@ -140,7 +140,8 @@ fn id_param() -> Value {
 
 /// The whole document.
 pub fn build() -> Value {
-    use crate::accounts::{CredentialsRequest, LoginResponse, RegisterResponse, User};
+    use crate::accounts::{CredentialsRequest, LoginResponse, Me, PasswordChange, RegisterResponse};
+    use crate::admin::{AccountUpdateRequest, AdminAccount, AdminAccountList, DeploymentUsage};
     use crate::generate::history::{GenerationList, GenerationRecord};
     use crate::generate::request::{GenerateRequestDoc, OpenAiImagesRequestDoc};
     use crate::generate::{GenerationResponse, OpenAiImagesResponse};
@@ -173,7 +174,7 @@ pub fn build() -> Value {
             "operationId": "register", "tags": ["account"], "summary": "Create an account", "security": [],
             "requestBody": json_body(s.request::<CredentialsRequest>()),
             "responses": responses(&[("201", json_response("account created", s.response::<RegisterResponse>(), None))],
-                                   e.refs(&error, &[400, 409, 413, 415, 422, 429, 500], None))}},
+                                   e.refs(&error, &[400, 403, 409, 413, 415, 422, 429, 500], None))}},
         "/v1/auth/login": {"post": {
             "operationId": "login", "tags": ["account"], "summary": "Get an access token", "security": [],
             "requestBody": json_body(s.request::<CredentialsRequest>()),
@@ -181,8 +182,52 @@ pub fn build() -> Value {
                                    e.refs(&error, &[400, 401, 413, 415, 422, 429, 500], None))}},
         "/v1/auth/me": {"get": {
             "operationId": "me", "tags": ["account"], "summary": "The current account", "security": account,
-            "responses": responses(&[("200", json_response("the account", s.response::<User>(), None))],
-                                   e.refs(&error, &[401], None))}},
+            "responses": responses(&[("200", json_response("the account", s.response::<Me>(), None))],
+                                   e.refs(&error, &[401, 403], None))}},
+        "/v1/auth/logout": {"post": {
+            "operationId": "logout", "tags": ["account"], "security": account,
+            "summary": "Revoke the access token this request carries (other tokens keep working)",
+            "responses": responses(
+                &[("204", json!({"description": "revoked", "headers": {"x-request-id": request_id_header()}}))],
+                e.refs(&error, &[401, 403], None))}},
+        "/v1/auth/password": {"post": {
+            "operationId": "changePassword", "tags": ["account"], "security": account,
+            "summary": "Change the password; revokes every access token of the account and returns a new one",
+            "requestBody": json_body(s.request::<PasswordChange>()),
+            "responses": responses(&[("200", json_response("changed; a fresh token", s.response::<LoginResponse>(), None))],
+                                   e.refs(&error, &[400, 401, 403, 413, 415, 422, 429], None))}},
+        "/v1/admin/accounts": {
+            "get": {
+                "operationId": "adminListAccounts", "tags": ["admin"], "security": account,
+                "summary": "Accounts by email, with today's images and key counts (admins only; 404 to anyone else)",
+                "parameters": [
+                    {"name": "email_prefix", "in": "query", "schema": {"type": "string", "maxLength": 254}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                    {"name": "starting_after", "in": "query", "schema": {"type": "string"},
+                     "description": "the id of the last account of the previous page"}],
+                "responses": responses(&[("200", json_response("a page", s.response::<AdminAccountList>(), None))],
+                                       e.refs(&error, &[404, 422], None))},
+            "post": {
+                "operationId": "adminCreateAccount", "tags": ["admin"], "security": account,
+                "summary": "Create an account, also when registration is closed (admins only)",
+                "requestBody": json_body(s.request::<CredentialsRequest>()),
+                "responses": responses(&[("201", json_response("created", s.response::<AdminAccount>(), None))],
+                                       e.refs(&error, &[400, 404, 409, 413, 415, 422], None))}},
+        "/v1/admin/accounts/{id}": {"post": {
+            "operationId": "adminUpdateAccount", "tags": ["admin"], "security": account,
+            "summary": "Suspend or unsuspend an account, set its daily ceiling (admins only)",
+            "parameters": [id_param()],
+            "requestBody": json_body(s.request::<AccountUpdateRequest>()),
+            "responses": responses(&[("200", json_response("updated", s.response::<AdminAccount>(), None))],
+                                   e.refs(&error, &[400, 404, 413, 415, 422], None))}},
+        "/v1/admin/usage": {"get": {
+            "operationId": "adminUsage", "tags": ["admin"], "security": account,
+            "summary": "The deployment's images per UTC day, live and test (admins only)",
+            "parameters": [{"name": "days", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 30}}],
+            "responses": responses(&[("200", json_response("usage", s.response::<DeploymentUsage>(), None))],
+                                   e.refs(&error, &[404, 422], None))}},
         "/v1/keys": {
             "post": {
                 "operationId": "createKey", "tags": ["account"], "summary": "Create an API key (shown once)",
@@ -190,33 +235,33 @@ pub fn build() -> Value {
                 "requestBody": json_body(s.request::<KeyCreateRequest>()),
                 "responses": responses(
                     &[("201", json_response("the new key, with the full `key` field", s.response::<CreatedKey>(), None))],
-                    e.refs(&error, &[400, 401, 409, 413, 415, 422], None))},
+                    e.refs(&error, &[400, 401, 403, 409, 413, 415, 422], None))},
             "get": {
                 "operationId": "listKeys", "tags": ["account"], "summary": "The account's keys, newest first",
                 "security": account,
                 "responses": responses(&[("200", json_response("keys", s.response::<KeyList>(), None))],
-                                       e.refs(&error, &[401], None))}},
+                                       e.refs(&error, &[401, 403], None))}},
         "/v1/keys/{id}": {"delete": {
             "operationId": "revokeKey", "tags": ["account"], "summary": "Revoke a key", "security": account,
             "parameters": [id_param()],
             "responses": responses(
                 &[("204", json!({"description": "revoked (also when already revoked)",
                                  "headers": {"x-request-id": request_id_header()}}))],
-                e.refs(&error, &[401, 404], None))}},
+                e.refs(&error, &[401, 403, 404], None))}},
         "/v1/generate": {"post": {
             "operationId": "generate", "tags": ["images"], "summary": "Generate images", "security": key,
             "parameters": [idempotency_header()],
             "requestBody": json_body(s.request::<GenerateRequestDoc>()),
             "responses": responses(
                 &[("200", json_response("the generation", s.response::<GenerationResponse>(), Some(&rate)))],
-                e.refs(&error, &[400, 401, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
+                e.refs(&error, &[400, 401, 403, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/generations": {"post": {
             "operationId": "createImage", "tags": ["images"], "summary": "OpenAI Images API compatible generation",
             "security": key, "parameters": [idempotency_header()],
             "requestBody": json_body(s.request::<OpenAiImagesRequestDoc>()),
             "responses": responses(
                 &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate)))],
-                e.refs(&error, &[400, 401, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
+                e.refs(&error, &[400, 401, 403, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/{id}": {"get": {
             "operationId": "getImage", "tags": ["images"], "summary": "Image bytes behind a signed URL",
             "security": [],
@@ -241,12 +286,12 @@ pub fn build() -> Value {
                 {"name": "starting_after", "in": "query", "schema": generation_id,
                  "description": "the last id of the previous page"}],
             "responses": responses(&[("200", json_response("a page", s.response::<GenerationList>(), None))],
-                                   e.refs(&error, &[400, 401, 422], None))}},
+                                   e.refs(&error, &[400, 401, 403, 422], None))}},
         "/v1/generations/{id}": {"get": {
             "operationId": "getGeneration", "tags": ["history"], "summary": "One generation", "security": either,
             "parameters": [id_param()],
             "responses": responses(&[("200", json_response("the generation", s.response::<GenerationRecord>(), None))],
-                                   e.refs(&error, &[401, 404], None))}},
+                                   e.refs(&error, &[401, 403, 404], None))}},
         "/v1/usage": {"get": {
             "operationId": "usage", "tags": ["history"],
             "summary": "Images per key per UTC day, quota and remaining", "security": either,
@@ -254,7 +299,7 @@ pub fn build() -> Value {
                 {"name": "from", "in": "query", "schema": date, "description": "default: 29 days before `to`"},
                 {"name": "to", "in": "query", "schema": date, "description": "default: today"}],
             "responses": responses(&[("200", json_response("usage", s.response::<crate::usage::UsageReport>(), None))],
-                                   e.refs(&error, &[400, 401], None))}},
+                                   e.refs(&error, &[400, 401, 403], None))}},
     });
 
     json!({
@@ -268,7 +313,8 @@ pub fn build() -> Value {
         "security": [],
         "tags": [{"name": "meta"}, {"name": "account", "description": "account access token (JWT)"},
                  {"name": "images", "description": "API key"},
-                 {"name": "history", "description": "access token or API key"}],
+                 {"name": "history", "description": "access token or API key"},
+                 {"name": "admin", "description": "account access token of an admin; 404 to everyone else"}],
         "paths": paths,
         "components": {
             "schemas": s.components(),
@@ -294,7 +340,7 @@ fn the_committed_document_is_the_one_the_types_describe() {
     let committed = std::fs::read_to_string(PATH).unwrap_or_default();
     if committed != fresh {
         std::fs::write(PATH, &fresh).unwrap();
-        panic!("src/openapi.json was stale and has been rewritten from the Rust types: review it and commit it");
+        panic!("public/openapi.json was stale and has been rewritten from the Rust types: review it and commit it");
     }
 }
 
@@ -317,12 +363,18 @@ fn sample(name: &str, schema: &Value, components: &Value) -> Value {
         "email" => json!("ada@example.com"),
         "password" => json!("correct horse battery"),
         "model" => json!(crate::config::DEFAULT_GEMINI_MODEL),
-        _ => match schema.get("type") {
-            Some(t) if t == "integer" || t.as_array().is_some_and(|a| a.contains(&json!("integer"))) => {
+        _ => {
+            let is = |kind: &str| {
+                schema.get("type").is_some_and(|t| t == kind || t.as_array().is_some_and(|a| a.contains(&json!(kind))))
+            };
+            if is("integer") {
                 schema.get("minimum").cloned().unwrap_or(json!(1))
+            } else if is("boolean") {
+                json!(true)
+            } else {
+                json!("a banana")
             }
-            _ => json!("a banana"),
-        },
+        }
     }
 }
 
@@ -377,7 +429,9 @@ fn every_documented_request_property_is_accepted_and_nothing_undocumented() {
     use crate::generate::request::{GenerationRequest, Shape};
     let config = crate::config::Config::from_lookup(|_| None).unwrap();
     holds("Credentials", |body| crate::accounts::credentials(body).map(|_| ()));
-    holds("KeyCreateRequest", |body| crate::keys::NewKey::parse(body).map(|_| ()));
+    holds("KeyCreateRequest", |body| crate::keys::NewKey::parse(body, 1000).map(|_| ()));
+    holds("PasswordChange", |body| crate::accounts::password_change(body).map(|_| ()));
+    holds("AccountUpdateRequest", |body| crate::admin::AccountUpdate::parse(body).map(|_| ()));
     holds("GenerateRequest", |body| GenerationRequest::parse(body, &config, Shape::Native).map(|_| ()));
     holds("OpenAIImagesRequest", |body| GenerationRequest::parse(body, &config, Shape::OpenAi).map(|_| ()));
 }
