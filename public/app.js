@@ -5,7 +5,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const TOKEN = "nb_console_token";
-const state = { token: sessionStorage.getItem(TOKEN), cursors: [], nextCursor: null };
+const state = { token: sessionStorage.getItem(TOKEN), role: null, cursors: [], nextCursor: null };
 
 class ApiError extends Error {
   constructor(status, error) {
@@ -35,7 +35,7 @@ function fail(error) {
   const box = $("#error");
   box.textContent = error.message;
   box.hidden = false;
-  if (error.status === 401 && ["invalid_token", "token_expired"].includes(error.code) && state.token) signOut(error.message);
+  if (error.status === 401 && ["invalid_token", "token_expired", "token_revoked"].includes(error.code) && state.token) signOut(error.message);
 }
 
 function clearMessages() {
@@ -60,6 +60,7 @@ async function act(button, work) {
 // ---------------------------------------------------------------- views
 
 const LOADERS = {
+  admin: loadAdmin,
   keys: loadKeys,
   usage: loadUsage,
   history: () => {
@@ -75,6 +76,7 @@ function show(view) {
     else button.removeAttribute("aria-current");
   }
   $("#nav").hidden = !state.token;
+  $("#nav-admin").hidden = state.role !== "admin";
   const section = $(`#view-${view}`);
   document.title = `${section.dataset.title} · NanoBanana Edge`;
   section.querySelector("h2").setAttribute("tabindex", "-1");
@@ -92,11 +94,19 @@ async function signIn(path) {
   state.token = data.access_token;
   sessionStorage.setItem(TOKEN, state.token);
   $("#password").value = "";
+  await loadRole();
   show("keys");
   say(path.endsWith("register") ? `Account created for ${email}.` : `Signed in as ${email}.`);
 }
 
+// The Admin page is offered to admins only (the API answers 404 to anyone else anyway).
+async function loadRole() {
+  state.role = state.token ? (await api("/v1/auth/me")).role : null;
+}
+
 function signOut(message) {
+  if (state.token) api("/v1/auth/logout", { method: "POST" }).catch(() => {});
+  state.role = null;
   state.token = null;
   sessionStorage.removeItem(TOKEN);
   $("#api-key").value = "";
@@ -272,6 +282,49 @@ async function loadHistory(cursor) {
   $("#history-prev").disabled = state.cursors.length === 0;
 }
 
+// ---------------------------------------------------------------- admin
+
+async function loadAdmin() {
+  const query = new URLSearchParams({ limit: "50" });
+  const prefix = $("#admin-prefix").value.trim();
+  if (prefix) query.set("email_prefix", prefix);
+  const [page, usage] = await Promise.all([api(`/v1/admin/accounts?${query}`), api("/v1/admin/usage?days=1")]);
+  const today = usage.data[0] || { live_images: 0, test_images: 0 };
+  $("#admin-budget").textContent =
+    `Today: ${today.live_images} of ${usage.daily_live_budget} live images, ${today.test_images} test images. ` +
+    `Default account ceiling: ${page.default_daily_image_quota} live images a day.`;
+  const body = $("#admin-table tbody");
+  body.replaceChildren();
+  for (const account of page.data) {
+    const row = document.createElement("tr");
+    cell(row, account.email);
+    cell(row, account.role);
+    cell(row, String(account.live_images_today));
+    cell(row, String(account.test_images_today));
+    cell(row, `${account.active_keys} of ${account.keys}`);
+    cell(row, account.suspended_at ? "suspended" : "active");
+    const actions = cell(row, "");
+    const suspend = !account.suspended_at;
+    const button = Object.assign(document.createElement("button"), {
+      type: "button", className: "secondary", textContent: suspend ? "Suspend" : "Lift suspension",
+    });
+    button.setAttribute("aria-label", `${suspend ? "Suspend" : "Lift the suspension of"} ${account.email}`);
+    button.addEventListener("click", () => act(button, async () => {
+      if (suspend && !confirm(`Suspend ${account.email}? Its token and every key stop working at once.`)) return;
+      await api(`/v1/admin/accounts/${account.id}`, { method: "POST", body: { suspended: suspend } });
+      await loadAdmin();
+      say(`${account.email} is ${suspend ? "suspended" : "active again"}.`);
+    }));
+    actions.append(button);
+    body.append(row);
+  }
+  if (!page.data.length) {
+    const row = document.createElement("tr");
+    cell(row, "No accounts match.").colSpan = 7;
+    body.append(row);
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 $("#account-form").addEventListener("submit", (event) => {
@@ -299,4 +352,18 @@ $("#history-prev").addEventListener("click", () => act($("#history-prev"), async
   await loadHistory(state.cursors.at(-1) || null);
 }));
 
-show(state.token ? "keys" : "account");
+$("#admin-search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(event.submitter, loadAdmin);
+});
+
+// A stored token that no longer works (expired, revoked, suspended) signs out quietly.
+(async () => {
+  try {
+    await loadRole();
+  } catch {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN);
+  }
+  show(state.token ? "keys" : "account");
+})();

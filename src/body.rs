@@ -91,6 +91,33 @@ impl JsonObject {
         }
     }
 
+    /// A boolean field; absent or null is None.
+    pub fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        asked::record(name);
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(wrong_type(name, "true or false")),
+        }
+    }
+
+    /// An integer field where null means something (clear it): absent is None, null is
+    /// `Some(None)`.
+    pub fn nullable_u32(
+        &mut self,
+        name: &str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<Option<Option<u32>>, ApiError> {
+        match self.map.get(name) {
+            Some(Value::Null) => {
+                asked::record(name);
+                self.map.remove(name);
+                Ok(Some(None))
+            }
+            _ => Ok(self.optional_u32(name, range)?.map(Some)),
+        }
+    }
+
     /// The remaining fields as JSON with sorted keys (serde_json's map is ordered), so two
     /// bodies that differ only in formatting or key order serialise the same.
     pub fn canonical_json(&self) -> String {

@@ -32,6 +32,30 @@ pub struct Config {
     /// Registrations allowed per client IP per window.
     pub register_max_per_ip: u32,
     pub register_window_seconds: u64,
+    /// Failed logins per client IP (any emails) that lock that IP, in the login window.
+    pub login_max_failures_per_ip: u32,
+    /// The most images per day a key may have (its own quota, or the default).
+    pub max_key_daily_image_quota: u32,
+    /// Live images per account per UTC day across all its keys, unless the account has
+    /// its own ceiling (set by an admin).
+    pub account_daily_image_quota: u32,
+    /// Live images per UTC day for the whole deployment.
+    pub deployment_daily_live_images: u32,
+    pub max_active_keys_per_account: u32,
+    pub registration: Registration,
+    /// Days a test key's images are kept in R2.
+    pub test_image_retention_days: u32,
+    /// `LOG_SQL = "true"` logs the text of every D1 statement (the test suite's query-plan
+    /// check reads them). Off in production: it is noise, though it never holds a value.
+    pub log_sql: bool,
+}
+
+/// `REGISTRATION`: whether anyone may sign up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Open,
+    /// Sign-up answers 403 `registration_closed`; an admin can still create accounts.
+    Closed,
 }
 
 /// A setting that is present but unusable. Named, never echoed.
@@ -98,6 +122,18 @@ impl Config {
             login_window_seconds: number(&get, "LOGIN_WINDOW_SECONDS", 900, 1..=86_400)?,
             register_max_per_ip: number(&get, "REGISTER_MAX_PER_IP", 20, 1..=1_000_000)?,
             register_window_seconds: number(&get, "REGISTER_WINDOW_SECONDS", 3600, 1..=86_400)?,
+            login_max_failures_per_ip: number(&get, "LOGIN_MAX_FAILURES_PER_IP", 50, 1..=1_000_000)?,
+            max_key_daily_image_quota: number(&get, "MAX_KEY_DAILY_IMAGE_QUOTA", 1000, 1..=10_000_000)?,
+            account_daily_image_quota: number(&get, "ACCOUNT_DAILY_IMAGE_QUOTA", 200, 0..=10_000_000)?,
+            deployment_daily_live_images: number(&get, "DEPLOYMENT_DAILY_LIVE_IMAGES", 1000, 0..=100_000_000)?,
+            max_active_keys_per_account: number(&get, "MAX_ACTIVE_KEYS_PER_ACCOUNT", 20, 1..=10_000)?,
+            registration: match get("REGISTRATION").as_deref() {
+                None | Some("open") => Registration::Open,
+                Some("closed") => Registration::Closed,
+                Some(_) => return Err(InvalidSetting("REGISTRATION")),
+            },
+            test_image_retention_days: number(&get, "TEST_IMAGE_RETENTION_DAYS", 7, 1..=3650)?,
+            log_sql: get("LOG_SQL").as_deref() == Some("true"),
         })
     }
 

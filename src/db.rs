@@ -55,14 +55,20 @@ pub fn opt_int(value: Option<i64>) -> JsValue {
 pub struct Db<'a> {
     d1: worker::D1Database,
     queries: &'a std::cell::Cell<u32>,
+    log_sql: bool,
 }
 
 impl<'a> Db<'a> {
-    pub fn new(d1: worker::D1Database, queries: &'a std::cell::Cell<u32>) -> Self {
-        Db { d1, queries }
+    /// `log_sql` (the `LOG_SQL` setting, for the test suite) logs every statement's text,
+    /// never its values, so a test can `EXPLAIN QUERY PLAN` each one.
+    pub fn new(d1: worker::D1Database, queries: &'a std::cell::Cell<u32>, log_sql: bool) -> Self {
+        Db { d1, queries, log_sql }
     }
 
     pub fn prepare(&self, sql: &str) -> worker::D1PreparedStatement {
+        if self.log_sql {
+            crate::log::info("sql", sql);
+        }
         self.d1.prepare(sql)
     }
 

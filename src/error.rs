@@ -73,14 +73,19 @@ codes! {
     ExpiredApiKey = "expired_api_key", 401, AuthenticationError;
     InvalidToken = "invalid_token", 401, AuthenticationError;
     TokenExpired = "token_expired", 401, AuthenticationError;
+    /// The token was logged out, or the password changed after it was issued.
+    TokenRevoked = "token_revoked", 401, AuthenticationError;
     InvalidCredentials = "invalid_credentials", 401, AuthenticationError;
     InvalidSignature = "invalid_signature", 403, PermissionError;
     UrlExpired = "url_expired", 403, PermissionError;
+    RegistrationClosed = "registration_closed", 403, PermissionError;
+    AccountSuspended = "account_suspended", 403, PermissionError;
     NotFound = "not_found", 404, NotFoundError;
     RouteNotFound = "route_not_found", 404, NotFoundError;
     MethodNotAllowed = "method_not_allowed", 405, InvalidRequestError;
     EmailTaken = "email_taken", 409, ConflictError;
     IdempotencyInProgress = "idempotency_in_progress", 409, ConflictError;
+    TooManyKeys = "too_many_keys", 409, ConflictError;
     PayloadTooLarge = "payload_too_large", 413, InvalidRequestError;
     UnsupportedMediaType = "unsupported_media_type", 415, InvalidRequestError;
     PromptRequired = "prompt_required", 422, InvalidRequestError;
@@ -97,6 +102,8 @@ codes! {
     IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
     RateLimitExceeded = "rate_limit_exceeded", 429, RateLimitError;
     DailyQuotaExceeded = "daily_quota_exceeded", 429, RateLimitError;
+    /// The account's live images for the day, across all its keys.
+    AccountQuotaExceeded = "account_quota_exceeded", 429, RateLimitError;
     TooManyLoginAttempts = "too_many_login_attempts", 429, RateLimitError;
     TooManyRegistrations = "too_many_registrations", 429, RateLimitError;
     InternalError = "internal_error", 500, ApiError;
@@ -106,6 +113,8 @@ codes! {
     ProviderAuthFailed = "provider_auth_failed", 502, UpstreamError;
     ProviderNotConfigured = "provider_not_configured", 503, UpstreamError;
     UpstreamOverloaded = "upstream_overloaded", 503, UpstreamError;
+    /// The deployment's live images for the day (`DEPLOYMENT_DAILY_LIVE_IMAGES`).
+    DeploymentBudgetExhausted = "deployment_budget_exhausted", 503, RateLimitError;
     DatabaseUnavailable = "database_unavailable", 503, ApiError;
     UpstreamTimeout = "upstream_timeout", 504, UpstreamError;
 }

@@ -19,6 +19,9 @@ use serde::Deserialize;
 pub const MAX_ATTEMPTS: u32 = 3;
 const BACKOFF_BASE_MS: u64 = 500;
 const BACKOFF_CAP_MS: u64 = 8_000;
+/// The longest upstream `retryDelay` honoured; longer ones count as this (and so usually
+/// do not fit the deadline: the request fails fast instead of waiting).
+const MAX_RETRY_DELAY_MS: u64 = 120_000;
 
 // ---------------------------------------------------------------- request
 
@@ -165,8 +168,16 @@ fn interpret_success(body: &[u8]) -> Attempt {
         .rfind(|data| data.mime_type.starts_with("image/"));
     match final_image {
         Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
-            Ok(bytes) if !bytes.is_empty() => Attempt::Image(Image { mime_type: data.mime_type, bytes }),
-            _ => Attempt::Fail(upstream_failed("the image provider sent an undecodable image")),
+            // The type is what the bytes are, not what upstream declares: only PNG, JPEG
+            // and WebP are ever stored and served.
+            Ok(bytes) => match crate::media::sniff(&bytes) {
+                Some(mime_type) => Attempt::Image(Image { mime_type: mime_type.to_string(), bytes }),
+                None => Attempt::Fail(
+                    upstream_failed("the image provider sent an image of a type this service does not serve")
+                        .caused_by(format!("gemini declared {} but sent other bytes", data.mime_type)),
+                ),
+            },
+            Err(_) => Attempt::Fail(upstream_failed("the image provider sent an undecodable image")),
         },
         None if finish != "STOP" => Attempt::Fail(refused(&format!("no image was produced (finish reason {finish})"))),
         None => Attempt::Fail(refused("the model answered with text only and no image")),
@@ -203,7 +214,9 @@ fn retry_delay_ms(body: &[u8]) -> Option<u64> {
         let is_retry_info = detail.get("@type")?.as_str()?.ends_with("google.rpc.RetryInfo");
         let delay = detail.get("retryDelay")?.as_str()?.strip_suffix('s')?;
         let seconds: f64 = delay.parse().ok()?;
-        (is_retry_info && seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
+        // Clamped: an absurd delay (1e300s) must neither overflow nor park the request.
+        (is_retry_info && seconds.is_finite() && seconds >= 0.0)
+            .then_some(((seconds * 1000.0) as u64).min(MAX_RETRY_DELAY_MS))
     })
 }
 
@@ -232,7 +245,7 @@ pub fn next_delay_ms(attempt: u32, retry_after_ms: Option<u64>, jitter: u8, rema
         step / 2 + step * u64::from(jitter) / 512
     });
     // Leave the next attempt at least a second of its own.
-    (delay + 1_000 <= remaining_ms).then_some(delay)
+    (delay.saturating_add(1_000) <= remaining_ms).then_some(delay)
 }
 
 // ---------------------------------------------------------------- the fetch loop
@@ -336,6 +349,45 @@ mod tests {
         value.to_string().into_bytes()
     }
 
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = &[0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F', b'I', b'F'];
+
+    #[test]
+    fn an_image_whose_bytes_are_not_png_jpeg_or_webp_is_an_upstream_error() {
+        let svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>";
+        for declared in ["image/svg+xml", "image/png"] {
+            let response = body(json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
+                {"inlineData": {"mimeType": declared, "data": b64(svg)}}
+            ]}}]}));
+            match interpret(200, &response) {
+                Attempt::Fail(err) => assert_eq!(err.code, Code::UpstreamError, "{declared}"),
+                other => panic!("{declared}: {other:?}"),
+            }
+        }
+        // The type served is the one the bytes have, whatever was declared.
+        let response = body(json!({"candidates": [{"content": {"parts": [
+            {"inlineData": {"mimeType": "image/png", "data": b64(JPEG)}}
+        ]}}]}));
+        assert!(matches!(interpret(200, &response), Attempt::Image(image) if image.mime_type == "image/jpeg"));
+    }
+
+    #[test]
+    fn a_hostile_retry_delay_is_clamped_and_never_overflows() {
+        for delay in ["1e300s", "18446744073709551615s", "99999999999999999999s"] {
+            let answer =
+                body(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "q", "details": [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}}));
+            match interpret(429, &answer) {
+                Attempt::Retry { retry_after_ms, .. } => {
+                    assert_eq!(retry_after_ms, Some(MAX_RETRY_DELAY_MS), "{delay}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(next_delay_ms(1, Some(u64::MAX), 0, 90_000), None, "does not fit: give up, no overflow");
+        assert_eq!(next_delay_ms(1, Some(MAX_RETRY_DELAY_MS), 0, u64::MAX), Some(MAX_RETRY_DELAY_MS));
+    }
+
     fn b64(bytes: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
@@ -358,14 +410,14 @@ mod tests {
         let response = body(json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
             {"text": "thinking", "thought": true},
             {"inlineData": {"mimeType": "image/png", "data": b64(b"draft")}, "thought": true},
-            {"inlineData": {"mimeType": "image/png", "data": b64(b"first")}},
+            {"inlineData": {"mimeType": "image/png", "data": b64(PNG)}},
             {"text": "here you go"},
-            {"inlineData": {"mimeType": "image/jpeg", "data": b64(b"final")}},
+            {"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}},
             {"inlineData": {"mimeType": "image/png", "data": b64(b"late draft")}, "thought": true}
         ]}}]}));
         assert_eq!(
             interpret(200, &response),
-            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: b"final".to_vec() })
+            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: JPEG.to_vec() })
         );
     }
 

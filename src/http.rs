@@ -20,7 +20,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn db(&self) -> ApiResult<Db<'_>> {
-        Ok(Db::new(self.d1_binding()?, &self.d1_queries))
+        Ok(Db::new(self.d1_binding()?, &self.d1_queries, self.config.log_sql))
     }
 
     /// The raw binding, for work outside the request (`ctx.wait_until`), which is not counted.
@@ -65,14 +65,31 @@ pub fn origin(req: &Request) -> ApiResult<String> {
 /// Reads a JSON object body with the content-type, size and syntax rules of `body`.
 pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
     body::check_content_type(header(req, "content-type").as_deref())?;
+    body::parse_object(&read_body(req, JSON_BODY_LIMIT).await?)
+}
+
+/// The request body, at most `limit` bytes. A declared Content-Length over the limit is
+/// refused before reading; a chunked body (no length) is cut off, 413, as soon as what
+/// arrived passes the limit: an unauthenticated client cannot make the Worker buffer more.
+pub async fn read_body(req: &mut Request, limit: usize) -> ApiResult<Vec<u8>> {
+    use futures_util::StreamExt;
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > JSON_BODY_LIMIT as u64) {
-        return Err(ApiError::payload_too_large(JSON_BODY_LIMIT));
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
     }
-    let raw = req.bytes().await.map_err(|err| {
-        ApiError::invalid_json("the request body could not be read").caused_by(describe_worker_error(&err))
-    })?;
-    body::parse_object(&raw)
+    // No body at all (a GET, an empty POST) reads as empty.
+    let Ok(mut stream) = req.stream() else { return Ok(Vec::new()) };
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::invalid_json("the request body could not be read").caused_by(describe_worker_error(&err))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {

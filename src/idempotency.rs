@@ -1,9 +1,11 @@
 //! `Idempotency-Key` on the POST routes that create things (`/v1/generate`,
 //! `/v1/images/generations`, `/v1/keys`). Owns the `idempotency_keys` table.
 //!
-//! Scoped to the caller's account. The first request with a key records its route and a
-//! fingerprint of its (canonical) body, runs, and stores its status and body. Then:
-//! - same key, same route and body: the stored response again, `Idempotent-Replayed: true`,
+//! Scoped to the credential that made the request: an API key's records are that key's,
+//! an account token's are the account's, so one key can never replay another's result.
+//! The first request with a key records its route and a fingerprint of its (canonical)
+//! body, runs, and stores what is needed to answer again. Then:
+//! - same key, same route and body: the same answer again, `Idempotent-Replayed: true`,
 //!   with no second upstream call or charge;
 //! - same key, another body or route: 422 `idempotency_key_reused`;
 //! - same key while the first is still running: 409 `idempotency_in_progress`;
@@ -11,6 +13,9 @@
 //!   requests refused by validation never create a record;
 //! - records expire after 24 hours; a record left `in_progress` for 10 minutes (its Worker
 //!   died) is abandoned and may be taken over.
+//!
+//! What is stored is never a secret nor image bytes: a generation is stored as its id (the
+//! answer is rendered again from D1 and R2, with fresh URLs), a created key without the key.
 
 use crate::body::JsonObject;
 use crate::db::{self, Batch, D1ResultExt};
@@ -53,15 +58,48 @@ pub fn fingerprint(route: &str, body: &JsonObject) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Whose records these are: the credential that made the request.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// An account token (of this user id).
+    Account(&'a str),
+    /// An API key (of this key id), acting for `user_id`.
+    Key { key_id: &'a str, user_id: &'a str },
+}
+
+impl Scope<'_> {
+    fn name(&self) -> String {
+        match self {
+            Scope::Account(user_id) => format!("account:{user_id}"),
+            Scope::Key { key_id, .. } => format!("key:{key_id}"),
+        }
+    }
+
+    fn user_id(&self) -> &str {
+        match self {
+            Scope::Account(user_id) | Scope::Key { user_id, .. } => user_id,
+        }
+    }
+}
+
 /// A claimed key: the request runs, and `finish` records what it answered.
 pub struct Claim {
-    user_id: String,
+    scope: String,
     key: String,
+}
+
+/// What a finished request left to answer with again.
+#[derive(Debug, PartialEq)]
+pub enum Stored {
+    /// A JSON body, as sent (an error envelope, a created key without its key).
+    Body { status: u16, body: String },
+    /// A generation: its answer is rendered again from its record.
+    Generation { generation_id: String },
 }
 
 pub enum Begin {
     Proceed(Option<Claim>),
-    Replay(Response),
+    Replay(Stored),
 }
 
 /// The row `RETURNING 1 AS claimed` gives when this request took the key.
@@ -75,17 +113,19 @@ struct Record {
     state: String,
     response_status: Option<u16>,
     response_body: Option<String>,
+    generation_id: Option<String>,
 }
 
 /// Claims the key for this request, or says how to answer instead. One D1 round trip.
 pub async fn begin(
     rc: &RequestContext,
     key: Option<IdempotencyKey>,
-    user_id: &str,
+    scope: Scope<'_>,
     route: &str,
     fingerprint: &str,
 ) -> ApiResult<Begin> {
     let Some(IdempotencyKey(key)) = key else { return Ok(Begin::Proceed(None)) };
+    let scope_name = scope.name();
     let db = rc.db()?;
     let now = rc.now_ms as i64;
     let expired_before = now - TTL_MS as i64;
@@ -96,33 +136,35 @@ pub async fn begin(
     );
     let claimed = batch.push::<Claimed>(
         db.prepare(
-            "INSERT INTO idempotency_keys (user_id, idempotency_key, route, fingerprint, state, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'in_progress', ?5)
-             ON CONFLICT (user_id, idempotency_key) DO UPDATE SET
+            "INSERT INTO idempotency_keys (scope, idempotency_key, user_id, route, fingerprint, state, created_at_ms)
+             VALUES (?1, ?2, ?7, ?3, ?4, 'in_progress', ?5)
+             ON CONFLICT (scope, idempotency_key) DO UPDATE SET
                  route = excluded.route, fingerprint = excluded.fingerprint, state = 'in_progress',
-                 response_status = NULL, response_body = NULL, created_at_ms = excluded.created_at_ms
+                 response_status = NULL, response_body = NULL, generation_id = NULL,
+                 created_at_ms = excluded.created_at_ms
              WHERE idempotency_keys.state = 'in_progress' AND idempotency_keys.created_at_ms <= ?6
              RETURNING 1 AS claimed",
         )
         .bind(&[
-            db::text(user_id),
+            db::text(&scope_name),
             db::text(&key),
             db::text(route),
             db::text(fingerprint),
             db::int(now),
             db::int(abandoned_before),
+            db::text(scope.user_id()),
         ])?,
     );
     let existing = batch.push::<Record>(
         db.prepare(
-            "SELECT route, fingerprint, state, response_status, response_body FROM idempotency_keys
-             WHERE user_id = ?1 AND idempotency_key = ?2",
+            "SELECT route, fingerprint, state, response_status, response_body, generation_id FROM idempotency_keys
+             WHERE scope = ?1 AND idempotency_key = ?2",
         )
-        .bind(&[db::text(user_id), db::text(&key)])?,
+        .bind(&[db::text(&scope_name), db::text(&key)])?,
     );
     let results = db.batch(batch).await.or_internal()?;
     if results.first(claimed)?.is_some() {
-        return Ok(Begin::Proceed(Some(Claim { user_id: user_id.to_string(), key })));
+        return Ok(Begin::Proceed(Some(Claim { scope: scope_name, key })));
     }
     let record =
         results.first(existing)?.ok_or_else(|| ApiError::internal("idempotency record neither claimed nor found"))?;
@@ -137,8 +179,9 @@ fn decide(record: Record, route: &str, fingerprint: &str) -> ApiResult<Begin> {
             "this Idempotency-Key was already used with a different request; use a new key",
         ));
     }
-    match (record.state.as_str(), record.response_status, record.response_body) {
-        ("done", Some(status), Some(body)) => Ok(Begin::Replay(replay(status, body)?)),
+    match (record.state.as_str(), record.response_status, record.response_body, record.generation_id) {
+        ("done", _, _, Some(generation_id)) => Ok(Begin::Replay(Stored::Generation { generation_id })),
+        ("done", Some(status), Some(body), None) => Ok(Begin::Replay(Stored::Body { status, body })),
         _ => Err(ApiError::new(
             Code::IdempotencyInProgress,
             "a request with this Idempotency-Key is still being processed; retry shortly",
@@ -146,10 +189,23 @@ fn decide(record: Record, route: &str, fingerprint: &str) -> ApiResult<Begin> {
     }
 }
 
-fn replay(status: u16, body: String) -> ApiResult<Response> {
+/// Deletes records past their 24 hours (cron; claims prune too, so this is a backstop).
+pub async fn prune(db: &crate::db::Db<'_>, now_ms: u64) -> ApiResult<usize> {
+    let expired_before = now_ms as i64 - TTL_MS as i64;
+    let statement =
+        db.prepare("DELETE FROM idempotency_keys WHERE created_at_ms <= ?1").bind(&[db::int(expired_before)])?;
+    db.run(statement).await.or_internal()
+}
+
+/// A stored body as the replayed response.
+pub fn replay(status: u16, body: String) -> ApiResult<Response> {
     let mut response = crate::http::json_text(status, body)?;
-    response.headers_mut().set("idempotent-replayed", "true")?;
+    mark_replayed(&mut response)?;
     Ok(response)
+}
+
+pub fn mark_replayed(response: &mut Response) -> ApiResult<()> {
+    Ok(response.headers_mut().set("idempotent-replayed", "true")?)
 }
 
 /// Whether an outcome is kept for replay: not server errors, not throttling.
@@ -157,34 +213,32 @@ pub fn is_stored(status: u16) -> bool {
     status < 500 && status != 429
 }
 
-/// Records the outcome of a claimed request: its status and JSON body, or for an error its
-/// envelope (dropping the claim instead for 5xx and 429).
-pub async fn finish(rc: &RequestContext, claim: Option<Claim>, outcome: Result<(u16, &str), &ApiError>) {
+/// Records the outcome of a claimed request (for an error, its envelope), or drops the
+/// claim for 5xx and 429 so that a retry really retries.
+pub async fn finish(rc: &RequestContext, claim: Option<Claim>, outcome: Result<Stored, ApiError>) {
     let Some(claim) = claim else { return };
-    let envelope;
-    let (status, body) = match outcome {
-        Ok(answer) => answer,
-        Err(err) => {
-            envelope = err.envelope_json(&rc.request_id);
-            (err.status(), envelope.as_str())
-        }
+    let stored = match outcome {
+        Ok(stored) => stored,
+        Err(err) => Stored::Body { status: err.status(), body: err.envelope_json(&rc.request_id) },
     };
     let result = async {
         let db = rc.db()?;
-        let statement = if is_stored(status) {
-            db.prepare(
-                "UPDATE idempotency_keys SET state = 'done', response_status = ?3, response_body = ?4
-                 WHERE user_id = ?1 AND idempotency_key = ?2",
-            )
-            .bind(&[
-                db::text(&claim.user_id),
-                db::text(&claim.key),
-                db::int(status.into()),
-                db::text(body),
-            ])?
-        } else {
-            db.prepare("DELETE FROM idempotency_keys WHERE user_id = ?1 AND idempotency_key = ?2")
-                .bind(&[db::text(&claim.user_id), db::text(&claim.key)])?
+        let statement = match stored {
+            Stored::Body { status, .. } if !is_stored(status) => db
+                .prepare("DELETE FROM idempotency_keys WHERE scope = ?1 AND idempotency_key = ?2")
+                .bind(&[db::text(&claim.scope), db::text(&claim.key)])?,
+            Stored::Body { status, body } => db
+                .prepare(
+                    "UPDATE idempotency_keys SET state = 'done', response_status = ?3, response_body = ?4
+                     WHERE scope = ?1 AND idempotency_key = ?2",
+                )
+                .bind(&[db::text(&claim.scope), db::text(&claim.key), db::int(status.into()), db::text(&body)])?,
+            Stored::Generation { generation_id } => db
+                .prepare(
+                    "UPDATE idempotency_keys SET state = 'done', response_status = 200, generation_id = ?3
+                     WHERE scope = ?1 AND idempotency_key = ?2",
+                )
+                .bind(&[db::text(&claim.scope), db::text(&claim.key), db::text(&generation_id)])?,
         };
         db.run(statement).await.or_internal()
     };
@@ -226,6 +280,7 @@ mod tests {
             state: state.into(),
             response_status: (state == "done").then_some(200),
             response_body: (state == "done").then(|| "{}".into()),
+            generation_id: None,
         }
     }
 
@@ -238,6 +293,12 @@ mod tests {
         let running =
             decide(record("POST /v1/generate", "f1", "in_progress"), "POST /v1/generate", "f1").err().unwrap();
         assert_eq!((running.status(), running.code.as_str()), (409, "idempotency_in_progress"));
+        let stored = decide(record("POST /v1/keys", "f1", "done"), "POST /v1/keys", "f1").ok().unwrap();
+        assert!(matches!(stored, Begin::Replay(Stored::Body { status: 200, .. })));
+        let mut generation = record("POST /v1/generate", "f1", "done");
+        generation.generation_id = Some("gen_1".into());
+        let replayed = decide(generation, "POST /v1/generate", "f1").ok().unwrap();
+        assert!(matches!(replayed, Begin::Replay(Stored::Generation { generation_id }) if generation_id == "gen_1"));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! runs it natively.
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cron;
 pub mod db;
 pub mod error;
 pub mod gemini;
@@ -18,6 +20,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod log;
+pub mod media;
 pub mod openapi;
 pub mod panic_hook;
 pub mod png;
@@ -38,17 +41,19 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     app::handle(req, env, ctx).await
 }
 
-/// Cron (`[triggers]` in wrangler.toml): give back quota held by generations whose Worker
-/// died mid-request.
+/// Cron (`[triggers]` in wrangler.toml): reconciliation and retention (`cron.rs`).
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     panic_hook::install();
-    let result = match env.d1("DB") {
-        Ok(d1) => generate::reconcile_abandoned(d1, time::now_millis()).await,
-        Err(err) => Err(err.into()),
+    let config = match config::Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
+        Ok(config) => config,
+        Err(invalid) => return log::error("cron: invalid setting", invalid.0),
     };
-    match result {
-        Ok(released) => log::info("reconciled abandoned generations", &released.to_string()),
-        Err(err) => log::error("reconciliation failed", &err.to_string()),
+    match env.d1("DB") {
+        Ok(d1) => {
+            let summary = cron::run(d1, env.bucket(storage::BUCKET_BINDING).ok(), &config, time::now_millis()).await;
+            log::info("cron", &summary);
+        }
+        Err(err) => log::error("cron: D1 binding DB is missing", &error::describe_worker_error(&err)),
     }
 }

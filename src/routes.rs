@@ -17,6 +17,20 @@ pub enum Route {
     GetGeneration(String),
     Usage,
     OpenApi,
+    Logout,
+    ChangePassword,
+    /// `/v1/admin/...`: resolved after the caller proves to be an admin, so that to anyone
+    /// else even a wrong method there is the 404 of a route that does not exist.
+    Admin(AdminRoute),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRoute {
+    ListAccounts,
+    CreateAccount,
+    UpdateAccount(String),
+    Usage,
+    WrongMethod(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +52,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "auth", "register"] => (POST, Some(Route::Register)),
         ["v1", "auth", "login"] => (POST, Some(Route::Login)),
         ["v1", "auth", "me"] => (GET, Some(Route::Me)),
+        ["v1", "auth", "logout"] => (POST, Some(Route::Logout)),
+        ["v1", "auth", "password"] => (POST, Some(Route::ChangePassword)),
+        ["v1", "admin", rest @ ..] => return Ok(Route::Admin(admin(method, rest))),
         ["v1", "keys"] => {
             let route = match method {
                 "POST" => Some(Route::CreateKey),
@@ -59,6 +76,24 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
     match route {
         Some(route) if allowed.contains(&method) => Ok(route),
         _ => Err(RouteError::MethodNotAllowed(allowed)),
+    }
+}
+
+fn admin(method: &str, rest: &[&str]) -> AdminRoute {
+    let (allowed, route) = match rest {
+        ["accounts"] => match method {
+            "GET" | "HEAD" => (GET_POST, Some(AdminRoute::ListAccounts)),
+            "POST" => (GET_POST, Some(AdminRoute::CreateAccount)),
+            _ => (GET_POST, None),
+        },
+        ["accounts", id] if valid_id_segment(id) => (POST, Some(AdminRoute::UpdateAccount(id.to_string()))),
+        ["usage"] => (GET, Some(AdminRoute::Usage)),
+        // Unknown admin paths are answered by the admin handler too (a 404 either way).
+        _ => (&[][..], None),
+    };
+    match route {
+        Some(route) if allowed.contains(&method) => route,
+        _ => AdminRoute::WrongMethod(allowed),
     }
 }
 
@@ -103,6 +138,18 @@ mod tests {
         for path in ["/nope", "/v1", "/v1/keys/a/b", "/v1/keys/", "/health/", "/v1/images/a%2Fb", "//health"] {
             assert_eq!(resolve("GET", path), Err(RouteError::NotFound), "{path}");
         }
+    }
+
+    #[test]
+    fn admin_paths_are_resolved_whatever_the_method() {
+        assert_eq!(resolve("GET", "/v1/admin/accounts"), Ok(Route::Admin(AdminRoute::ListAccounts)));
+        assert_eq!(resolve("POST", "/v1/admin/accounts"), Ok(Route::Admin(AdminRoute::CreateAccount)));
+        assert_eq!(
+            resolve("POST", "/v1/admin/accounts/abc"),
+            Ok(Route::Admin(AdminRoute::UpdateAccount("abc".into())))
+        );
+        assert_eq!(resolve("DELETE", "/v1/admin/usage"), Ok(Route::Admin(AdminRoute::WrongMethod(GET))));
+        assert_eq!(resolve("GET", "/v1/admin/nothing"), Ok(Route::Admin(AdminRoute::WrongMethod(&[]))));
     }
 
     #[test]

@@ -1,67 +1,77 @@
 //! Where images live and how clients reach them.
 //!
-//! Each image is an R2 object `images/{generation id}/{index}` with its Content-Type and
+//! Each image is an R2 object `images/{generation id}/{index}` (a test key's:
+//! `test-images/...`, a prefix an R2 lifecycle rule expires) with its Content-Type and
 //! custom metadata (generation id, key id). A client gets, in order of preference:
 //! `{PUBLIC_IMAGE_BASE}/{object key}` when a public bucket domain is configured; else a
 //! signed Worker URL `/v1/images/{image id}?expires=...&signature=...` (HMAC-SHA256 under a
 //! key derived from JWT_SECRET, valid `IMAGE_URL_TTL_SECONDS`); or, with no `IMAGES`
 //! binding at all, a `data:` URL carrying the bytes.
+//!
+//! Served images can never be turned against the console's origin: only PNG, JPEG and
+//! WebP are stored (by their magic bytes), and every image response carries
+//! `Content-Security-Policy: default-src 'none'; sandbox` and `nosniff`.
 
+use crate::auth::KeyMode;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::gemini::Image;
 use crate::http::{header, query_param, RequestContext};
 use base64::Engine;
-use sha2::{Digest, Sha256};
+use hmac_sha256::HMAC;
 use worker::{Bucket, HttpMetadata, Request, Response};
 
 pub const BUCKET_BINDING: &str = "IMAGES";
+/// For objects read through a public bucket domain, whose URLs never change.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Purpose label of the derived signing key, so URL signatures and JWTs never share a key.
 const URL_KEY_LABEL: &[u8] = b"nanobanana/image-url/v1";
+/// What an image response may do in a browser: nothing but be shown.
+pub const IMAGE_CSP: &str = "default-src 'none'; sandbox";
 
-pub fn object_key(generation_id: &str, index: usize) -> String {
-    format!("images/{generation_id}/{index}")
-}
-
-/// Public image id: `{generation id}_{index}`.
-pub fn image_id(generation_id: &str, index: usize) -> String {
-    format!("{generation_id}_{index}")
-}
-
-pub fn parse_image_id(image_id: &str) -> Option<(&str, usize)> {
-    let (generation_id, index) = image_id.rsplit_once('_')?;
-    let index: usize = index.parse().ok()?;
-    (generation_id.starts_with("gen_") && index < 16).then_some((generation_id, index))
-}
-
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block_key = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block_key[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block_key[..key.len()].copy_from_slice(key);
+fn prefix(mode: KeyMode) -> &'static str {
+    match mode {
+        KeyMode::Live => "images",
+        KeyMode::Test => "test-images",
     }
-    let mut inner = Sha256::new();
-    inner.update(block_key.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block_key.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
 }
 
-/// Equal-length comparison whose time does not depend on where the inputs differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub fn object_key(generation_id: &str, index: usize, mode: KeyMode) -> String {
+    format!("{}/{generation_id}/{index}", prefix(mode))
+}
+
+/// Every object key a generation of `n` images may have written (for cleanup).
+pub fn object_keys(generation_id: &str, n: usize, mode: KeyMode) -> Vec<String> {
+    (0..n).map(|index| object_key(generation_id, index, mode)).collect()
+}
+
+/// Public image id: `{generation id}_{index}`, or `{generation id}_t{index}` for a test key's.
+pub fn image_id(generation_id: &str, index: usize, mode: KeyMode) -> String {
+    match mode {
+        KeyMode::Live => format!("{generation_id}_{index}"),
+        KeyMode::Test => format!("{generation_id}_t{index}"),
+    }
+}
+
+pub fn parse_image_id(image_id: &str) -> Option<(&str, usize, KeyMode)> {
+    let (generation_id, index) = image_id.rsplit_once('_')?;
+    let (index, mode) = match index.strip_prefix('t') {
+        Some(index) => (index, KeyMode::Test),
+        None => (index, KeyMode::Live),
+    };
+    let index: usize = index.parse().ok()?;
+    (generation_id.starts_with("gen_") && index < 16).then_some((generation_id, index, mode))
 }
 
 fn url_signing_key(secret: &str) -> [u8; 32] {
-    hmac_sha256(secret.as_bytes(), URL_KEY_LABEL)
+    HMAC::mac(URL_KEY_LABEL, secret.as_bytes())
+}
+
+fn mac(secret: &str, image_id: &str, expires: u64) -> [u8; 32] {
+    HMAC::mac(format!("{image_id}:{expires}").as_bytes(), url_signing_key(secret))
 }
 
 pub fn signature(secret: &str, image_id: &str, expires: u64) -> String {
-    hex::encode(hmac_sha256(&url_signing_key(secret), format!("{image_id}:{expires}").as_bytes()))
+    hex::encode(mac(secret, image_id, expires))
 }
 
 pub fn signed_path(secret: &str, image_id: &str, expires: u64) -> String {
@@ -69,30 +79,34 @@ pub fn signed_path(secret: &str, image_id: &str, expires: u64) -> String {
 }
 
 /// Checks a signed URL's query: 403 `invalid_signature` or `url_expired` when it fails.
+/// Returns the seconds the signature has left.
 pub fn verify_signature(
     secret: &str,
     image_id: &str,
     expires: Option<&str>,
     signature_hex: Option<&str>,
     now_secs: u64,
-) -> ApiResult<()> {
-    let forbidden = |code, message: &str| ApiError::new(code, message);
+) -> ApiResult<u64> {
+    let invalid = || ApiError::new(Code::InvalidSignature, "this image URL's signature is invalid");
     let (Some(expires_raw), Some(given)) = (expires, signature_hex) else {
-        return Err(forbidden(Code::InvalidSignature, "this image URL is not signed"));
+        return Err(ApiError::new(Code::InvalidSignature, "this image URL is not signed"));
     };
-    let expires: u64 =
-        expires_raw.parse().map_err(|_| forbidden(Code::InvalidSignature, "this image URL's signature is invalid"))?;
-    let expected = signature(secret, image_id, expires);
-    if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(forbidden(Code::InvalidSignature, "this image URL's signature is invalid"));
+    let expires: u64 = expires_raw.parse().map_err(|_| invalid())?;
+    let mut given_mac = [0u8; 32];
+    hex::decode_to_slice(given, &mut given_mac).map_err(|_| invalid())?;
+    // Constant-time comparison, by the same vetted crate that computes the MAC.
+    let mut expected = HMAC::new(url_signing_key(secret));
+    expected.update(format!("{image_id}:{expires}").as_bytes());
+    if !expected.finalize_verify(&given_mac) {
+        return Err(invalid());
     }
     if expires <= now_secs {
-        return Err(forbidden(
+        return Err(ApiError::new(
             Code::UrlExpired,
             "this image URL has expired; fetch the generation again for a fresh one",
         ));
     }
-    Ok(())
+    Ok(expires - now_secs)
 }
 
 pub fn data_url(image: &Image) -> String {
@@ -100,12 +114,18 @@ pub fn data_url(image: &Image) -> String {
 }
 
 /// Where a stored image is served from, for a response built at `now_ms`.
-pub fn stored_image_url(rc: &RequestContext, origin: &str, generation_id: &str, index: usize) -> ApiResult<String> {
+pub fn stored_image_url(
+    rc: &RequestContext,
+    origin: &str,
+    generation_id: &str,
+    index: usize,
+    mode: KeyMode,
+) -> ApiResult<String> {
     if let Some(base) = &rc.config.public_image_base {
-        return Ok(format!("{base}/{}", object_key(generation_id, index)));
+        return Ok(format!("{base}/{}", object_key(generation_id, index, mode)));
     }
     let expires = rc.now_ms / 1000 + rc.config.image_url_ttl_seconds;
-    let path = signed_path(rc.config.jwt_secret()?, &image_id(generation_id, index), expires);
+    let path = signed_path(rc.config.jwt_secret()?, &image_id(generation_id, index, mode), expires);
     Ok(format!("{origin}{path}"))
 }
 
@@ -116,8 +136,14 @@ pub fn bucket(rc: &RequestContext) -> Option<Bucket> {
 
 /// Stores every image; all or nothing (what was written is deleted if any write fails).
 /// Takes the images by value: R2 wants owned bytes, and this way they are not copied.
-pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images: Vec<Image>) -> ApiResult<Vec<String>> {
-    let keys: Vec<String> = (0..images.len()).map(|i| object_key(generation_id, i)).collect();
+pub async fn put_all(
+    bucket: &Bucket,
+    generation_id: &str,
+    key_id: &str,
+    mode: KeyMode,
+    images: Vec<Image>,
+) -> ApiResult<Vec<String>> {
+    let keys = object_keys(generation_id, images.len(), mode);
     let writes = images.into_iter().zip(&keys).map(|(image, key)| {
         let metadata = HttpMetadata {
             content_type: Some(image.mime_type),
@@ -141,35 +167,58 @@ pub async fn put_all(bucket: &Bucket, generation_id: &str, key_id: &str, images:
     Ok(keys)
 }
 
-pub async fn delete_all(bucket: &Bucket, keys: &[String]) {
-    if let Err(err) = bucket.delete_multiple(keys.iter().map(String::as_str).collect()).await {
-        crate::log::error("r2 cleanup failed", &err.to_string());
+/// Deletes objects (missing ones are not an error). Returns whether R2 accepted it.
+pub async fn delete_all(bucket: &Bucket, keys: &[String]) -> bool {
+    if keys.is_empty() {
+        return true;
+    }
+    match bucket.delete_multiple(keys.iter().map(String::as_str).collect()).await {
+        Ok(()) => true,
+        Err(err) => {
+            crate::log::error("r2 delete failed", &err.to_string());
+            false
+        }
     }
 }
 
-/// `GET /v1/images/{id}`: the bytes of a stored image behind a valid signed URL.
+/// `GET /v1/images/{id}`: the bytes of a stored image behind a valid signed URL. The
+/// response may be cached for as long as the signature has left, no longer.
 pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> ApiResult<Response> {
     let (expires, given) = (query_param(req, "expires")?, query_param(req, "signature")?);
-    verify_signature(rc.config.jwt_secret()?, image_id_param, expires.as_deref(), given.as_deref(), rc.now_ms / 1000)?;
+    let remaining = verify_signature(
+        rc.config.jwt_secret()?,
+        image_id_param,
+        expires.as_deref(),
+        given.as_deref(),
+        rc.now_ms / 1000,
+    )?;
 
     let not_found = || ApiError::not_found("no image with this id");
-    let (generation_id, index) = parse_image_id(image_id_param).ok_or_else(not_found)?;
+    let (generation_id, index, mode) = parse_image_id(image_id_param).ok_or_else(not_found)?;
     let bucket = bucket(rc).ok_or_else(not_found)?;
-    let object = bucket.get(object_key(generation_id, index)).execute().await?.ok_or_else(not_found)?;
+    let object = bucket.get(object_key(generation_id, index, mode)).execute().await?.ok_or_else(not_found)?;
 
     let etag = object.http_etag();
     let headers = worker::Headers::new();
     headers.set("etag", &etag)?;
-    headers.set("cache-control", IMMUTABLE)?;
+    headers.set("cache-control", &format!("private, max-age={remaining}"))?;
+    headers.set("content-security-policy", IMAGE_CSP)?;
+    headers.set("x-content-type-options", "nosniff")?;
     if header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
         return Ok(Response::empty()?.with_status(304).with_headers(headers));
     }
-    let content_type = object.http_metadata().content_type.unwrap_or_else(|| "application/octet-stream".into());
-    let extension = if content_type == "image/jpeg" { "jpg" } else { "png" };
-    headers.set("content-type", &content_type)?;
+    let stored_type = object.http_metadata().content_type.unwrap_or_default();
+    // Only the image types this service stores are served as such; anything else (an
+    // object written by hand) is a download, never rendered.
+    let (content_type, extension, disposition) = match stored_type.as_str() {
+        "image/png" => ("image/png", "png", "inline"),
+        "image/jpeg" => ("image/jpeg", "jpg", "inline"),
+        "image/webp" => ("image/webp", "webp", "inline"),
+        _ => ("application/octet-stream", "bin", "attachment"),
+    };
+    headers.set("content-type", content_type)?;
     headers.set("content-length", &object.size().to_string())?;
-    headers.set("content-disposition", &format!("inline; filename=\"{image_id_param}.{extension}\""))?;
-    headers.set("x-content-type-options", "nosniff")?;
+    headers.set("content-disposition", &format!("{disposition}; filename=\"{image_id_param}.{extension}\""))?;
     // Hand the R2 stream to the runtime: the bytes never pass through wasm.
     let body = object.body().ok_or_else(not_found)?;
     Ok(Response::from_body(body.response_body()?)?.with_headers(headers))
@@ -180,16 +229,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231() {
+    fn the_hmac_crate_matches_rfc_4231() {
         // Test case 2.
         assert_eq!(
-            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            hex::encode(HMAC::mac(b"what do ya want for nothing?", b"Jefe")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 6: a key longer than the block.
         assert_eq!(
-            hex::encode(hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            hex::encode(HMAC::mac(b"Test Using Larger Than Block-Size Key - Hash Key First", [0xaa; 131])),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn signatures_are_unchanged_by_the_move_to_the_vetted_crate() {
+        // Computed with Python's hmac module, as the end-to-end tests sign URLs.
+        assert_eq!(
+            signature(SECRET, "gen_abc_0", 2_000),
+            "883b95997fe74865dc045f06b02652a7898167d60ba9dab51fc20921e8535e31"
         );
     }
 
@@ -199,7 +257,7 @@ mod tests {
     fn signed_urls_verify_until_they_expire() {
         let id = "gen_abc_0";
         let sig = signature(SECRET, id, 2_000);
-        assert!(verify_signature(SECRET, id, Some("2000"), Some(&sig), 1_999).is_ok());
+        assert_eq!(verify_signature(SECRET, id, Some("2000"), Some(&sig), 1_999).unwrap(), 1, "seconds left");
         let expired = verify_signature(SECRET, id, Some("2000"), Some(&sig), 2_000).unwrap_err();
         assert_eq!((expired.status(), expired.code.as_str()), (403, "url_expired"));
     }
@@ -225,25 +283,28 @@ mod tests {
 
     #[test]
     fn url_key_is_not_the_jwt_secret() {
-        assert_ne!(url_signing_key(SECRET), hmac_sha256(SECRET.as_bytes(), b""));
+        assert_ne!(url_signing_key(SECRET), HMAC::mac(b"", SECRET.as_bytes()));
         assert_ne!(&url_signing_key(SECRET)[..], SECRET.as_bytes());
     }
 
     #[test]
     fn image_ids_round_trip() {
         let gen = "gen_3f2b1c9e-8d7a-4b6c-9e5f-0a1b2c3d4e5f";
-        assert_eq!(parse_image_id(&image_id(gen, 3)), Some((gen, 3)));
-        assert_eq!(object_key(gen, 3), format!("images/{gen}/3"));
-        for bad in ["gen_x", "abc_0", "gen_x_", "gen_x_-1", "gen_x_99"] {
+        assert_eq!(parse_image_id(&image_id(gen, 3, KeyMode::Live)), Some((gen, 3, KeyMode::Live)));
+        assert_eq!(parse_image_id(&image_id(gen, 2, KeyMode::Test)), Some((gen, 2, KeyMode::Test)));
+        assert_eq!(object_key(gen, 3, KeyMode::Live), format!("images/{gen}/3"));
+        assert_eq!(object_key(gen, 0, KeyMode::Test), format!("test-images/{gen}/0"));
+        for bad in ["gen_x", "abc_0", "gen_x_", "gen_x_-1", "gen_x_99", "gen_x_t", "gen_x_tt1"] {
             assert_eq!(parse_image_id(bad), None, "{bad}");
         }
     }
 
     #[test]
-    fn constant_time_eq_basics() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn a_signature_that_is_not_hex_or_too_short_is_invalid() {
+        for given in ["zz", "00", &"0".repeat(63), &"0".repeat(66)] {
+            let err = verify_signature(SECRET, "gen_abc_0", Some("2000"), Some(given), 1_000).unwrap_err();
+            assert_eq!(err.code, Code::InvalidSignature, "{given}");
+        }
     }
 
     #[test]

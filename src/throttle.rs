@@ -16,6 +16,8 @@ use worker::D1PreparedStatement;
 pub enum Scope {
     /// Failed logins, per email.
     Login,
+    /// Failed logins, per client IP (whatever the emails).
+    LoginIp,
     /// Registrations, per client IP.
     Register,
 }
@@ -25,6 +27,7 @@ impl Scope {
     fn as_str(self) -> &'static str {
         match self {
             Scope::Login => "login",
+            Scope::LoginIp => "login_ip",
             Scope::Register => "register",
         }
     }
@@ -32,6 +35,7 @@ impl Scope {
     fn refusal(self) -> (Code, &'static str) {
         match self {
             Scope::Login => (Code::TooManyLoginAttempts, "too many failed logins for this email; try again later"),
+            Scope::LoginIp => (Code::TooManyLoginAttempts, "too many failed logins from this address; try again later"),
             Scope::Register => {
                 (Code::TooManyRegistrations, "too many registrations from this address; try again later")
             }
@@ -62,29 +66,66 @@ pub struct Attempt {
     oldest: Slot<Oldest>,
 }
 
-/// Adds the statements that take one attempt to `batch`: prune what has left the window,
-/// insert an attempt if there is room (RETURNING its id), and read the oldest attempt left
-/// (for Retry-After).
+/// Adds the statements that take one attempt to `batch`: prune what has left the window
+/// (through the `(scope, created_at_ms)` index), insert an attempt if there is room
+/// (RETURNING its id), and read the oldest attempt left (for Retry-After).
 pub fn take(batch: &mut Batch, db: &Db, window: Window, subject: &str, now_ms: u64) -> ApiResult<Attempt> {
+    push_take(batch, db, window, subject, now_ms, false)
+}
+
+/// Like [`take`], but the attempt is inserted only if the statement just before it in the
+/// batch changed a row (the previous window's attempt was taken): a request refused by one
+/// window leaves nothing in the next.
+pub fn take_if_taken(batch: &mut Batch, db: &Db, window: Window, subject: &str, now_ms: u64) -> ApiResult<Attempt> {
+    push_take(batch, db, window, subject, now_ms, true)
+}
+
+fn push_take(
+    batch: &mut Batch,
+    db: &Db,
+    window: Window,
+    subject: &str,
+    now_ms: u64,
+    chained: bool,
+) -> ApiResult<Attempt> {
     let cutoff = now_ms.saturating_sub(window.window_ms) as i64;
     let scope = db::text(window.scope.as_str());
     let subject = db::text(subject);
-    batch.push::<()>(
-        db.prepare("DELETE FROM auth_throttle WHERE scope = ?1 AND created_at_ms <= ?2")
-            .bind(&[scope.clone(), db::int(cutoff)])?,
-    );
-    let taken = batch.push(
-        db.prepare(
-            "INSERT INTO auth_throttle (scope, subject, created_at_ms)
-             SELECT ?1, ?2, ?3
-             WHERE (SELECT COUNT(*) FROM auth_throttle WHERE scope = ?1 AND subject = ?2) < ?4
-             RETURNING id",
-        )
-        .bind(&[scope.clone(), subject.clone(), db::int(now_ms as i64), db::int(window.max.into())])?,
-    );
+    let insert = "INSERT INTO auth_throttle (scope, subject, created_at_ms)
+         SELECT ?1, ?2, ?3
+         WHERE (SELECT COUNT(*) FROM auth_throttle WHERE scope = ?1 AND subject = ?2 AND created_at_ms > ?5) < ?4";
+    // The count looks only inside the window, so it is right whether or not the prune ran
+    // first. A chained insert reads `changes()` of the insert before it, so its own prune
+    // (a DELETE, which would reset that) comes after it.
+    let prune = db
+        .prepare("DELETE FROM auth_throttle WHERE scope = ?1 AND created_at_ms <= ?2")
+        .bind(&[scope.clone(), db::int(cutoff)])?;
+    let taken = if chained {
+        let taken = batch.push(db.prepare(&format!("{insert} AND changes() = 1 RETURNING id")).bind(&[
+            scope.clone(),
+            subject.clone(),
+            db::int(now_ms as i64),
+            db::int(window.max.into()),
+            db::int(cutoff),
+        ])?);
+        batch.push::<()>(prune);
+        taken
+    } else {
+        batch.push::<()>(prune);
+        batch.push(db.prepare(&format!("{insert} RETURNING id")).bind(&[
+            scope.clone(),
+            subject.clone(),
+            db::int(now_ms as i64),
+            db::int(window.max.into()),
+            db::int(cutoff),
+        ])?)
+    };
     let oldest = batch.push(
-        db.prepare("SELECT MIN(created_at_ms) AS oldest FROM auth_throttle WHERE scope = ?1 AND subject = ?2")
-            .bind(&[scope, subject])?,
+        db.prepare(
+            "SELECT MIN(created_at_ms) AS oldest FROM auth_throttle
+             WHERE scope = ?1 AND subject = ?2 AND created_at_ms > ?3",
+        )
+        .bind(&[scope, subject, db::int(cutoff)])?,
     );
     Ok(Attempt { taken, oldest })
 }
@@ -108,9 +149,34 @@ fn refused(window: Window, retry_after: u64) -> ApiError {
     ApiError::new(code, message).with_header("retry-after", retry_after.to_string())
 }
 
-/// Removes an attempt from the window (a login that succeeded).
-pub fn forget(db: &Db, attempt_id: i64) -> ApiResult<D1PreparedStatement> {
-    Ok(db.prepare("DELETE FROM auth_throttle WHERE id = ?1").bind(&[db::int(attempt_id)])?)
+/// Deletes attempts that have left their windows (cron), scope by scope through the
+/// `(scope, created_at_ms)` index. Requests prune their own scope too; this catches
+/// scopes nobody has used since.
+pub async fn prune(db: &Db<'_>, config: &crate::config::Config, now_ms: u64) -> ApiResult<usize> {
+    use crate::db::D1ResultExt;
+    let login = config.login_window_seconds * 1000;
+    let windows =
+        [(Scope::Login, login), (Scope::LoginIp, login), (Scope::Register, config.register_window_seconds * 1000)];
+    let mut batch = Batch::new();
+    let slots: Vec<_> = windows
+        .iter()
+        .map(|(scope, window_ms)| {
+            let cutoff = now_ms.saturating_sub(*window_ms) as i64;
+            Ok(batch.push::<()>(
+                db.prepare("DELETE FROM auth_throttle WHERE scope = ?1 AND created_at_ms <= ?2")
+                    .bind(&[db::text(scope.as_str()), db::int(cutoff)])?,
+            ))
+        })
+        .collect::<ApiResult<_>>()?;
+    let results = db.batch(batch).await.or_internal()?;
+    Ok(slots.into_iter().map(|slot| results.changes(slot)).sum())
+}
+
+/// Removes attempts from their windows (a login that succeeded).
+pub fn forget(db: &Db, attempt_ids: &[i64]) -> ApiResult<D1PreparedStatement> {
+    let ids = attempt_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    // The ids are integers this Worker got back from D1, not client input.
+    Ok(db.prepare(&format!("DELETE FROM auth_throttle WHERE id IN ({ids})")))
 }
 
 #[cfg(test)]

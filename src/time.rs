@@ -46,6 +46,17 @@ pub fn millis_from_date(date: &str) -> Option<u64> {
     u64::try_from(days).ok().map(|d| d * MILLIS_PER_DAY)
 }
 
+/// Parses `2026-11-23T00:42:29.123Z` (as written by [`iso_from_millis`]).
+pub fn millis_from_iso(iso: &str) -> Option<u64> {
+    let day = millis_from_date(iso.get(..10)?)?;
+    if iso.len() != 24 || iso.as_bytes()[10] != b'T' || !iso.ends_with('Z') {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| iso.get(range)?.parse::<u64>().ok();
+    let (h, m, s, milli) = (field(11..13)?, field(14..16)?, field(17..19)?, field(20..23)?);
+    (h < 24 && m < 60 && s < 60).then_some(day + ((h * 60 + m) * 60 + s) * 1000 + milli)
+}
+
 /// Seconds from `ms` to the next UTC midnight (at least 1): the `Retry-After` of a daily quota.
 pub fn seconds_until_next_utc_midnight(ms: u64) -> u64 {
     let next_midnight = (ms / MILLIS_PER_DAY + 1) * MILLIS_PER_DAY;
@@ -108,6 +119,16 @@ mod tests {
             let date = date_from_millis(day_ms);
             assert_eq!(millis_from_date(&date), Some(day_ms), "{date}");
             day_ms += MILLIS_PER_DAY;
+        }
+    }
+
+    #[test]
+    fn iso_timestamps_round_trip() {
+        for ms in [0, 1_795_394_549_123, 951_782_400_000, 4_102_444_799_999] {
+            assert_eq!(millis_from_iso(&iso_from_millis(ms)), Some(ms));
+        }
+        for bad in ["2026-11-23", "2026-11-23T24:00:00.000Z", "2026-11-23T00:42:29.123", "2026-11-23 00:42:29.123Z"] {
+            assert_eq!(millis_from_iso(bad), None, "{bad}");
         }
     }
 

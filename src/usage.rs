@@ -4,23 +4,58 @@
 
 use crate::auth;
 use crate::auth::KeyMode;
-use crate::db::{self, Batch, D1ResultExt, Db};
+use crate::db::{self, Batch, D1ResultExt, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
 use crate::time::{date_from_millis, millis_from_date, MILLIS_PER_DAY};
 use serde::{Deserialize, Serialize};
-use worker::{D1PreparedStatement, Request, Response};
+use worker::{Request, Response};
 
 /// Longest range one usage request may cover.
 pub const MAX_RANGE_DAYS: u64 = 366;
 /// Default range: the last 30 days, today included.
 pub const DEFAULT_RANGE_DAYS: u64 = 30;
 
-/// Reserves `n` images of today's quota before any upstream work. Succeeds (changes one
-/// row and returns the new count) only while today's count plus `n` stays within `quota`.
-pub fn reserve(db: &Db, key_id: &str, date: &str, n: u32, quota: u32) -> ApiResult<D1PreparedStatement> {
-    Ok(db
-        .prepare(
+/// What one generation charges: `n` images of a key, of its account (live images only)
+/// and of the deployment, on one UTC day.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge<'a> {
+    pub key_id: &'a str,
+    pub user_id: &'a str,
+    pub day: &'a str,
+    pub n: u32,
+    pub mode: KeyMode,
+}
+
+/// The ceilings a reservation must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub key: u32,
+    pub account: u32,
+    pub deployment: u32,
+}
+
+#[derive(Deserialize)]
+pub struct Reserved {
+    pub image_count: i64,
+}
+
+/// Adds the statements that reserve a charge to `batch`, before any upstream work:
+/// - the key's count, by a conditional UPSERT that changes one row (and returns the new
+///   count) only while it stays within the key's quota;
+/// - for a live key, the account's live count, and the deployment's; each runs only if
+///   the statement before it changed a row (`changes() = 1`), and a CHECK constraint
+///   fails it when it would pass its ceiling, which rolls back the whole batch.
+///
+/// So the batch either charges every level or none, and the statement the caller adds
+/// next may test `changes() = 1` to run only when everything was reserved. A refusal by
+/// the key's quota shows as no `Reserved` row; by the account or deployment ceiling, as
+/// the batch's error ([`ceiling_refusal`] names it).
+pub fn reserve(batch: &mut Batch, db: &Db, charge: Charge, limits: Limits) -> ApiResult<Slot<Reserved>> {
+    let n = db::int(charge.n.into());
+    let day = db::text(charge.day);
+    let reserved = batch.push(
+        db.prepare(
             "INSERT INTO usage (api_key_id, usage_date, image_count)
              SELECT ?1, ?2, ?3 WHERE ?3 <= ?4
              ON CONFLICT (api_key_id, usage_date)
@@ -28,31 +63,110 @@ pub fn reserve(db: &Db, key_id: &str, date: &str, n: u32, quota: u32) -> ApiResu
              WHERE usage.image_count + excluded.image_count <= ?4
              RETURNING image_count",
         )
-        .bind(&[db::text(key_id), db::text(date), db::int(n.into()), db::int(quota.into())])?)
+        .bind(&[db::text(charge.key_id), day.clone(), n.clone(), db::int(limits.key.into())])?,
+    );
+    let deployment_budget = db::int(limits.deployment.into());
+    match charge.mode {
+        KeyMode::Live => {
+            batch.push::<()>(
+                db.prepare(
+                    "INSERT INTO account_usage (user_id, usage_date, live_images, live_limit)
+                     SELECT ?1, ?2, ?3, ?4 WHERE changes() = 1
+                     ON CONFLICT (user_id, usage_date) DO UPDATE SET
+                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit",
+                )
+                .bind(&[
+                    db::text(charge.user_id),
+                    day.clone(),
+                    n.clone(),
+                    db::int(limits.account.into()),
+                ])?,
+            );
+            batch.push::<()>(
+                db.prepare(
+                    "INSERT INTO deployment_usage (usage_date, live_images, test_images, live_limit)
+                     SELECT ?1, ?2, 0, ?3 WHERE changes() = 1
+                     ON CONFLICT (usage_date) DO UPDATE SET
+                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit",
+                )
+                .bind(&[day, n, deployment_budget])?,
+            );
+        }
+        // Test images count for the deployment's statistics, never against its budget.
+        KeyMode::Test => {
+            batch.push::<()>(
+                db.prepare(
+                    "INSERT INTO deployment_usage (usage_date, live_images, test_images, live_limit)
+                     SELECT ?1, 0, ?2, ?3 WHERE changes() = 1
+                     ON CONFLICT (usage_date) DO UPDATE SET test_images = test_images + excluded.test_images",
+                )
+                .bind(&[day, n, deployment_budget])?,
+            );
+        }
+    }
+    Ok(reserved)
 }
 
-/// Gives back a reservation whose images were not delivered.
-pub fn release(db: &Db, key_id: &str, date: &str, n: u32) -> ApiResult<D1PreparedStatement> {
-    Ok(db
-        .prepare(
-            "UPDATE usage SET image_count = MAX(image_count - ?3, 0)
-             WHERE api_key_id = ?1 AND usage_date = ?2",
-        )
-        .bind(&[db::text(key_id), db::text(date), db::int(n.into())])?)
-}
-
-/// Gives back what generations left `pending` before `cutoff` reserved: each one's `n`,
-/// on the day it was reserved (the UTC date of its `created_at`).
-pub fn release_abandoned(db: &Db, cutoff: &str) -> ApiResult<D1PreparedStatement> {
-    const ABANDONED: &str = "FROM generations g
-        WHERE g.api_key_id = usage.api_key_id AND substr(g.created_at, 1, 10) = usage.usage_date
-          AND g.status = 'pending' AND g.created_at < ?1";
-    Ok(db
-        .prepare(&format!(
-            "UPDATE usage SET image_count = MAX(image_count - (SELECT COALESCE(SUM(g.n), 0) {ABANDONED}), 0)
-             WHERE EXISTS (SELECT 1 {ABANDONED})"
+/// Adds the statements that give a reservation back (its images were not delivered).
+pub fn release(batch: &mut Batch, db: &Db, charge: Charge) -> ApiResult<()> {
+    let (n, day) = (db::int(charge.n.into()), db::text(charge.day));
+    batch.push::<()>(
+        db.prepare("UPDATE usage SET image_count = MAX(image_count - ?3, 0) WHERE api_key_id = ?1 AND usage_date = ?2")
+            .bind(&[db::text(charge.key_id), day.clone(), n.clone()])?,
+    );
+    let deployment_column = match charge.mode {
+        KeyMode::Live => {
+            batch.push::<()>(
+                db.prepare(
+                    "UPDATE account_usage SET live_images = MAX(live_images - ?3, 0)
+                     WHERE user_id = ?1 AND usage_date = ?2",
+                )
+                .bind(&[db::text(charge.user_id), day.clone(), n.clone()])?,
+            );
+            "live_images"
+        }
+        KeyMode::Test => "test_images",
+    };
+    batch.push::<()>(
+        db.prepare(&format!(
+            "UPDATE deployment_usage SET {deployment_column} = MAX({deployment_column} - ?2, 0) WHERE usage_date = ?1"
         ))
-        .bind(&[db::text(cutoff)])?)
+        .bind(&[day, n])?,
+    );
+    Ok(())
+}
+
+/// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed.
+pub fn ceiling_refusal(cause: &str, limits: Limits, n: u32, now_ms: u64) -> Option<ApiError> {
+    if cause.contains("account_daily_limit") {
+        Some(account_quota_exceeded(limits, n, now_ms))
+    } else if cause.contains("deployment_daily_budget") {
+        Some(deployment_budget_exhausted(now_ms))
+    } else {
+        None
+    }
+}
+
+/// 429: the account's live images for today would pass its ceiling.
+pub fn account_quota_exceeded(limits: Limits, n: u32, now_ms: u64) -> ApiError {
+    let quota = limits.account;
+    ApiError::new(
+        Code::AccountQuotaExceeded,
+        format!(
+            "this account's daily ceiling of {quota} live images is used up ({n} requested); it resets at 00:00 UTC"
+        ),
+    )
+    .with_header("retry-after", crate::time::seconds_until_next_utc_midnight(now_ms).to_string())
+    .with_header("x-should-retry", "false")
+}
+
+/// 503: the deployment's live images for today are spent; test keys keep working.
+pub fn deployment_budget_exhausted(now_ms: u64) -> ApiError {
+    ApiError::new(
+        Code::DeploymentBudgetExhausted,
+        "this service's daily budget of live images is spent; test keys still work, live ones again after 00:00 UTC",
+    )
+    .with_header("retry-after", crate::time::seconds_until_next_utc_midnight(now_ms).to_string())
 }
 
 /// 429 for a request that would pass today's quota: retry after the next UTC midnight.

@@ -38,8 +38,8 @@ fn bcrypt_hashes_and_verifies_in_wasm() {
 fn tokens_round_trip_in_wasm() {
     let secret = "0123456789abcdef0123456789abcdef";
     let now = nanobanana::time::now_millis() / 1000;
-    let issued = token::issue(secret, "user-1", now).unwrap();
-    assert_eq!(token::verify(secret, &issued.token, now).unwrap(), "user-1");
+    let issued = token::issue(secret, "user-1", 0, now).unwrap();
+    assert_eq!(token::verify(secret, &issued.token, now).unwrap().user_id, "user-1");
     assert_eq!(token::verify(secret, &issued.token, now + 8 * 86_400).unwrap_err().code.as_str(), "token_expired");
 }
 

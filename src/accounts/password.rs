@@ -18,18 +18,23 @@ impl std::fmt::Debug for Password {
 
 impl Password {
     pub fn parse(raw: String) -> Result<Password, ApiError> {
+        Self::parse_as(raw, "password")
+    }
+
+    /// Parses a password sent in the field `param`.
+    pub fn parse_as(raw: String, param: &str) -> Result<Password, ApiError> {
         if raw.len() < MIN_BYTES {
             return Err(ApiError::validation(
                 Code::PasswordTooShort,
-                "password",
-                format!("password must be at least {MIN_BYTES} bytes"),
+                param,
+                format!("{param} must be at least {MIN_BYTES} bytes"),
             ));
         }
         if raw.len() > MAX_BYTES {
             return Err(ApiError::validation(
                 Code::PasswordTooLong,
-                "password",
-                format!("password must be at most {MAX_BYTES} bytes"),
+                param,
+                format!("{param} must be at most {MAX_BYTES} bytes"),
             ));
         }
         Ok(Password(raw))

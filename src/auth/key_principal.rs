@@ -1,5 +1,5 @@
-//! Resolving an API key to the principal a request runs as: one D1 query for key, owner,
-//! quota and today's usage. `last_used_at` is written after the response, at most once a
+//! Resolving an API key to the principal a request runs as: one D1 query for key, owner
+//! (suspended or not), the key's and the account's quotas and today's usage of both. `last_used_at` is written after the response, at most once a
 //! minute per key, so a busy key is not a write per request.
 
 use super::ApiKey;
@@ -19,10 +19,16 @@ pub struct KeyPrincipal {
     pub key_id: String,
     pub user_id: String,
     pub mode: KeyMode,
-    /// The key's own daily quota, else `DAILY_IMAGE_QUOTA`.
+    /// The key's own daily quota, else `DAILY_IMAGE_QUOTA`; never above
+    /// `MAX_KEY_DAILY_IMAGE_QUOTA`.
     pub daily_quota: u32,
     /// Images already counted today (UTC).
     pub used_today: u32,
+    /// Live images per day for the whole account: its own ceiling, else
+    /// `ACCOUNT_DAILY_IMAGE_QUOTA`.
+    pub account_quota: u32,
+    /// The account's live images today, across its keys.
+    pub account_used_today: u32,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +40,9 @@ struct PrincipalRow {
     last_used_at: Option<String>,
     daily_image_quota: Option<i64>,
     used_today: i64,
+    suspended_at: Option<String>,
+    account_quota: Option<i64>,
+    account_used_today: i64,
 }
 
 pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyPrincipal> {
@@ -42,9 +51,13 @@ pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyP
         .first(
             db.prepare(
                 "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
-                        COALESCE(u.image_count, 0) AS used_today
+                        COALESCE(u.image_count, 0) AS used_today,
+                        o.suspended_at, o.daily_image_quota AS account_quota,
+                        COALESCE(a.live_images, 0) AS account_used_today
                  FROM api_keys k
+                 JOIN users o ON o.id = k.user_id
                  LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?2
+                 LEFT JOIN account_usage a ON a.user_id = k.user_id AND a.usage_date = ?2
                  WHERE k.key_hash = ?1",
             )
             .bind(&[db::text(&key.hash()), db::text(&date_from_millis(rc.now_ms))])?,
@@ -58,13 +71,23 @@ pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyP
     if row.expires_at.as_deref().is_some_and(|expires| expires <= now_iso.as_str()) {
         return Err(ApiError::new(Code::ExpiredApiKey, "the API key has expired"));
     }
+    if row.suspended_at.is_some() {
+        return Err(super::suspended());
+    }
     touch_last_used(rc, &row.id, row.last_used_at.as_deref())?;
+    let config = &rc.config;
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     Ok(KeyPrincipal {
         key_id: row.id,
         user_id: row.user_id,
         mode: key.mode(),
-        daily_quota: row.daily_image_quota.and_then(|q| u32::try_from(q).ok()).unwrap_or(rc.config.daily_image_quota),
-        used_today: u32::try_from(row.used_today).unwrap_or(u32::MAX),
+        daily_quota: row
+            .daily_image_quota
+            .map_or(config.daily_image_quota, count)
+            .min(config.max_key_daily_image_quota),
+        used_today: count(row.used_today),
+        account_quota: row.account_quota.map_or(config.account_daily_image_quota, count),
+        account_used_today: count(row.account_used_today),
     })
 }
 

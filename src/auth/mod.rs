@@ -4,12 +4,14 @@
 //! Each route takes exactly one kind, or either (history, usage); the wrong kind is
 //! refused by name. `keys/` creates, lists and revokes keys; it does not authenticate.
 
+mod account;
 pub mod api_key;
 mod key_principal;
 pub mod token;
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{header, RequestContext};
+pub use account::{suspended, Account, Role};
 pub use api_key::{ApiKey, KeyMode};
 pub use key_principal::KeyPrincipal;
 use worker::Request;
@@ -41,8 +43,8 @@ fn looks_like_jwt(credential: &str) -> bool {
     !looks_like_api_key(credential) && credential.matches('.').count() == 2
 }
 
-/// The user id of a valid account token. An API key here is refused by name.
-pub fn account_from_token(credential: &str, secret: &str, now_secs: u64) -> ApiResult<String> {
+/// The claims of a valid account token. An API key here is refused by name.
+pub fn account_from_token(credential: &str, secret: &str, now_secs: u64) -> ApiResult<token::TokenClaims> {
     if looks_like_api_key(credential) {
         return Err(ApiError::new(
             Code::ApiKeyNotAccepted,
@@ -52,12 +54,24 @@ pub fn account_from_token(credential: &str, secret: &str, now_secs: u64) -> ApiR
     token::verify(secret, credential, now_secs)
 }
 
-/// Authenticates an account route; returns the user id.
-pub fn require_account(req: &Request, rc: &RequestContext) -> ApiResult<String> {
+/// Authenticates an account route: a valid token (no D1), then one query for revocation
+/// and suspension.
+pub async fn require_account(req: &Request, rc: &RequestContext) -> ApiResult<Account> {
     let secret = rc.config.jwt_secret()?;
     let authorization = header(req, "authorization");
     let credential = bearer(authorization.as_deref())?;
-    account_from_token(credential, secret, rc.now_ms / 1000)
+    account::resolve(rc, account_from_token(credential, secret, rc.now_ms / 1000)?).await
+}
+
+/// Authenticates an admin route. Anyone else, signed in or not, gets the 404 of a route
+/// that does not exist: the admin surface is not advertised.
+pub async fn require_admin(req: &Request, rc: &RequestContext, method: &str, path: &str) -> ApiResult<Account> {
+    match require_account(req, rc).await {
+        Ok(account) if account.role == Role::Admin => Ok(account),
+        // Misconfiguration and D1 failures stay what they are.
+        Err(err) if err.status() >= 500 => Err(err),
+        _ => Err(ApiError::route_not_found(method, path)),
+    }
 }
 
 /// Authenticates an API-key route. The key's form is checked before any query (a
@@ -75,10 +89,18 @@ pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<KeyPri
     key_principal::resolve(rc, &ApiKey::parse(credential)?).await
 }
 
+/// Deletes revocations whose tokens have expired anyway (cron). Through the expiry index.
+pub async fn prune_revoked_tokens(db: &crate::db::Db<'_>, now_ms: u64) -> ApiResult<usize> {
+    use crate::db::D1ResultExt;
+    let statement =
+        db.prepare("DELETE FROM revoked_tokens WHERE expires_at_ms < ?1").bind(&[crate::db::int(now_ms as i64)])?;
+    db.run(statement).await.or_internal()
+}
+
 /// Who is asking on a route that takes either credential.
 pub enum Caller {
     /// An account token: everything the account owns.
-    Account { user_id: String },
+    Account(Account),
     /// An API key: only what that key did.
     Key(KeyPrincipal),
 }
@@ -86,14 +108,14 @@ pub enum Caller {
 impl Caller {
     pub fn user_id(&self) -> &str {
         match self {
-            Caller::Account { user_id } => user_id,
+            Caller::Account(account) => &account.user_id,
             Caller::Key(principal) => &principal.user_id,
         }
     }
 
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Caller::Account { .. } => None,
+            Caller::Account(_) => None,
             Caller::Key(principal) => Some(&principal.key_id),
         }
     }
@@ -105,7 +127,7 @@ pub async fn require_caller(req: &Request, rc: &RequestContext) -> ApiResult<Cal
     if bearer(authorization.as_deref()).is_ok_and(looks_like_api_key) {
         Ok(Caller::Key(require_key(req, rc).await?))
     } else {
-        Ok(Caller::Account { user_id: require_account(req, rc)? })
+        Ok(Caller::Account(require_account(req, rc).await?))
     }
 }
 

@@ -56,6 +56,70 @@ impl Generated {
     }
 }
 
+#[derive(Deserialize)]
+struct Finished {
+    created_at: String,
+    object_keys: Option<String>,
+    mime_type: Option<String>,
+    n: i64,
+}
+
+/// The answer of a generation that already succeeded, rendered again for an idempotent
+/// replay of the same request: fresh signed URLs, and for `b64_json` the bytes read back
+/// from R2 (never kept in D1). One D1 round trip, plus one R2 read per image for b64.
+pub async fn replay(
+    rc: &RequestContext,
+    principal: &KeyPrincipal,
+    request: GenerationRequest,
+    generation_id: &str,
+    origin: &str,
+) -> ApiResult<Generated> {
+    let db = rc.db()?;
+    let row: Finished = db
+        .first(
+            db.prepare(
+                "SELECT created_at, object_keys, mime_type, n FROM generations
+                 WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
+            )
+            .bind(&[db::text(generation_id), db::text(&principal.key_id)])?,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(format!("idempotent replay: {generation_id} is not a succeeded generation"))
+        })?;
+    let stored = row.object_keys.is_some();
+    let bucket = storage::bucket(rc).filter(|_| stored);
+    let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
+    let mut images = Vec::new();
+    for index in 0..usize::try_from(row.n).unwrap_or(0) {
+        let b64_json = match (&bucket, request.response_format) {
+            (Some(bucket), ResponseFormat::B64Json) => {
+                let key = storage::object_key(generation_id, index, principal.mode);
+                let gone =
+                    || ApiError::internal(format!("idempotent replay: image {index} of {generation_id} is gone"));
+                let object = bucket.get(key).execute().await?.ok_or_else(gone)?;
+                let bytes = object.body().ok_or_else(gone)?.bytes().await?;
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            _ => None,
+        };
+        let url = match stored {
+            true => Some(storage::stored_image_url(rc, origin, generation_id, index, principal.mode)?),
+            // Images that were only ever sent inline (no R2) cannot be shown again.
+            false => None,
+        };
+        images.push(DeliveredImage { url, b64_json, mime_type: mime_type.clone() });
+    }
+    Ok(Generated {
+        id: generation_id.to_string(),
+        created_ms: crate::time::millis_from_iso(&row.created_at).unwrap_or(rc.now_ms),
+        request,
+        images,
+        quota_limit: principal.daily_quota,
+        quota_remaining: principal.daily_quota.saturating_sub(principal.used_today),
+    })
+}
+
 /// An image drawn by a provider, with the upstream latency of the call that drew it.
 struct Drawn {
     image: Image,
@@ -93,6 +157,11 @@ impl<'r> Generation<'r> {
         if principal.used_today.saturating_add(request.n) > principal.daily_quota {
             return Err(usage::quota_exceeded(principal.daily_quota, principal.used_today, request.n, rc.now_ms));
         }
+        let live = principal.mode == KeyMode::Live;
+        if live && principal.account_used_today.saturating_add(request.n) > principal.account_quota {
+            let limits = usage::Limits { key: principal.daily_quota, account: principal.account_quota, deployment: 0 };
+            return Err(usage::account_quota_exceeded(limits, request.n, rc.now_ms));
+        }
         Ok(Generation {
             db: rc.db()?,
             id: format!("gen_{}", crate::random::uuid_v4()?),
@@ -128,18 +197,36 @@ impl<'r> Generation<'r> {
         }
     }
 
-    /// Reserves the images and records the pending generation in one atomic batch; the
-    /// generation row is written only if the reservation took (`changes() = 1`). Returns
-    /// the key's count for today after the reservation.
+    /// What this generation charges, and to whom.
+    fn charge(&self) -> usage::Charge<'_> {
+        usage::Charge {
+            key_id: &self.principal.key_id,
+            user_id: &self.principal.user_id,
+            day: &self.day,
+            n: self.request.n,
+            mode: self.principal.mode,
+        }
+    }
+
+    fn limits(&self) -> usage::Limits {
+        usage::Limits {
+            key: self.principal.daily_quota,
+            account: self.principal.account_quota,
+            deployment: self.rc.config.deployment_daily_live_images,
+        }
+    }
+
+    /// Reserves the images (key, account, deployment) and records the pending generation
+    /// in one atomic batch; the generation row is written only if every reservation took
+    /// (`changes() = 1`). Returns the key's count for today after the reservation.
     async fn reserve(&self) -> ApiResult<u32> {
         let (db, request, principal) = (&self.db, &self.request, self.principal);
         let mut batch = Batch::new();
-        let reserved =
-            batch.push::<Reserved>(usage::reserve(db, &principal.key_id, &self.day, request.n, principal.daily_quota)?);
+        let reserved = usage::reserve(&mut batch, db, self.charge(), self.limits())?;
         batch.push::<()>(
             db.prepare(
-                "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9 WHERE changes() = 1",
+                "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10 WHERE changes() = 1",
             )
             .bind(&[
                 db::text(&self.id),
@@ -151,9 +238,17 @@ impl<'r> Generation<'r> {
                 db::text(request.style.as_str()),
                 db::int(request.n.into()),
                 db::text(&iso_from_millis(self.rc.now_ms)),
+                db::text(principal.mode.as_str()),
             ])?,
         );
-        let results = db.batch(batch).await.or_internal()?;
+        let results = match db.batch(batch).await {
+            Ok(results) => results,
+            Err(err) => {
+                let cause = describe_worker_error(&err);
+                return Err(usage::ceiling_refusal(&cause, self.limits(), request.n, self.rc.now_ms)
+                    .unwrap_or_else(|| ApiError::internal(cause)));
+            }
+        };
         match results.first(reserved)? {
             Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
             // Someone else's concurrent request took what was left.
@@ -175,7 +270,7 @@ impl<'r> Generation<'r> {
         let stored = match &bucket {
             Some(bucket) => {
                 let images = drawn.into_iter().map(|d| d.image).collect();
-                Some(storage::put_all(bucket, &self.id, &self.principal.key_id, images).await?)
+                Some(storage::put_all(bucket, &self.id, &self.principal.key_id, self.principal.mode, images).await?)
             }
             None => None,
         };
@@ -185,7 +280,7 @@ impl<'r> Generation<'r> {
             .prepare(
                 "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
                         upstream_latency_ms = ?5
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status = 'pending'",
             )
             .bind(&[
                 db::text(&self.id),
@@ -194,7 +289,14 @@ impl<'r> Generation<'r> {
                 db::int(total_bytes as i64),
                 db::int(max_latency as i64),
             ])?;
-        if let Err(err) = self.db.run(finish).await.or_internal() {
+        // Conditional: if the reconciliation cron already gave this generation up (its
+        // Worker looked dead), the images are not delivered and nothing stays stored.
+        let finished = match self.db.run(finish).await.or_internal() {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(ApiError::internal(format!("{} was no longer pending when it finished", self.id))),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = finished {
             if let (Some(bucket), Some(keys)) = (&bucket, &stored) {
                 storage::delete_all(bucket, keys).await;
             }
@@ -234,7 +336,7 @@ impl<'r> Generation<'r> {
             .enumerate()
             .map(|(index, Drawn { image, .. })| {
                 let url = if stored {
-                    storage::stored_image_url(self.rc, &self.origin, &self.id, index)?
+                    storage::stored_image_url(self.rc, &self.origin, &self.id, index, self.principal.mode)?
                 } else {
                     storage::data_url(image)
                 };
@@ -251,7 +353,7 @@ impl<'r> Generation<'r> {
     async fn fail(&self, err: &ApiError) {
         let result = async {
             let mut batch = Batch::new();
-            batch.push::<()>(usage::release(&self.db, &self.principal.key_id, &self.day, self.request.n)?);
+            usage::release(&mut batch, &self.db, self.charge())?;
             batch.push::<()>(
                 self.db
                     .prepare("UPDATE generations SET status = 'failed', error_code = ?2 WHERE id = ?1")
@@ -267,11 +369,6 @@ impl<'r> Generation<'r> {
             );
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Reserved {
-    image_count: i64,
 }
 
 fn synthetic_image(request: &GenerationRequest, index: u32) -> Image {
@@ -295,22 +392,107 @@ fn provider_not_configured() -> ApiError {
 /// A generation still `pending` this long after it started belongs to a Worker that died
 /// (the upstream deadline is at most 10 minutes); its reservation is given back.
 pub const ABANDONED_AFTER_MS: u64 = 15 * 60 * 1000;
+/// Generations one cron run gives up, at most: a bounded batch whatever the backlog.
+const RECONCILE_BATCH: i64 = 50;
 
-/// The scheduled reconciliation (cron): releases the quota reserved by generations left
-/// pending and marks them failed (`abandoned`), in one atomic batch. Returns how many.
-pub async fn reconcile_abandoned(d1: worker::D1Database, now_ms: u64) -> ApiResult<usize> {
-    let queries = std::cell::Cell::new(0);
-    let db = Db::new(d1, &queries);
+#[derive(Deserialize)]
+struct Abandoned {
+    id: String,
+    api_key_id: String,
+    user_id: String,
+    n: i64,
+    mode: Option<KeyMode>,
+    created_at: String,
+}
+
+/// The scheduled reconciliation (cron): gives up generations left pending by a Worker that
+/// died: marks them failed (`abandoned`), gives back what they reserved (key, account,
+/// deployment, on the day they reserved it) in one atomic batch, and deletes whatever
+/// images they had stored. Returns how many.
+pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, now_ms: u64) -> ApiResult<usize> {
     let cutoff = iso_from_millis(now_ms.saturating_sub(ABANDONED_AFTER_MS));
-    let mut batch = Batch::new();
-    batch.push::<()>(usage::release_abandoned(&db, &cutoff)?);
-    let marked = batch.push::<()>(
-        db.prepare(
-            "UPDATE generations SET status = 'failed', error_code = 'abandoned'
-             WHERE status = 'pending' AND created_at < ?1",
+    let abandoned: Vec<Abandoned> = db
+        .all(
+            db.prepare(
+                "SELECT id, api_key_id, user_id, n, mode, created_at FROM generations
+                 WHERE status = 'pending' AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+            )
+            .bind(&[db::text(&cutoff), db::int(RECONCILE_BATCH)])?,
         )
-        .bind(&[db::text(&cutoff)])?,
-    );
-    let results = db.batch(batch).await.map_err(|err| ApiError::internal(describe_worker_error(&err)))?;
-    Ok(results.changes(marked))
+        .await?;
+    if abandoned.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = Batch::new();
+    for generation in &abandoned {
+        // Rows from before the mode column count as live: releasing a charge that was
+        // never made changes nothing (counts never go below zero).
+        let mode = generation.mode.unwrap_or(KeyMode::Live);
+        let day = generation.created_at.get(..10).unwrap_or_default();
+        let n = u32::try_from(generation.n).unwrap_or(0);
+        let charge = usage::Charge { key_id: &generation.api_key_id, user_id: &generation.user_id, day, n, mode };
+        usage::release(&mut batch, db, charge)?;
+        batch.push::<()>(
+            db.prepare("UPDATE generations SET status = 'failed', error_code = 'abandoned' WHERE id = ?1")
+                .bind(&[db::text(&generation.id)])?,
+        );
+    }
+    db.batch(batch).await.or_internal()?;
+    if let Some(bucket) = bucket {
+        let keys: Vec<String> = abandoned
+            .iter()
+            .flat_map(|g| {
+                storage::object_keys(&g.id, usize::try_from(g.n).unwrap_or(0), g.mode.unwrap_or(KeyMode::Live))
+            })
+            .collect();
+        storage::delete_all(bucket, &keys).await;
+    }
+    Ok(abandoned.len())
+}
+
+/// Test generations whose images are kept, at most, per cron run.
+const EXPIRE_BATCH: i64 = 200;
+
+#[derive(Deserialize)]
+struct Expiring {
+    id: String,
+    n: i64,
+}
+
+/// Test-key images are free to make, so they are not free to keep: after
+/// `TEST_IMAGE_RETENTION_DAYS` the cron deletes them from R2 (deployments also set an R2
+/// lifecycle rule on `test-images/`; this is the backstop, and all there is locally) and
+/// the generation keeps its record without images. Returns how many generations.
+pub async fn expire_test_images(
+    db: &Db<'_>,
+    bucket: Option<&worker::Bucket>,
+    retention_days: u32,
+    now_ms: u64,
+) -> ApiResult<usize> {
+    let Some(bucket) = bucket else { return Ok(0) };
+    let cutoff = iso_from_millis(now_ms.saturating_sub(u64::from(retention_days) * crate::time::MILLIS_PER_DAY));
+    let expiring: Vec<Expiring> = db
+        .all(
+            db.prepare(
+                "SELECT id, n FROM generations
+                 WHERE mode = 'test' AND object_keys IS NOT NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+            )
+            .bind(&[db::text(&cutoff), db::int(EXPIRE_BATCH)])?,
+        )
+        .await?;
+    let keys: Vec<String> = expiring
+        .iter()
+        .flat_map(|g| storage::object_keys(&g.id, usize::try_from(g.n).unwrap_or(0), KeyMode::Test))
+        .collect();
+    if expiring.is_empty() || !storage::delete_all(bucket, &keys).await {
+        return Ok(0);
+    }
+    let mut batch = Batch::new();
+    for generation in &expiring {
+        batch.push::<()>(
+            db.prepare("UPDATE generations SET object_keys = NULL WHERE id = ?1").bind(&[db::text(&generation.id)])?,
+        );
+    }
+    db.batch(batch).await.or_internal()?;
+    Ok(expiring.len())
 }

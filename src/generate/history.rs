@@ -3,7 +3,7 @@
 //! generations; an API key sees its own. Anyone else's generation is 404.
 
 use super::{GenerationObject, Style};
-use crate::auth;
+use crate::auth::{self, KeyMode};
 use crate::db::{self, Batch, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, ListObject, RequestContext};
@@ -15,7 +15,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 const COLUMNS: &str =
-    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at";
+    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode";
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
@@ -33,6 +33,7 @@ struct Row {
     mime_type: Option<String>,
     error_code: Option<String>,
     created_at: String,
+    mode: Option<KeyMode>,
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -190,7 +191,7 @@ fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRe
     let images = (0..stored.len())
         .map(|index| {
             Ok(HistoryImage {
-                url: storage::stored_image_url(rc, origin, &row.id, index)?,
+                url: storage::stored_image_url(rc, origin, &row.id, index, row.mode.unwrap_or(KeyMode::Live))?,
                 mime_type: mime_type.clone(),
             })
         })

@@ -10,7 +10,7 @@ pub mod request;
 use crate::auth;
 use crate::error::ApiResult;
 use crate::http::{self, HeaderList, RequestContext};
-use crate::idempotency::{self, Begin, IdempotencyKey};
+use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
 use crate::rate_limit;
 pub use engine::{reconcile_abandoned, DeliveredImage, Generated, Generation};
 pub use request::{GenerationRequest, ResponseFormat, Shape, Style};
@@ -158,17 +158,27 @@ async fn generate_idempotently(
     };
     let fingerprint = idempotency::fingerprint(route, &body);
     let request = GenerationRequest::parse(body, &rc.config, shape)?;
-    let claim = match idempotency::begin(rc, idempotency_key, &principal.user_id, route, &fingerprint).await? {
-        Begin::Replay(response) => return Ok((response, Vec::new())),
+    let origin = http::origin(req)?;
+    let scope = Scope::Key { key_id: &principal.key_id, user_id: &principal.user_id };
+    let claim = match idempotency::begin(rc, idempotency_key, scope, route, &fingerprint).await? {
+        Begin::Replay(Stored::Body { status, body }) => return Ok((idempotency::replay(status, body)?, Vec::new())),
+        Begin::Replay(Stored::Generation { generation_id }) => {
+            let generated = engine::replay(rc, principal, request, &generation_id, &origin).await?;
+            let mut response = http::json_text(200, generated.render(shape)?)?;
+            idempotency::mark_replayed(&mut response)?;
+            return Ok((response, Vec::new()));
+        }
         Begin::Proceed(claim) => claim,
     };
-    let generation = Generation::new(rc, principal, request, http::origin(req)?);
-    let outcome = match generation {
+    let outcome = match Generation::new(rc, principal, request, origin) {
         Ok(generation) => generation.run().await,
         Err(err) => Err(err),
     };
-    let outcome = outcome.and_then(|generated| Ok((generated.render(shape)?, generated.quota_headers().to_vec())));
-    idempotency::finish(rc, claim, outcome.as_ref().map(|(text, _)| (200, text.as_str()))).await;
-    let (text, headers) = outcome?;
-    Ok((http::json_text(200, text)?, headers))
+    let stored = match &outcome {
+        Ok(generated) => Ok(Stored::Generation { generation_id: generated.id.clone() }),
+        Err(err) => Err(err.clone()),
+    };
+    idempotency::finish(rc, claim, stored).await;
+    let generated = outcome?;
+    Ok((http::json_text(200, generated.render(shape)?)?, generated.quota_headers().to_vec()))
 }

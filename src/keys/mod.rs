@@ -5,7 +5,7 @@ use crate::auth::{self, ApiKey, KeyMode};
 use crate::db::{self, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, header, RequestContext};
-use crate::idempotency::{self, Begin, IdempotencyKey};
+use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
 use crate::time::{iso_from_millis, MILLIS_PER_DAY};
 use serde::{Deserialize, Serialize};
 use worker::{Request, Response};
@@ -14,7 +14,7 @@ const DEFAULT_NAME: &str = "Default key";
 const MAX_NAME_CHARS: usize = 100;
 
 /// A key as listed: never the key, never its hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct KeyView {
@@ -75,9 +75,10 @@ impl From<KeyRow> for KeyView {
 pub struct CreatedKey {
     #[serde(flatten)]
     view: KeyView,
-    /// The full key. Shown here, once; only its hash is kept.
+    /// The full key. Shown here, once; only its hash is kept. Null when an Idempotency-Key
+    /// replays the creation: the key is stored nowhere, so it cannot be shown again.
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::full_api_key"))]
-    key: String,
+    key: Option<String>,
 }
 
 /// `GET /v1/keys`.
@@ -99,7 +100,8 @@ pub struct NewKey {
 }
 
 impl NewKey {
-    pub fn parse(mut body: crate::body::JsonObject) -> ApiResult<NewKey> {
+    /// `max_quota` is `MAX_KEY_DAILY_IMAGE_QUOTA`: a key may not ask for more.
+    pub fn parse(mut body: crate::body::JsonObject, max_quota: u32) -> ApiResult<NewKey> {
         let name = match body.optional_str("name")? {
             None => DEFAULT_NAME.to_string(),
             Some(name) => parse_name(&name)?,
@@ -109,7 +111,7 @@ impl NewKey {
             Some(mode) => KeyMode::parse(&mode, "mode")?,
         };
         let expires_in_days = body.optional_u32("expires_in_days", 1..=3650)?;
-        let daily_image_quota = body.optional_u32("daily_image_quota", 1..=100_000)?;
+        let daily_image_quota = body.optional_u32("daily_image_quota", 1..=max_quota)?;
         body.finish()?;
         Ok(NewKey { name, mode, expires_in_days, daily_image_quota })
     }
@@ -128,8 +130,9 @@ pub struct KeyCreateRequest {
     pub mode: Option<KeyMode>,
     #[schemars(range(min = 1, max = 3650))]
     pub expires_in_days: Option<u32>,
-    /// Images per UTC day for this key; default `DAILY_IMAGE_QUOTA`.
-    #[schemars(range(min = 1, max = 100_000))]
+    /// Images per UTC day for this key; default `DAILY_IMAGE_QUOTA`. At most this
+    /// deployment's `MAX_KEY_DAILY_IMAGE_QUOTA` (default 1000); above it is 422 `out_of_range`.
+    #[schemars(range(min = 1))]
     pub daily_image_quota: Option<u32>,
 }
 
@@ -149,25 +152,43 @@ fn parse_name(raw: &str) -> ApiResult<String> {
 const KEY_COLUMNS: &str =
     "id, name, prefix, mode, is_active, last_used_at, expires_at, revoked_at, daily_image_quota, created_at";
 
-/// `POST /v1/keys`: 201 with the full key, once (or, with an Idempotency-Key, the same
-/// answer again: a retried creation must not mint a second key).
+/// `POST /v1/keys`: 201 with the full key, once. With an Idempotency-Key, a retry gets the
+/// same key record again (`Idempotent-Replayed: true`) with `key: null`: a retried creation
+/// must not mint a second key, and the key itself is stored nowhere to be shown twice.
 pub async fn create(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     const ROUTE: &str = "POST /v1/keys";
-    let user_id = auth::require_account(req, rc)?;
+    let account = auth::require_account(req, rc).await?;
     let idempotency_key = IdempotencyKey::parse(header(req, idempotency::HEADER).as_deref())?;
     let body = http::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(ROUTE, &body);
-    let new_key = NewKey::parse(body)?;
-    let claim = match idempotency::begin(rc, idempotency_key, &user_id, ROUTE, &fingerprint).await? {
-        Begin::Replay(response) => return Ok(response),
+    let new_key = NewKey::parse(body, rc.config.max_key_daily_image_quota)?;
+    let scope = Scope::Account(&account.user_id);
+    let claim = match idempotency::begin(rc, idempotency_key, scope, ROUTE, &fingerprint).await? {
+        Begin::Replay(Stored::Body { status, body }) => return idempotency::replay(status, body),
+        Begin::Replay(Stored::Generation { .. }) => {
+            return Err(ApiError::internal("a key's record names a generation"))
+        }
         Begin::Proceed(claim) => claim,
     };
-    let outcome = create_for(rc, &user_id, new_key).await.and_then(|created| http::to_json(&created));
-    idempotency::finish(rc, claim, outcome.as_ref().map(|text| (201, text.as_str()))).await;
-    Ok(http::json_text(201, outcome?)?)
+    let created = create_for(rc, &account.user_id, new_key).await;
+    let stored = match &created {
+        Ok(created) => http::to_json(&created.without_key()).map(|body| Stored::Body { status: 201, body }),
+        Err(err) => Err(err.clone()),
+    };
+    idempotency::finish(rc, claim, stored).await;
+    http::json(201, &created?)
 }
 
-/// Creates the key and answers what the client sees once.
+impl CreatedKey {
+    /// What an idempotent replay answers: everything but the key.
+    fn without_key(&self) -> CreatedKey {
+        CreatedKey { view: self.view.clone(), key: None }
+    }
+}
+
+/// Creates the key, unless the account already has `MAX_ACTIVE_KEYS_PER_ACCOUNT` active
+/// (unrevoked, unexpired) keys: counted and inserted in one statement, so concurrent
+/// creations cannot pass the limit. Answers what the client sees once.
 pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> ApiResult<CreatedKey> {
     let key = ApiKey::generate(new_key.mode)?;
     let view = KeyView {
@@ -186,7 +207,9 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
     let insert = db
         .prepare(
             "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, mode, is_active, daily_image_quota, expires_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9
+             WHERE (SELECT COUNT(*) FROM api_keys
+                    WHERE user_id = ?2 AND is_active = 1 AND (expires_at IS NULL OR expires_at > ?9)) < ?10",
         )
         .bind(&[
             db::text(&view.id),
@@ -198,14 +221,21 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
             db::opt_int(view.daily_image_quota),
             db::opt_text(view.expires_at.as_deref()),
             db::text(&view.created_at),
+            db::int(rc.config.max_active_keys_per_account.into()),
         ])?;
-    db.run(insert).await.or_internal()?;
-    Ok(CreatedKey { view, key: key.reveal().to_string() })
+    if db.run(insert).await.or_internal()? == 0 {
+        let max = rc.config.max_active_keys_per_account;
+        return Err(ApiError::new(
+            Code::TooManyKeys,
+            format!("this account already has {max} active keys, the most allowed; revoke one to create another"),
+        ));
+    }
+    Ok(CreatedKey { view, key: Some(key.reveal().to_string()) })
 }
 
 /// `GET /v1/keys`: the caller's keys, newest first, revoked ones included.
 pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
-    let user_id = auth::require_account(req, rc)?;
+    let user_id = auth::require_account(req, rc).await?.user_id;
     let db = rc.db()?;
     let rows: Vec<KeyRow> = db
         .all(
@@ -222,7 +252,7 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
 /// `DELETE /v1/keys/{id}`: revokes (soft delete). Revoking twice is still 204; a key that
 /// is not the caller's is 404, exactly like one that does not exist.
 pub async fn revoke(req: &mut Request, rc: &RequestContext, key_id: &str) -> ApiResult<Response> {
-    let user_id = auth::require_account(req, rc)?;
+    let user_id = auth::require_account(req, rc).await?.user_id;
     let db = rc.db()?;
     let update = db
         .prepare(
@@ -242,7 +272,7 @@ mod tests {
     use crate::body::parse_object;
 
     fn parse(raw: &str) -> ApiResult<NewKey> {
-        NewKey::parse(parse_object(raw.as_bytes()).unwrap())
+        NewKey::parse(parse_object(raw.as_bytes()).unwrap(), 100_000)
     }
 
     #[test]
