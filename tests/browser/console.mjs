@@ -6,7 +6,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, outDir] = process.argv.slice(2);
+const [base, outDir, adminEmail, adminPassword] = process.argv.slice(2);
 mkdirSync(outDir, { recursive: true });
 
 const browser = await chromium.launch({
@@ -66,6 +66,7 @@ await typeInto("#password", "correct horse battery");
 await press("#sign-up");
 await page.waitForSelector("#view-keys:not([hidden])");
 assert.equal(await page.evaluate(() => sessionStorage.getItem("nb_console_token")?.split(".").length), 3, "JWT kept in sessionStorage");
+assert.equal(await page.isHidden("#nav-admin"), true, "no Admin page for an ordinary account");
 assert.ok(!page.url().includes("ey"), "no token in the URL");
 
 // 2. Create a test key; see it once; copy it.
@@ -126,6 +127,32 @@ await shot("7-refused");
 await press("#sign-out");
 await page.waitForSelector("#view-account:not([hidden])");
 assert.equal(await page.evaluate(() => sessionStorage.getItem("nb_console_token")), null);
+
+// 7. An admin signs in, finds that account, suspends it and lifts the suspension.
+await typeInto("#email", adminEmail);
+await typeInto("#password", adminPassword);
+await press("#sign-in");
+await page.waitForSelector("#view-keys:not([hidden])");
+await page.waitForSelector("#nav-admin:not([hidden])");
+await navigate("admin");
+await typeInto("#admin-prefix", email.split("@")[0]);
+await press("#admin-search button[type=submit]");
+// The search narrows the table to that one account.
+await page.waitForFunction((e) => {
+  const rows = document.querySelectorAll("#admin-table tbody tr");
+  return rows.length === 1 && rows[0].textContent.includes(e);
+}, email);
+assert.match(await page.textContent("#admin-table tbody tr"), /active/);
+assert.match(await page.textContent("#admin-budget"), /live images/);
+await shot("8-admin");
+await press("#admin-table tbody button");
+await page.waitForFunction(() => document.querySelector("#admin-table tbody").textContent.includes("suspended"));
+await shot("9-suspended");
+await press("#admin-table tbody button");
+await page.waitForFunction(() => document.querySelector("#status").textContent.includes("active again"));
+await everyControlHasALabel();
+await press("#sign-out");
+await page.waitForSelector("#view-account:not([hidden])");
 
 assert.deepEqual(pageErrors, [], "no script errors");
 await browser.close();

@@ -15,7 +15,11 @@ JWT_SECRET = new_secret()
 # Short, so that deadline and retry tests run in seconds; bcrypt at its cheapest.
 # The suite registers many accounts from 127.0.0.1: registration throttling is tested on an
 # instance of its own.
-TEST_VARS = {"BCRYPT_COST": "4", "GEMINI_DEADLINE_MS": "8000", "REGISTER_MAX_PER_IP": "1000000"}
+# Every statement's text is logged (LOG_SQL) for the query-plan check. The suite's spend
+# ceilings are high: each limit is tested on an instance of its own.
+TEST_VARS = {"BCRYPT_COST": "4", "GEMINI_DEADLINE_MS": "8000", "REGISTER_MAX_PER_IP": "1000000",
+             "LOGIN_MAX_FAILURES_PER_IP": "1000000", "ACCOUNT_DAILY_IMAGE_QUOTA": "100000",
+             "DEPLOYMENT_DAILY_LIVE_IMAGES": "1000000", "LOG_SQL": "true"}
 
 
 @pytest.fixture(scope="session")

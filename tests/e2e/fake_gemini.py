@@ -17,6 +17,11 @@ chosen by directives in the prompt, so concurrent tests never share state:
     #slow:SECS                sleep SECS before answering
     #failfrom:K:TAG           every call carrying TAG from the K-th on fails with 500 (so with
                               n=3 and K=3, two images arrive and the third fails all retries)
+    #bigpng:KB                the final image is a PNG of about KB kilobytes of noise
+    #svg                      the final image is an SVG with script, declared image/svg+xml
+    #svgaspng                 the same SVG bytes, declared image/png
+    #retrydelay:VALUE:TAG     429 with RetryInfo retryDelay "VALUE" (any text, e.g. 1e300s),
+                              every time
 
 Every request is recorded (path, headers, parsed body) for tests to inspect.
 """
@@ -47,6 +52,20 @@ def png_bytes(width: int = 8, height: int = 8, rgb=(200, 30, 90)) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
+def noise_png(size: int) -> bytes:
+    """A real PNG of random pixels (incompressible), about `size` bytes."""
+    import os
+    side = max(1, int((size / 3) ** 0.5))
+    row = lambda: b"\x00" + os.urandom(3 * side)  # noqa: E731
+    raw = b"".join(row() for _ in range(side))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b"")
+
+
 # A 1x1 baseline JPEG.
 JPEG_BYTES = base64.b64decode(
     "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////"
@@ -55,6 +74,7 @@ JPEG_BYTES = base64.b64decode(
 )
 
 FINAL_PNG = png_bytes(8, 8, (200, 30, 90))
+SVG_BYTES = b"<svg xmlns='http://www.w3.org/2000/svg' onload='fetch(\"/v1/keys\")'><script>alert(1)</script></svg>"
 DRAFT_PNG = png_bytes(4, 4, (0, 0, 0))
 
 
@@ -156,6 +176,11 @@ class FakeGemini:
                     429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
                     [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{secs}s"}],
                 )
+        if m := re.search(r"#retrydelay:(\S+?):(\w+)", prompt):
+            return 429, "application/json", error_body(
+                429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
+                [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": m.group(1)}],
+            )
         if m := re.search(r"#failfrom:(\d+):(\w+)", prompt):
             if self._count("failfrom:" + m.group(2)) >= int(m.group(1)):
                 return 500, "application/json", error_body(500, "INTERNAL", "An internal error has occurred.")
@@ -172,6 +197,12 @@ class FakeGemini:
             return 200, "application/json", json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "I can describe it, but here is no picture."}]}, "finishReason": "STOP"}]}).encode()
 
         mime, final = ("image/jpeg", JPEG_BYTES) if "#jpeg" in prompt else ("image/png", FINAL_PNG)
+        if m := re.search(r"#bigpng:(\d+)", prompt):
+            mime, final = "image/png", noise_png(int(m.group(1)) * 1024)
+        if "#svgaspng" in prompt:
+            mime, final = "image/png", SVG_BYTES
+        elif "#svg" in prompt:
+            mime, final = "image/svg+xml", SVG_BYTES
         parts = [
             {"text": "Thinking about composition...", "thought": True},
             {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(DRAFT_PNG).decode()}, "thought": True},

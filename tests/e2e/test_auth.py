@@ -29,7 +29,7 @@ def test_register_returns_user_and_token(api):
     assert body["expires_in"] == 7 * 24 * 3600
     me = api.get("/v1/auth/me", token=body["access_token"])
     assert me.status_code == 200
-    assert me.json() == body["user"]
+    assert me.json() == {**body["user"], "role": "user"}
 
 
 def test_password_is_stored_as_bcrypt_at_the_configured_cost(api):

@@ -72,7 +72,9 @@ def test_live_key_success_takes_the_final_image_not_the_draft(api, fake_gemini):
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
     assert image.content == FINAL_PNG, "the last non-thought image, not the draft"
-    assert "immutable" in image.headers["cache-control"] and "max-age=31536000" in image.headers["cache-control"]
+    # Cached no longer than the signature lives (IMAGE_URL_TTL_SECONDS is 3600).
+    assert image.headers["cache-control"].startswith("private, max-age=")
+    assert 3590 <= int(image.headers["cache-control"].split("=")[1]) <= 3600
     assert image.headers["etag"]
     assert len(fake_gemini.requests_with(t)) == 1
 
@@ -292,7 +294,7 @@ def test_missing_google_key_is_503_for_live_keys_before_quota(no_google_api, fak
 def test_test_keys_work_without_google_and_use_the_public_base(no_google_api):
     api = no_google_api
     body = api.post("/v1/generate", {"prompt": "public"}, token=api.test_key()).json()
-    assert body["url"] == f"https://images.example.com/images/{body['id']}/0"
+    assert body["url"] == f"https://images.example.com/test-images/{body['id']}/0", "test images have their own prefix"
 
 
 @pytest.fixture(scope="module")

@@ -75,11 +75,14 @@ def test_bad_pagination_parameters(api, account, query, status, code, param):
     assert_error(api.get(f"/v1/generations{query}", token=account["token"]), status, code, param=param)
 
 
-def test_someone_elses_cursor_is_refused(api, account):
-    other = api.get("/v1/generations", token=api.test_key()).json()
+def test_someone_elses_cursor_is_refused_and_their_history_is_not_listed(api, account):
+    stranger = api.test_key()
+    theirs = api.post("/v1/generate", {"prompt": "a stranger's own"}, token=stranger)
+    assert theirs.status_code == 200
     mine_only = account["ids"][0]
-    assert_error(api.get(f"/v1/generations?starting_after={mine_only}", token=api.token()), 400, "invalid_value")
-    assert other["data"] == []
+    assert_error(api.get(f"/v1/generations?starting_after={mine_only}", token=stranger), 400, "invalid_value")
+    listed = api.get("/v1/generations?limit=100", token=stranger).json()["data"]
+    assert [g["id"] for g in listed] == [theirs.json()["id"]], "only the stranger's own generation"
 
 
 def test_get_one_generation_and_ownership(api, account):

@@ -140,9 +140,15 @@ def test_jwt_and_api_key_are_not_interchangeable(api):
 
 def test_no_raw_key_is_stored_anywhere_in_the_local_d1(api):
     token = api.token()
-    keys = [api.create_key(token, mode=mode)["key"] for mode in ("live", "test")]
-    for key in keys:  # use them, so last_used_at and usage paths run too
-        api.post("/v1/generate", {}, token=key)
+    keys = []
+    for mode in ("live", "test"):  # created idempotently: the stored replay must not hold the key
+        r = api.post("/v1/keys", {"mode": mode}, token=token, headers={"Idempotency-Key": f"{mode}-{uuid.uuid4()}"})
+        assert r.status_code == 201
+        keys.append(r.json()["key"])
+    for key in keys:  # use them, so last_used_at, usage and idempotency paths run too
+        r = api.post("/v1/generate", {"prompt": f"used {uuid.uuid4()}"}, token=key,
+                     headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert r.status_code == 200, r.text
     files = api.worker.d1_files()
     assert files, "the local D1 should have files"
     blob = b"".join(p.read_bytes() for p in files)

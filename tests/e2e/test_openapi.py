@@ -81,10 +81,13 @@ def test_real_responses_match_the_document(api, document):
         ("/v1/usage", "get", api.get("/v1/usage?from=bad", token=token)),
     ]
     generation = checks[9][2].json()
+    url = generation["url"]
+    tampered = api.http.get(url[:-1] + ("1" if url[-1] == "0" else "0"))
+    assert tampered.status_code == 403, "a signature with one character changed is refused"
     checks += [
         ("/v1/generations/{id}", "get", api.get(f"/v1/generations/{generation['id']}", token=token)),
-        ("/v1/images/{id}", "get", api.http.get(generation["url"])),
-        ("/v1/images/{id}", "get", api.http.get(generation["url"][:-1] + "0")),
+        ("/v1/images/{id}", "get", api.http.get(url)),
+        ("/v1/images/{id}", "get", tampered),
         ("/v1/keys/{id}", "delete", api.delete(f"/v1/keys/{key['id']}", token=token)),
         ("/v1/keys/{id}", "delete", api.delete(f"/v1/keys/{key['id']}x", token=token)),
         ("/v1/openapi.json", "get", api.get("/v1/openapi.json")),
