@@ -73,6 +73,7 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
         Route::Usage => usage::get(req, rc).await,
         Route::OpenApi => openapi::serve(rc).await,
+        Route::Models => generate::catalog::list(&rc.config),
         Route::Logout => accounts::logout(req, rc).await,
         Route::ChangePassword => accounts::change_password(req, rc).await,
         Route::Admin(route) => admin::handle(req, rc, route).await,

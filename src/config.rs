@@ -19,6 +19,8 @@ pub struct Config {
     pub gemini_model: String,
     /// The models a request may name; always contains `gemini_model`.
     pub gemini_models: Vec<String>,
+    /// What each of `gemini_models` can do, in the same order (`GEMINI_MODEL_CAPS`).
+    pub model_caps: Vec<(String, crate::models::Capabilities)>,
     pub bcrypt_cost: u32,
     pub daily_image_quota: u32,
     pub rate_limit_per_minute: u32,
@@ -96,6 +98,9 @@ impl Config {
             return Err(InvalidSetting("GEMINI_MODELS"));
         }
 
+        let model_caps = crate::models::table(&gemini_models, get("GEMINI_MODEL_CAPS").as_deref())
+            .map_err(|_| InvalidSetting("GEMINI_MODEL_CAPS"))?;
+
         let gemini_api_base = get("GEMINI_API_BASE")
             .unwrap_or_else(|| DEFAULT_GEMINI_API_BASE.to_string())
             .trim_end_matches('/')
@@ -112,6 +117,7 @@ impl Config {
             gemini_api_base,
             gemini_model,
             gemini_models,
+            model_caps,
             bcrypt_cost: number(&get, "BCRYPT_COST", 10, 4..=14)?,
             daily_image_quota: number(&get, "DAILY_IMAGE_QUOTA", 100, 1..=10_000_000)?,
             rate_limit_per_minute: number(&get, "RATE_LIMIT_PER_MINUTE", 60, 1..=1_000_000)?,
@@ -221,6 +227,17 @@ mod tests {
         let c = config(&[("GEMINI_MODEL", "gemini-3-pro-image"), ("GEMINI_MODELS", "a-1, b-2,")]).unwrap();
         assert_eq!(c.gemini_models, vec!["gemini-3-pro-image", "a-1", "b-2"]);
         assert!(config(&[("GEMINI_MODELS", "ok,../evil")]).is_err());
+    }
+
+    #[test]
+    fn model_capabilities_come_with_the_allowed_models() {
+        let c = config(&[("GEMINI_MODELS", "gemini-3-pro-image")]).unwrap();
+        let names: Vec<&str> = c.model_caps.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(names, vec!["gemini-3.1-flash-image", "gemini-3-pro-image"]);
+        assert_eq!(
+            config(&[("GEMINI_MODEL_CAPS", r#"{"not-offered": {}}"#)]).unwrap_err(),
+            InvalidSetting("GEMINI_MODEL_CAPS")
+        );
     }
 
     #[test]

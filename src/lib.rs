@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod log;
 pub mod media;
+pub mod models;
 pub mod openapi;
 pub mod panic_hook;
 pub mod png;

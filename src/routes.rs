@@ -19,6 +19,7 @@ pub enum Route {
     OpenApi,
     Logout,
     ChangePassword,
+    Models,
     /// `/v1/admin/...`: resolved after the caller proves to be an admin, so that to anyone
     /// else even a wrong method there is the 404 of a route that does not exist.
     Admin(AdminRoute),
@@ -71,6 +72,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "generations", id] if valid_id_segment(id) => (GET, Some(Route::GetGeneration(id.to_string()))),
         ["v1", "usage"] => (GET, Some(Route::Usage)),
         ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
+        ["v1", "models"] => (GET, Some(Route::Models)),
         _ => return Err(RouteError::NotFound),
     };
     match route {

@@ -3,6 +3,7 @@
 //! rate-limit, parse, claim the Idempotency-Key and render; the work itself is the
 //! [`engine::Generation`] every route runs.
 
+pub mod catalog;
 pub mod engine;
 pub mod history;
 pub mod request;

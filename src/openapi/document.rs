@@ -166,6 +166,12 @@ pub fn build() -> Value {
             "operationId": "console", "tags": ["meta"], "summary": "The web console (static assets)", "security": [],
             "responses": {"200": {"description": "the console page",
                                   "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/v1/models": {"get": {
+            "operationId": "listModels", "tags": ["meta"], "security": [],
+            "summary": "The models a request may name here, with their resolutions, aspect ratios and reference-image limits",
+            "responses": responses(
+                &[("200", json_response("the models", s.response::<crate::generate::catalog::ModelList>(), None))],
+                e.refs(&error, &[], None))}},
         "/v1/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
             "responses": responses(&[("200", json_response("OpenAPI 3.1 document", json!({"type": "object"}), None))],

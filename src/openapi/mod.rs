@@ -55,6 +55,7 @@ mod tests {
             "/v1/generations/{id}",
             "/v1/usage",
             "/v1/openapi.json",
+            "/v1/models",
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
