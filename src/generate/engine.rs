@@ -35,6 +35,9 @@ pub struct DeliveredImage {
     pub b64_json: Option<String>,
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::image_mime_type"))]
     pub mime_type: String,
+    /// Pixels, as the image's own header declares them: what came back, not what was asked.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 /// A finished generation, ready to be rendered in either API shape.
@@ -62,6 +65,8 @@ struct Finished {
     object_keys: Option<String>,
     mime_type: Option<String>,
     n: i64,
+    width: Option<u32>,
+    height: Option<u32>,
 }
 
 /// The answer of a generation that already succeeded, rendered again for an idempotent
@@ -78,7 +83,7 @@ pub async fn replay(
     let row: Finished = db
         .first(
             db.prepare(
-                "SELECT created_at, object_keys, mime_type, n FROM generations
+                "SELECT created_at, object_keys, mime_type, n, width, height FROM generations
                  WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
             )
             .bind(&[db::text(generation_id), db::text(&principal.key_id)])?,
@@ -108,7 +113,13 @@ pub async fn replay(
             // Images that were only ever sent inline (no R2) cannot be shown again.
             false => None,
         };
-        images.push(DeliveredImage { url, b64_json, mime_type: mime_type.clone() });
+        images.push(DeliveredImage {
+            url,
+            b64_json,
+            mime_type: mime_type.clone(),
+            width: row.width,
+            height: row.height,
+        });
     }
     Ok(Generated {
         id: generation_id.to_string(),
@@ -266,6 +277,7 @@ impl<'r> Generation<'r> {
         let total_bytes: usize = drawn.iter().map(|d| d.image.bytes.len()).sum();
         let max_latency = drawn.iter().map(|d| d.latency_ms).max().unwrap_or(0);
         let mime_type = drawn.first().map(|d| d.image.mime_type.clone()).unwrap_or_default();
+        let (width, height) = delivered.first().map_or((None, None), |image| (image.width, image.height));
 
         let stored = match &bucket {
             Some(bucket) => {
@@ -279,7 +291,7 @@ impl<'r> Generation<'r> {
             .db
             .prepare(
                 "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
-                        upstream_latency_ms = ?5
+                        upstream_latency_ms = ?5, width = ?6, height = ?7
                  WHERE id = ?1 AND status = 'pending'",
             )
             .bind(&[
@@ -288,6 +300,8 @@ impl<'r> Generation<'r> {
                 db::text(&mime_type),
                 db::int(total_bytes as i64),
                 db::int(max_latency as i64),
+                db::opt_int(width.map(i64::from)),
+                db::opt_int(height.map(i64::from)),
             ])?;
         // Conditional: if the reconciliation cron already gave this generation up (its
         // Worker looked dead), the images are not delivered and nothing stays stored.
@@ -342,7 +356,8 @@ impl<'r> Generation<'r> {
                 };
                 let b64_json = (self.request.response_format == ResponseFormat::B64Json)
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
-                Ok(DeliveredImage { url: Some(url), b64_json, mime_type: image.mime_type.clone() })
+                let (width, height) = crate::media::dimensions(&image.bytes).unzip();
+                Ok(DeliveredImage { url: Some(url), b64_json, mime_type: image.mime_type.clone(), width, height })
             })
             .collect()
     }

@@ -15,7 +15,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 const COLUMNS: &str =
-    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode";
+    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height";
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
@@ -34,6 +34,8 @@ struct Row {
     error_code: Option<String>,
     created_at: String,
     mode: Option<KeyMode>,
+    width: Option<u32>,
+    height: Option<u32>,
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -103,6 +105,9 @@ pub struct HistoryImage {
     url: String,
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::image_mime_type"))]
     mime_type: String,
+    /// Pixels of what came back (null for generations older than this field).
+    width: Option<u32>,
+    height: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -193,6 +198,8 @@ fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRe
             Ok(HistoryImage {
                 url: storage::stored_image_url(rc, origin, &row.id, index, row.mode.unwrap_or(KeyMode::Live))?,
                 mime_type: mime_type.clone(),
+                width: row.width,
+                height: row.height,
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;

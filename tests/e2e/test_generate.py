@@ -380,3 +380,22 @@ def test_usage_counts_only_delivered_images(api):
     assert usage_today(api, key) == 3
     statuses = sorted(g["status"] for g in generations_of(api, key))
     assert statuses == ["failed", "failed", "succeeded", "succeeded"]
+
+
+# --- what came back ---
+
+def test_responses_and_history_report_the_pixels_that_came_back(api):
+    """The fake Gemini draws 8x8 PNGs whatever is asked; a test key draws what is asked.
+    Each image reports its real size, read from its own header."""
+    live = api.live_key()
+    body = api.post("/v1/generate", {"prompt": f"small {tag()}", "size": "1536x1024"}, token=live).json()
+    assert body["size"] == "1536x1024", "size stays what was asked"
+    assert [(i["width"], i["height"]) for i in body["images"]] == [(8, 8)]
+    test = api.test_key()
+    drawn = api.post("/v1/generate", {"prompt": f"wide {tag()}", "size": "1792x1024", "n": 2}, token=test).json()
+    assert [(i["width"], i["height"]) for i in drawn["images"]] == [(1792, 1024)] * 2
+    for key, generation, size in [(live, body, (8, 8)), (test, drawn, (1792, 1024))]:
+        record = api.get(f"/v1/generations/{generation['id']}", token=key).json()
+        assert {(i["width"], i["height"]) for i in record["images"]} == {size}
+    jpeg = api.post("/v1/generate", {"prompt": f"photo {tag()} #jpeg"}, token=live).json()
+    assert (jpeg["images"][0]["width"], jpeg["images"][0]["height"]) == (1, 1)
