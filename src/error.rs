@@ -99,6 +99,9 @@ codes! {
     InvalidType = "invalid_type", 422, InvalidRequestError;
     OutOfRange = "out_of_range", 422, InvalidRequestError;
     UnknownParameter = "unknown_parameter", 422, InvalidRequestError;
+    ConflictingParameters = "conflicting_parameters", 422, InvalidRequestError;
+    /// The chosen model does not offer what was asked (a resolution, a ratio).
+    UnsupportedByModel = "unsupported_by_model", 422, InvalidRequestError;
     IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
     RateLimitExceeded = "rate_limit_exceeded", 429, RateLimitError;
     DailyQuotaExceeded = "daily_quota_exceeded", 429, RateLimitError;

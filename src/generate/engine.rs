@@ -236,8 +236,9 @@ impl<'r> Generation<'r> {
         let reserved = usage::reserve(&mut batch, db, self.charge(), self.limits())?;
         batch.push::<()>(
             db.prepare(
-                "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10 WHERE changes() = 1",
+                "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode,
+                                          aspect_ratio, resolution)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?12 WHERE changes() = 1",
             )
             .bind(&[
                 db::text(&self.id),
@@ -245,11 +246,13 @@ impl<'r> Generation<'r> {
                 db::text(&principal.user_id),
                 db::text(&request.prompt),
                 db::text(&request.model),
-                db::text(&request.size.label()),
+                db::text(&request.output.label()),
                 db::text(request.style.as_str()),
                 db::int(request.n.into()),
                 db::text(&iso_from_millis(self.rc.now_ms)),
                 db::text(principal.mode.as_str()),
+                db::text(request.output.aspect_ratio),
+                db::text(request.output.resolution.as_str()),
             ])?,
         );
         let results = match db.batch(batch).await {
@@ -331,8 +334,8 @@ impl<'r> Generation<'r> {
         let call = crate::gemini::ImageCall {
             model: &request.model,
             text: &text,
-            aspect_ratio: request.size.aspect_ratio,
-            image_size: request.size.image_size,
+            aspect_ratio: request.output.aspect_ratio,
+            image_size: request.output.resolution.as_str(),
         };
         let config = &self.rc.config;
         // Gemini draws one image per call: n calls in parallel; the first failure fails all.
@@ -389,8 +392,8 @@ impl<'r> Generation<'r> {
 fn synthetic_image(request: &GenerationRequest, index: u32) -> Image {
     let spec = SyntheticSpec {
         prompt: &request.prompt,
-        width: request.size.width,
-        height: request.size.height,
+        width: request.output.width,
+        height: request.output.height,
         artistic: request.style == Style::Artistic,
         index,
     };

@@ -15,7 +15,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 const COLUMNS: &str =
-    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height";
+    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height, aspect_ratio, resolution";
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
@@ -36,6 +36,8 @@ struct Row {
     mode: Option<KeyMode>,
     width: Option<u32>,
     height: Option<u32>,
+    aspect_ratio: Option<String>,
+    resolution: Option<String>,
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -76,8 +78,12 @@ pub struct GenerationRecord {
     api_key_id: String,
     prompt: String,
     model: String,
-    #[cfg_attr(test, schemars(schema_with = "super::request::size_schema"))]
+    /// What was asked, in pixels (see `GenerationResponse`).
     size: String,
+    /// Gemini's aspect ratio and resolution, however they were asked (null on generations
+    /// older than these fields).
+    aspect_ratio: Option<String>,
+    resolution: Option<String>,
     style: Style,
     n: i64,
     /// The first image's URL, or null when none is stored.
@@ -213,6 +219,8 @@ fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRe
         prompt: row.prompt,
         model: row.model,
         size: row.size,
+        aspect_ratio: row.aspect_ratio,
+        resolution: row.resolution,
         style: row.style,
         n: row.n,
         error: row.error_code.map(|code| Failure { code }),

@@ -12,6 +12,7 @@ use crate::auth;
 use crate::error::ApiResult;
 use crate::http::{self, HeaderList, RequestContext};
 use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
+use crate::models::Resolution;
 use crate::rate_limit;
 pub use engine::{reconcile_abandoned, DeliveredImage, Generated, Generation};
 pub use request::{GenerationRequest, ResponseFormat, Shape, Style};
@@ -40,8 +41,12 @@ pub struct GenerationResponse<'a> {
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
     created_at: String,
     model: &'a str,
-    #[cfg_attr(test, schemars(schema_with = "request::size_schema"))]
+    /// What was asked, in pixels: the documented size, or the aspect ratio at the
+    /// resolution's long edge. What came back is each image's `width` and `height`.
+    #[cfg_attr(test, schemars(regex(pattern = r"^\d+x\d+$")))]
     size: String,
+    aspect_ratio: &'a str,
+    resolution: Resolution,
     style: Style,
     n: u32,
     images: &'a [DeliveredImage],
@@ -79,7 +84,9 @@ impl Generated {
             prompt: &self.request.prompt,
             created_at: crate::time::iso_from_millis(self.created_ms),
             model: &self.request.model,
-            size: self.request.size.label(),
+            size: self.request.output.label(),
+            aspect_ratio: self.request.output.aspect_ratio,
+            resolution: self.request.output.resolution,
             style: self.request.style,
             n: self.request.n,
             images: &self.images,

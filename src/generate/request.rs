@@ -4,6 +4,7 @@
 use crate::body::JsonObject;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
+use crate::models::{Capabilities, Resolution, EXTREME_RATIOS, STANDARD_RATIOS};
 
 pub const MAX_PROMPT_CHARS: usize = 4000;
 pub const MAX_IMAGES: u32 = 4;
@@ -35,6 +36,42 @@ impl ImageSize {
             let allowed: Vec<String> = SIZES.iter().map(ImageSize::label).collect();
             ApiError::invalid_value("size", format!("size must be one of {}", allowed.join(", ")))
         })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}x{}", self.width, self.height)
+    }
+}
+
+/// What the output is asked to be, however it was asked: a documented `size`, or an
+/// `aspect_ratio` and a `resolution`. Both become Gemini's `imageConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub aspect_ratio: &'static str,
+    pub resolution: Resolution,
+    /// The pixels asked for: the documented size's, or the ratio at the resolution's long
+    /// edge (what the synthetic provider draws; Gemini decides its own, reported per image).
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Output {
+    fn from_size(size: &ImageSize) -> Output {
+        let resolution = Resolution::parse(size.image_size).unwrap_or(Resolution::R1K);
+        Output { aspect_ratio: size.aspect_ratio, resolution, width: size.width, height: size.height }
+    }
+
+    /// `aspect_ratio` (one of Gemini's) at `resolution`: the long edge is the resolution's,
+    /// the short one follows the ratio, rounded to an even number of pixels.
+    pub fn from_ratio(aspect_ratio: &'static str, resolution: Resolution) -> Output {
+        let (w, h) = aspect_ratio
+            .split_once(':')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .unwrap_or((1, 1));
+        let long = resolution.long_edge();
+        let short = |a: u32, b: u32| ((long * a + b) / (2 * b) * 2).max(2);
+        let (width, height) = if w >= h { (long, short(h, w)) } else { (short(w, h), long) };
+        Output { aspect_ratio, resolution, width, height }
     }
 
     pub fn label(&self) -> String {
@@ -85,7 +122,7 @@ pub enum Shape {
 #[derive(Debug, PartialEq)]
 pub struct GenerationRequest {
     pub prompt: String,
-    pub size: &'static ImageSize,
+    pub output: Output,
     pub style: Style,
     pub n: u32,
     pub model: String,
@@ -96,9 +133,14 @@ impl GenerationRequest {
     pub fn parse(mut body: JsonObject, config: &Config, shape: Shape) -> ApiResult<GenerationRequest> {
         let prompt = parse_prompt(&body.required_str("prompt", Code::PromptRequired)?)?;
         let size = match body.optional_str("size")? {
-            None => &SIZES[0],
-            Some(size) if shape == Shape::OpenAi && size == "auto" => &SIZES[0],
-            Some(size) => ImageSize::parse(&size)?,
+            None => None,
+            Some(size) if shape == Shape::OpenAi && size == "auto" => None,
+            Some(size) => Some(ImageSize::parse(&size)?),
+        };
+        // OpenAI's route has no such fields: there they are unknown parameters.
+        let (aspect_ratio, resolution) = match shape {
+            Shape::Native => (body.optional_str("aspect_ratio")?, body.optional_str("resolution")?),
+            Shape::OpenAi => (None, None),
         };
         let style = match body.optional_str("style")?.as_deref() {
             None | Some("natural") => Style::Natural,
@@ -123,6 +165,8 @@ impl GenerationRequest {
                 ))
             }
         };
+        let caps = config.model_caps.iter().find(|(id, _)| *id == model).map(|(_, caps)| caps);
+        let output = output(size, aspect_ratio.as_deref(), resolution.as_deref(), &model, caps)?;
         let response_format = match body.optional_str("response_format")?.as_deref() {
             None | Some("url") => ResponseFormat::Url,
             Some("b64_json") => ResponseFormat::B64Json,
@@ -139,7 +183,7 @@ impl GenerationRequest {
         } else {
             body.finish()?;
         }
-        Ok(GenerationRequest { prompt, size, style, n, model, response_format })
+        Ok(GenerationRequest { prompt, output, style, n, model, response_format })
     }
 
     /// The text sent upstream: the prompt, then the style's instruction.
@@ -215,8 +259,14 @@ pub struct GenerateRequestDoc {
     /// 1 to 4000 characters after trimming.
     #[schemars(length(min = 1, max = 4000), pattern(r"\S"))]
     pub prompt: String,
-    #[schemars(extend("default" = "1024x1024"))]
+    /// A documented size (default 1024x1024). Or give `aspect_ratio` and `resolution`
+    /// instead (not both ways).
     pub size: Option<Size>,
+    /// One of Gemini's aspect ratios the model offers (`GET /v1/models`); default 1:1.
+    #[schemars(extend("enum" = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "1:4", "4:1", "1:8", "8:1"]))]
+    pub aspect_ratio: Option<String>,
+    /// One of the resolutions the model offers (`GET /v1/models`); default 1K.
+    pub resolution: Option<Resolution>,
     /// Appends a style instruction to the prompt sent upstream.
     #[schemars(extend("default" = "natural"))]
     pub style: Option<Style>,
@@ -252,6 +302,76 @@ pub struct OpenAiImagesRequestDoc {
     pub quality: Option<String>,
     /// Accepted and ignored, as an optional hint.
     pub moderation: Option<String>,
+}
+
+/// The output asked for, checked against what the model offers (422
+/// `unsupported_by_model` naming the parameter and what the model allows). `size` and
+/// `aspect_ratio`/`resolution` are two ways to ask: giving both is 422
+/// `conflicting_parameters`.
+fn output(
+    size: Option<&'static ImageSize>,
+    aspect_ratio: Option<&str>,
+    resolution: Option<&str>,
+    model: &str,
+    caps: Option<&Capabilities>,
+) -> ApiResult<Output> {
+    if size.is_some() && (aspect_ratio.is_some() || resolution.is_some()) {
+        let param = if aspect_ratio.is_some() { "aspect_ratio" } else { "resolution" };
+        return Err(ApiError::validation(
+            Code::ConflictingParameters,
+            param,
+            "give size, or aspect_ratio and resolution, not both",
+        ));
+    }
+    let output = match size {
+        Some(size) => Output::from_size(size),
+        None => {
+            let ratio = match aspect_ratio {
+                None => "1:1",
+                Some(ratio) => {
+                    STANDARD_RATIOS.iter().chain(&EXTREME_RATIOS).find(|r| **r == ratio).copied().ok_or_else(|| {
+                        ApiError::invalid_value(
+                            "aspect_ratio",
+                            "aspect_ratio must be one of Gemini's ratios, like 16:9",
+                        )
+                    })?
+                }
+            };
+            let resolution = match resolution {
+                None => Resolution::R1K,
+                Some(raw) => Resolution::parse(raw)
+                    .ok_or_else(|| ApiError::invalid_value("resolution", "resolution must be 512, 1K, 2K or 4K"))?,
+            };
+            Output::from_ratio(ratio, resolution)
+        }
+    };
+    let Some(caps) = caps else { return Ok(output) };
+    let (ratio_param, resolution_param) =
+        if size.is_some() { ("size", "size") } else { ("aspect_ratio", "resolution") };
+    if !caps.aspect_ratios.iter().any(|r| r == output.aspect_ratio) {
+        return Err(ApiError::validation(
+            Code::UnsupportedByModel,
+            ratio_param,
+            format!(
+                "{model} does not draw {}; its aspect ratios are {}",
+                output.aspect_ratio,
+                caps.aspect_ratios.join(", ")
+            ),
+        ));
+    }
+    if !caps.resolutions.contains(&output.resolution) {
+        let offered: Vec<&str> = caps.resolutions.iter().map(|r| r.as_str()).collect();
+        return Err(ApiError::validation(
+            Code::UnsupportedByModel,
+            resolution_param,
+            format!(
+                "{model} does not draw at {}; its resolutions are {}",
+                output.resolution.as_str(),
+                offered.join(", ")
+            ),
+        ));
+    }
+    Ok(output)
 }
 
 fn is_openai_model(model: &str) -> bool {
@@ -294,8 +414,8 @@ mod tests {
     fn defaults() {
         let r = parse(r#"{"prompt": "  a banana  "}"#, Shape::Native).unwrap();
         assert_eq!(r.prompt, "a banana");
-        assert_eq!(r.size.label(), "1024x1024");
-        assert_eq!((r.size.aspect_ratio, r.size.image_size), ("1:1", "1K"));
+        assert_eq!(r.output.label(), "1024x1024");
+        assert_eq!((r.output.aspect_ratio, r.output.resolution), ("1:1", Resolution::R1K));
         assert_eq!(
             (r.style, r.n, r.model.as_str(), r.response_format),
             (Style::Natural, 1, "gemini-3.1-flash-image", ResponseFormat::Url)
@@ -317,6 +437,58 @@ mod tests {
             assert_eq!((size.aspect_ratio, size.image_size), (ratio, class), "{label}");
         }
         assert_eq!(SIZES.len(), expected.len());
+    }
+
+    #[test]
+    fn aspect_ratio_and_resolution_ask_for_the_output_directly() {
+        let r = parse(r#"{"prompt": "x", "aspect_ratio": "16:9", "resolution": "2K"}"#, Shape::Native).unwrap();
+        assert_eq!(
+            (r.output.aspect_ratio, r.output.resolution, r.output.label()),
+            ("16:9", Resolution::R2K, "2048x1152".into())
+        );
+        let tall = parse(r#"{"prompt": "x", "aspect_ratio": "1:8", "resolution": "512"}"#, Shape::Native).unwrap();
+        assert_eq!(tall.output.label(), "64x512");
+        let defaults = parse(r#"{"prompt": "x", "resolution": "4K"}"#, Shape::Native).unwrap();
+        assert_eq!((defaults.output.aspect_ratio, defaults.output.label()), ("1:1", "4096x4096".into()));
+        let from_size = parse(r#"{"prompt": "x", "size": "1792x1024"}"#, Shape::Native).unwrap();
+        assert_eq!((from_size.output.aspect_ratio, from_size.output.resolution), ("16:9", Resolution::R2K));
+    }
+
+    #[test]
+    fn what_the_model_does_not_offer_is_422_naming_the_parameter_and_what_it_allows() {
+        let cases = [
+            (
+                r#"{"prompt": "x", "model": "gemini-3-pro-image", "resolution": "512"}"#,
+                "unsupported_by_model",
+                "resolution",
+            ),
+            (
+                r#"{"prompt": "x", "model": "gemini-3-pro-image", "aspect_ratio": "8:1"}"#,
+                "unsupported_by_model",
+                "aspect_ratio",
+            ),
+            (
+                r#"{"prompt": "x", "size": "1024x1024", "aspect_ratio": "1:1"}"#,
+                "conflicting_parameters",
+                "aspect_ratio",
+            ),
+            (r#"{"prompt": "x", "size": "1024x1024", "resolution": "1K"}"#, "conflicting_parameters", "resolution"),
+        ];
+        for (raw, code, param) in cases {
+            let err = parse(raw, Shape::Native).unwrap_err();
+            assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (422, code, Some(param)), "{raw}");
+        }
+        let err =
+            parse(r#"{"prompt": "x", "model": "gemini-3-pro-image", "resolution": "512"}"#, Shape::Native).unwrap_err();
+        assert!(err.message.contains("1K, 2K, 4K"), "{}", err.message);
+        for (raw, param) in [
+            (r#"{"prompt": "x", "aspect_ratio": "7:5"}"#, "aspect_ratio"),
+            (r#"{"prompt": "x", "resolution": "8K"}"#, "resolution"),
+        ] {
+            assert_eq!(parse(raw, Shape::Native).unwrap_err().code, Code::InvalidValue, "{param}");
+        }
+        let openai = parse(r#"{"prompt": "x", "resolution": "2K"}"#, Shape::OpenAi).unwrap_err();
+        assert_eq!((openai.status(), openai.param.as_deref()), (400, Some("resolution")));
     }
 
     #[test]
@@ -381,7 +553,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (r.model.as_str(), r.style, r.size.label(), r.response_format),
+            (r.model.as_str(), r.style, r.output.label(), r.response_format),
             ("gemini-3.1-flash-image", Style::Artistic, "1024x1024".to_string(), ResponseFormat::B64Json)
         );
         let err = parse(r#"{"prompt": "x", "output_format": "webp"}"#, Shape::OpenAi).unwrap_err();

@@ -399,3 +399,43 @@ def test_responses_and_history_report_the_pixels_that_came_back(api):
         assert {(i["width"], i["height"]) for i in record["images"]} == {size}
     jpeg = api.post("/v1/generate", {"prompt": f"photo {tag()} #jpeg"}, token=live).json()
     assert (jpeg["images"][0]["width"], jpeg["images"][0]["height"]) == (1, 1)
+
+
+# --- aspect_ratio and resolution ---
+
+def test_aspect_ratio_and_resolution_go_upstream_as_gemini_image_config(api, fake_gemini):
+    t = tag()
+    body = api.post("/v1/generate", {"prompt": f"wide {t}", "aspect_ratio": "21:9", "resolution": "2K",
+                                     "model": "gemini-3-pro-image"}, token=api.live_key())
+    assert body.status_code == 200, body.text
+    [sent] = fake_gemini.requests_with(t)
+    assert sent["body"]["generationConfig"]["imageConfig"] == {"aspectRatio": "21:9", "imageSize": "2K"}
+    answer = body.json()
+    assert (answer["aspect_ratio"], answer["resolution"], answer["size"]) == ("21:9", "2K", "2048x878")
+    assert_error(api.get(f"/v1/generations/{answer['id']}", token=api.token()), 404, "not_found")
+
+
+def test_a_test_key_draws_the_asked_ratio_at_the_asked_resolution(api):
+    key = api.test_key()
+    r = api.post("/v1/generate", {"prompt": f"tall {tag()}", "aspect_ratio": "9:16", "resolution": "512"}, token=key)
+    assert r.status_code == 200, r.text
+    [image] = r.json()["images"]
+    assert (image["width"], image["height"]) == (288, 512)
+    png = png_at(api, image["url"])
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (288, 512)
+    record = api.get(f"/v1/generations/{r.json()['id']}", token=key).json()
+    assert (record["aspect_ratio"], record["resolution"], record["size"]) == ("9:16", "512", "288x512")
+
+
+@pytest.mark.parametrize("body,status,code,param", [
+    ({"resolution": "512", "model": "gemini-3-pro-image"}, 422, "unsupported_by_model", "resolution"),
+    ({"aspect_ratio": "1:8", "model": "gemini-3-pro-image"}, 422, "unsupported_by_model", "aspect_ratio"),
+    ({"size": "1024x1024", "aspect_ratio": "1:1"}, 422, "conflicting_parameters", "aspect_ratio"),
+    ({"aspect_ratio": "7:5"}, 400, "invalid_value", "aspect_ratio"),
+    ({"resolution": "8K"}, 400, "invalid_value", "resolution"),
+])
+def test_what_the_model_cannot_serve_is_refused_naming_the_parameter(api, body, status, code, param):
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"no {tag()}", **body}, token=key)
+    assert_error(r, status, code, "invalid_request_error", param=param)
+    assert usage_today(api, key) == 0
