@@ -47,6 +47,12 @@ pub struct LoginResponse {
     expires_in: u64,
 }
 
+impl From<token::IssuedToken> for LoginResponse {
+    fn from(issued: token::IssuedToken) -> Self {
+        LoginResponse { access_token: issued.token, token_type: TokenType::Bearer, expires_in: issued.expires_in }
+    }
+}
+
 /// `POST /v1/auth/register`: 201 with the new user and a token; 409 if the email is taken;
 /// 403 `registration_closed` when the operator closed sign-up (`REGISTRATION = "closed"`).
 pub async fn register(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
@@ -186,10 +192,7 @@ pub async fn login(req: &mut Request, rc: &RequestContext) -> ApiResult<Response
     db.run(throttle::forget(&db, &[ip_attempt, email_attempt])?).await.or_internal()?;
 
     let issued = token::issue(secret, &user.id, version(user.token_version), rc.now_ms / 1000)?;
-    http::json(
-        200,
-        &LoginResponse { access_token: issued.token, token_type: TokenType::Bearer, expires_in: issued.expires_in },
-    )
+    http::json(200, &LoginResponse::from(issued))
 }
 
 fn version(stored: i64) -> u32 {
@@ -278,10 +281,7 @@ pub async fn change_password(req: &mut Request, rc: &RequestContext) -> ApiResul
         return Err(ApiError::new(Code::TokenRevoked, "the password was changed meanwhile; log in again"));
     }
     let issued = token::issue(secret, &account.user_id, next_version, rc.now_ms / 1000)?;
-    http::json(
-        200,
-        &LoginResponse { access_token: issued.token, token_type: TokenType::Bearer, expires_in: issued.expires_in },
-    )
+    http::json(200, &LoginResponse::from(issued))
 }
 
 /// `{current_password, new_password}`, both required strings, nothing else.

@@ -348,28 +348,18 @@ fn output(
     let Some(caps) = caps else { return Ok(output) };
     let (ratio_param, resolution_param) =
         if size.is_some() { ("size", "size") } else { ("aspect_ratio", "resolution") };
+    let unsupported = |param: &str, asked: &str, what: &str, offered: Vec<&str>| {
+        let message = format!("{model} does not draw {asked}; its {what} are {}", offered.join(", "));
+        ApiError::validation(Code::UnsupportedByModel, param, message)
+    };
     if !caps.aspect_ratios.iter().any(|r| r == output.aspect_ratio) {
-        return Err(ApiError::validation(
-            Code::UnsupportedByModel,
-            ratio_param,
-            format!(
-                "{model} does not draw {}; its aspect ratios are {}",
-                output.aspect_ratio,
-                caps.aspect_ratios.join(", ")
-            ),
-        ));
+        let offered = caps.aspect_ratios.iter().map(String::as_str).collect();
+        return Err(unsupported(ratio_param, output.aspect_ratio, "aspect ratios", offered));
     }
     if !caps.resolutions.contains(&output.resolution) {
-        let offered: Vec<&str> = caps.resolutions.iter().map(|r| r.as_str()).collect();
-        return Err(ApiError::validation(
-            Code::UnsupportedByModel,
-            resolution_param,
-            format!(
-                "{model} does not draw at {}; its resolutions are {}",
-                output.resolution.as_str(),
-                offered.join(", ")
-            ),
-        ));
+        let offered = caps.resolutions.iter().map(|r| r.as_str()).collect();
+        let asked = format!("at {}", output.resolution.as_str());
+        return Err(unsupported(resolution_param, &asked, "resolutions", offered));
     }
     Ok(output)
 }
