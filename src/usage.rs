@@ -139,7 +139,7 @@ pub fn release(batch: &mut Batch, db: &Db, charge: Charge) -> ApiResult<()> {
 /// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed.
 pub fn ceiling_refusal(cause: &str, limits: Limits, n: u32, now_ms: u64) -> Option<ApiError> {
     if cause.contains("account_daily_limit") {
-        Some(account_quota_exceeded(limits, n, now_ms))
+        Some(account_quota_exceeded(limits.account, n, now_ms))
     } else if cause.contains("deployment_daily_budget") {
         Some(deployment_budget_exhausted(now_ms))
     } else {
@@ -148,8 +148,7 @@ pub fn ceiling_refusal(cause: &str, limits: Limits, n: u32, now_ms: u64) -> Opti
 }
 
 /// 429: the account's live images for today would pass its ceiling.
-pub fn account_quota_exceeded(limits: Limits, n: u32, now_ms: u64) -> ApiError {
-    let quota = limits.account;
+pub fn account_quota_exceeded(quota: u32, n: u32, now_ms: u64) -> ApiError {
     ApiError::new(
         Code::AccountQuotaExceeded,
         format!(

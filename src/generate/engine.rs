@@ -170,8 +170,7 @@ impl<'r> Generation<'r> {
         }
         let live = principal.mode == KeyMode::Live;
         if live && principal.account_used_today.saturating_add(request.n) > principal.account_quota {
-            let limits = usage::Limits { key: principal.daily_quota, account: principal.account_quota, deployment: 0 };
-            return Err(usage::account_quota_exceeded(limits, request.n, rc.now_ms));
+            return Err(usage::account_quota_exceeded(principal.account_quota, request.n, rc.now_ms));
         }
         Ok(Generation {
             db: rc.db()?,
