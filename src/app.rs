@@ -46,6 +46,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
         path: &path,
         status: response.status_code(),
         d1_queries,
+        wasm_memory_bytes: crate::log::wasm_memory_bytes(),
         code: failure.as_ref().map(|err| err.code.as_str()),
         cause: failure.as_ref().and_then(|err| err.cause.as_deref()),
     });
@@ -68,6 +69,7 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::RevokeKey(id) => keys::revoke(req, rc, &id).await,
         Route::Generate => generate::generate(req, rc).await,
         Route::ImagesGenerations => generate::openai_images(req, rc).await,
+        Route::ImagesEdits => generate::openai_edits(req, rc).await,
         Route::GetImage(id) => storage::serve(req, rc, &id).await,
         Route::ListGenerations => generate::history::list(req, rc).await,
         Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,

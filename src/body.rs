@@ -26,10 +26,15 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Parses the raw body into a JSON object.
+/// Parses the raw body into a JSON object, under the usual 64 KiB limit.
 pub fn parse_object(raw: &[u8]) -> Result<JsonObject, ApiError> {
-    if raw.len() > JSON_BODY_LIMIT {
-        return Err(ApiError::payload_too_large(JSON_BODY_LIMIT));
+    parse_object_within(raw, JSON_BODY_LIMIT)
+}
+
+/// Parses the raw body into a JSON object of at most `limit` bytes.
+pub fn parse_object_within(raw: &[u8], limit: usize) -> Result<JsonObject, ApiError> {
+    if raw.len() > limit {
+        return Err(ApiError::payload_too_large(limit));
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(JsonObject::default());
@@ -89,6 +94,17 @@ impl JsonObject {
             },
             _ => Err(wrong_type(name, "an integer")),
         }
+    }
+
+    /// A field's raw value, for a parser of its own (`generate::inputs`); absent is None.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        asked::record(name);
+        self.map.remove(name)
+    }
+
+    /// Sets a field, as a form field read from a multipart body.
+    pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
+        self.map.insert(name, value)
     }
 
     /// A boolean field; absent or null is None.

@@ -62,6 +62,12 @@ codes! {
     InvalidIdempotencyKey = "invalid_idempotency_key", 400, InvalidRequestError;
     /// OpenAI's route refuses unknown fields with 400, as OpenAI does.
     UnknownParameterOpenAi = "unknown_parameter", 400, InvalidRequestError;
+    /// An input image that is not base64, not a data: URL, or not PNG, JPEG or WebP by
+    /// its bytes (or not the type it declares).
+    InvalidImage = "invalid_image", 400, InvalidRequestError;
+    InvalidMultipart = "invalid_multipart", 400, InvalidRequestError;
+    /// A parameter of OpenAI's API this service does not offer (`mask`), with why.
+    UnsupportedParameter = "unsupported_parameter", 400, InvalidRequestError;
     ContentPolicyViolation = "content_policy_violation", 400, ContentPolicyError;
     MissingAuthorization = "missing_authorization", 401, AuthenticationError;
     MalformedAuthorization = "malformed_authorization", 401, AuthenticationError;
@@ -100,6 +106,10 @@ codes! {
     OutOfRange = "out_of_range", 422, InvalidRequestError;
     UnknownParameter = "unknown_parameter", 422, InvalidRequestError;
     ConflictingParameters = "conflicting_parameters", 422, InvalidRequestError;
+    /// OpenAI's edits route needs at least one `image`.
+    ImageRequired = "image_required", 422, InvalidRequestError;
+    /// An input over its own limit, or inputs together over theirs.
+    ImageTooLarge = "image_too_large", 422, InvalidRequestError;
     /// The chosen model does not offer what was asked (a resolution, a ratio).
     UnsupportedByModel = "unsupported_by_model", 422, InvalidRequestError;
     IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
@@ -203,7 +213,7 @@ impl ApiError {
     }
 
     /// A field fails validation (missing, empty, too long, wrong type, out of range).
-    pub fn validation(code: Code, param: &str, message: impl Into<String>) -> Self {
+    pub fn validation(code: Code, param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(code, message).with_param(param)
     }
 

@@ -30,32 +30,61 @@ pub struct ImageCall<'a> {
     pub model: &'a str,
     /// The prompt as sent: the user's prompt plus the style's instruction.
     pub text: &'a str,
-    pub aspect_ratio: &'a str,
+    /// None when the output follows the input images (no `aspectRatio` is sent).
+    pub aspect_ratio: Option<&'a str>,
     pub image_size: &'a str,
+    /// Reference images, sent as `inlineData` parts before the text, in this order.
+    pub inputs: &'a [InlineImage<'a>],
+}
+
+/// An input image as it goes upstream.
+pub struct InlineImage<'a> {
+    pub mime_type: &'a str,
+    pub bytes: &'a [u8],
 }
 
 pub fn endpoint(base: &str, model: &str) -> String {
     format!("{base}/v1beta/models/{model}:generateContent")
 }
 
+/// The request body. Written by hand rather than through `serde_json::Value`: the inputs'
+/// base64 (up to 27 MB) is encoded once, straight into the body, with no tree to copy.
 pub fn request_body(call: &ImageCall) -> String {
-    serde_json::json!({
-        "contents": [{"role": "user", "parts": [{"text": call.text}]}],
-        "generationConfig": {
-            "responseModalities": ["TEXT", "IMAGE"],
-            "imageConfig": {"aspectRatio": call.aspect_ratio, "imageSize": call.image_size}
-        }
-    })
-    .to_string()
+    let base64_len: usize = call.inputs.iter().map(|i| i.bytes.len().div_ceil(3) * 4 + 64).sum();
+    let mut body = String::with_capacity(base64_len + call.text.len() * 2 + 256);
+    body.push_str(r#"{"contents":[{"role":"user","parts":["#);
+    for input in call.inputs {
+        body.push_str(r#"{"inlineData":{"mimeType":"#);
+        body.push_str(&serde_json::Value::from(input.mime_type).to_string());
+        body.push_str(r#","data":""#);
+        base64::engine::general_purpose::STANDARD.encode_string(input.bytes, &mut body);
+        body.push_str(r#""}},"#);
+    }
+    body.push_str(r#"{"text":"#);
+    body.push_str(&serde_json::Value::from(call.text).to_string());
+    body.push_str("}]}],");
+    let mut image_config = serde_json::Map::new();
+    if let Some(ratio) = call.aspect_ratio {
+        image_config.insert("aspectRatio".into(), ratio.into());
+    }
+    image_config.insert("imageSize".into(), call.image_size.into());
+    let config = serde_json::json!({"responseModalities": ["TEXT", "IMAGE"], "imageConfig": image_config});
+    body.push_str(r#""generationConfig":"#);
+    body.push_str(&config.to_string());
+    body.push('}');
+    body
 }
 
 // ---------------------------------------------------------------- response wire types
 
+// The image parts borrow their base64 from the response bytes (a 4K image is ~20 MB of
+// it): nothing is copied before it is decoded.
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GenerateContentResponse {
-    #[serde(default)]
-    candidates: Vec<Candidate>,
+struct GenerateContentResponse<'a> {
+    #[serde(default, borrow)]
+    candidates: Vec<Candidate<'a>>,
     prompt_feedback: Option<PromptFeedback>,
 }
 
@@ -67,30 +96,34 @@ struct PromptFeedback {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Candidate {
-    content: Option<Content>,
+struct Candidate<'a> {
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
     finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct Content {
-    #[serde(default)]
-    parts: Vec<Part>,
+struct Content<'a> {
+    #[serde(default, borrow)]
+    parts: Vec<Part<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Part {
-    inline_data: Option<InlineData>,
+struct Part<'a> {
+    #[serde(borrow)]
+    inline_data: Option<InlineData<'a>>,
     #[serde(default)]
     thought: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct InlineData {
+struct InlineData<'a> {
     mime_type: String,
-    data: String,
+    /// Borrowed unless the JSON escapes something in it (base64 never needs to).
+    #[serde(borrow)]
+    data: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -250,25 +283,38 @@ pub fn next_delay_ms(attempt: u32, retry_after_ms: Option<u64>, jitter: u8, rema
 
 // ---------------------------------------------------------------- the fetch loop
 
-pub use fetch::generate_image;
+pub use fetch::{generate_image, Prepared};
 
 mod fetch {
     use super::*;
     use futures_util::future::{select, Either};
     use std::time::Duration;
+    use wasm_bindgen::JsValue;
     use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+
+    /// A request made once and sent by every call and retry of a generation: its body is a
+    /// JS string, so `n` calls carrying 27 MB of inputs share one copy, and the Rust text
+    /// it was written in is freed at once.
+    pub struct Prepared {
+        url: String,
+        body: JsValue,
+    }
+
+    impl Prepared {
+        pub fn new(base: &str, call: &ImageCall<'_>) -> Prepared {
+            Prepared { url: endpoint(base, call.model), body: JsValue::from_str(&request_body(call)) }
+        }
+    }
 
     /// One image from Gemini, with retries, within `deadline_ms` overall. Returns the image
     /// and the upstream latency of the successful attempt.
     pub async fn generate_image(
-        base: &str,
+        prepared: &Prepared,
         api_key: &str,
-        call: &ImageCall<'_>,
         deadline_ms: u64,
     ) -> Result<(Image, u64), ApiError> {
         let started = crate::time::now_millis();
-        let url = endpoint(base, call.model);
-        let body = request_body(call);
+        let (url, body) = (&prepared.url, &prepared.body);
         let mut attempt = 1;
         loop {
             let elapsed = crate::time::now_millis().saturating_sub(started);
@@ -277,7 +323,7 @@ mod fetch {
                 return Err(give_up(Transient::TimedOut));
             }
             let attempt_started = crate::time::now_millis();
-            let outcome = match send(&url, api_key, &body, remaining).await {
+            let outcome = match send(url, api_key, body, remaining).await {
                 Ok((status, bytes)) => interpret(status, &bytes),
                 Err(why) => Attempt::Retry { why, retry_after_ms: None },
             };
@@ -309,12 +355,12 @@ mod fetch {
     }
 
     /// One HTTP call, aborted when `timeout_ms` passes. The key travels in a header only.
-    async fn send(url: &str, api_key: &str, body: &str, timeout_ms: u64) -> Result<(u16, Vec<u8>), Transient> {
+    async fn send(url: &str, api_key: &str, body: &JsValue, timeout_ms: u64) -> Result<(u16, Vec<u8>), Transient> {
         let headers = Headers::new();
         headers.set("content-type", "application/json").map_err(|_| Transient::Failed)?;
         headers.set("x-goog-api-key", api_key).map_err(|_| Transient::Failed)?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.clone()));
         let request = Request::new_with_init(url, &init).map_err(|_| Transient::Failed)?;
 
         let controller = AbortController::default();
@@ -394,15 +440,38 @@ mod tests {
 
     #[test]
     fn request_follows_the_wire_format() {
-        let call = ImageCall { model: "gemini-3.1-flash-image", text: "a cat", aspect_ratio: "16:9", image_size: "2K" };
+        let call = ImageCall {
+            model: "gemini-3.1-flash-image",
+            text: "a \"cat\"\n",
+            aspect_ratio: Some("16:9"),
+            image_size: "2K",
+            inputs: &[],
+        };
         let sent: serde_json::Value = serde_json::from_str(&request_body(&call)).unwrap();
-        assert_eq!(sent["contents"][0]["parts"][0]["text"], "a cat");
+        assert_eq!(sent["contents"][0]["parts"], json!([{"text": "a \"cat\"\n"}]));
         assert_eq!(sent["generationConfig"]["responseModalities"], json!(["TEXT", "IMAGE"]));
         assert_eq!(sent["generationConfig"]["imageConfig"], json!({"aspectRatio": "16:9", "imageSize": "2K"}));
         assert_eq!(
             endpoint("http://127.0.0.1:9", "gemini-3.1-flash-image"),
             "http://127.0.0.1:9/v1beta/models/gemini-3.1-flash-image:generateContent"
         );
+    }
+
+    #[test]
+    fn inputs_go_before_the_text_in_order_and_no_ratio_follows_them() {
+        let inputs =
+            [InlineImage { mime_type: "image/jpeg", bytes: JPEG }, InlineImage { mime_type: "image/png", bytes: PNG }];
+        let call = ImageCall { model: "m", text: "blend", aspect_ratio: None, image_size: "4K", inputs: &inputs };
+        let sent: serde_json::Value = serde_json::from_str(&request_body(&call)).unwrap();
+        assert_eq!(
+            sent["contents"][0]["parts"],
+            json!([
+                {"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}},
+                {"inlineData": {"mimeType": "image/png", "data": b64(PNG)}},
+                {"text": "blend"}
+            ])
+        );
+        assert_eq!(sent["generationConfig"]["imageConfig"], json!({"imageSize": "4K"}));
     }
 
     #[test]

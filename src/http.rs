@@ -64,8 +64,14 @@ pub fn origin(req: &Request) -> ApiResult<String> {
 
 /// Reads a JSON object body with the content-type, size and syntax rules of `body`.
 pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
+    json_body_within(req, JSON_BODY_LIMIT).await
+}
+
+/// [`json_body`] with a limit of its own (the generation routes take images).
+pub async fn json_body_within(req: &mut Request, limit: usize) -> ApiResult<JsonObject> {
     body::check_content_type(header(req, "content-type").as_deref())?;
-    body::parse_object(&read_body(req, JSON_BODY_LIMIT).await?)
+    let raw = read_body(req, limit).await?;
+    body::parse_object_within(&raw, limit)
 }
 
 /// The request body, at most `limit` bytes. A declared Content-Length over the limit is

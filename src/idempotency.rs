@@ -51,10 +51,20 @@ impl IdempotencyKey {
 
 /// SHA-256 of the route and the body with its keys sorted, so formatting does not matter.
 pub fn fingerprint(route: &str, body: &JsonObject) -> String {
+    fingerprint_with(route, body, &[])
+}
+
+/// [`fingerprint`] plus parts of the request kept outside the JSON body (the digests of
+/// input images, rather than their base64 text). With none, the same as `fingerprint`.
+pub fn fingerprint_with(route: &str, body: &JsonObject, extra: &[String]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
     hasher.update(b"\n");
     hasher.update(body.canonical_json().as_bytes());
+    for part in extra {
+        hasher.update(b"\n");
+        hasher.update(part.as_bytes());
+    }
     hex::encode(hasher.finalize())
 }
 

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod log;
 pub mod media;
 pub mod models;
+pub mod multipart;
 pub mod openapi;
 pub mod panic_hook;
 pub mod png;

@@ -39,10 +39,21 @@ pub struct RequestLine<'a> {
     pub path: &'a str,
     pub status: u16,
     pub d1_queries: u32,
+    /// The wasm instance's linear memory after the request. It only ever grows, so this is
+    /// the isolate's peak so far (what `scripts/bench.sh` reads for the largest edit).
+    pub wasm_memory_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<&'a str>,
+}
+
+/// The wasm instance's linear memory in bytes (0 natively).
+pub fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) as u64 * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
 }
 
 pub fn request(line: &RequestLine) {

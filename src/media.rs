@@ -93,8 +93,14 @@ mod tests {
 
     #[test]
     fn the_synthetic_images_declare_what_was_asked() {
-        let spec =
-            crate::synthetic::SyntheticSpec { prompt: "x", width: 1792, height: 1024, artistic: false, index: 0 };
+        let spec = crate::synthetic::SyntheticSpec {
+            prompt: "x",
+            width: 1792,
+            height: 1024,
+            artistic: false,
+            index: 0,
+            inputs: None,
+        };
         assert_eq!(dimensions(&crate::synthetic::render_png(&spec)), Some((1792, 1024)));
     }
 

@@ -12,6 +12,7 @@ pub enum Route {
     RevokeKey(String),
     Generate,
     ImagesGenerations,
+    ImagesEdits,
     GetImage(String),
     ListGenerations,
     GetGeneration(String),
@@ -67,6 +68,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "keys", id] if valid_id_segment(id) => (DELETE, Some(Route::RevokeKey(id.to_string()))),
         ["v1", "generate"] => (POST, Some(Route::Generate)),
         ["v1", "images", "generations"] => (POST, Some(Route::ImagesGenerations)),
+        ["v1", "images", "edits"] => (POST, Some(Route::ImagesEdits)),
         ["v1", "images", id] if valid_id_segment(id) => (GET, Some(Route::GetImage(id.to_string()))),
         ["v1", "generations"] => (GET, Some(Route::ListGenerations)),
         ["v1", "generations", id] if valid_id_segment(id) => (GET, Some(Route::GetGeneration(id.to_string()))),
@@ -123,6 +125,8 @@ mod tests {
         );
         assert_eq!(resolve("GET", "/v1/generations/gen_x"), Ok(Route::GetGeneration("gen_x".into())));
         assert_eq!(resolve("POST", "/v1/images/generations"), Ok(Route::ImagesGenerations));
+        assert_eq!(resolve("POST", "/v1/images/edits"), Ok(Route::ImagesEdits));
+        assert_eq!(resolve("GET", "/v1/images/edits"), Err(RouteError::MethodNotAllowed(&["POST"])));
         assert_eq!(resolve("GET", "/v1/images/gen_1"), Ok(Route::GetImage("gen_1".into())));
         assert_eq!(resolve("GET", "/v1/openapi.json"), Ok(Route::OpenApi));
     }

@@ -15,6 +15,9 @@ pub struct SyntheticSpec<'a> {
     pub artistic: bool,
     /// Index of the image within one request (0..n), so n images differ.
     pub index: u32,
+    /// One digest of every input image's bytes (`generate::inputs::digest`), for edits:
+    /// the same inputs draw the same picture, a different input a different one.
+    pub inputs: Option<[u8; 32]>,
 }
 
 pub fn render_png(spec: &SyntheticSpec) -> Vec<u8> {
@@ -106,6 +109,11 @@ impl Scene {
             hasher.update(part);
         }
         hasher.update([u8::from(spec.artistic)]);
+        // Only when there are inputs, so every text-only picture stays what it was.
+        if let Some(inputs) = spec.inputs {
+            hasher.update(b"inputs");
+            hasher.update(inputs);
+        }
         let mut rng = Stream::new(hasher.finalize().into());
 
         let (w, h) = (i64::from(spec.width), i64::from(spec.height));
@@ -202,7 +210,7 @@ mod tests {
     use super::*;
 
     fn spec(prompt: &str, w: u32, h: u32, artistic: bool, index: u32) -> SyntheticSpec<'_> {
-        SyntheticSpec { prompt, width: w, height: h, artistic, index }
+        SyntheticSpec { prompt, width: w, height: h, artistic, index, inputs: None }
     }
 
     fn sha(bytes: &[u8]) -> String {
@@ -224,9 +232,13 @@ mod tests {
             spec("a banana", 64, 48, false, 0),
             spec("a banana", 64, 64, true, 0),
             spec("a banana", 64, 64, false, 1),
+            SyntheticSpec { inputs: Some([7; 32]), ..spec("a banana", 64, 64, false, 0) },
         ] {
             assert_ne!(render_png(&other), base);
         }
+        let edit = |digest| render_png(&SyntheticSpec { inputs: Some(digest), ..spec("a banana", 64, 64, false, 0) });
+        assert_eq!(edit([7; 32]), edit([7; 32]), "same inputs, same picture");
+        assert_ne!(edit([7; 32]), edit([8; 32]), "a different input, a different picture");
     }
 
     #[test]
@@ -264,7 +276,8 @@ mod tests {
 
     #[test]
     fn an_independent_decoder_reads_the_images() {
-        let spec = SyntheticSpec { prompt: "a banana", width: 640, height: 480, artistic: true, index: 1 };
+        let spec =
+            SyntheticSpec { prompt: "a banana", width: 640, height: 480, artistic: true, index: 1, inputs: None };
         let png = render_png(&spec);
         let mut reader = png::Decoder::new(std::io::Cursor::new(png.as_slice())).read_info().unwrap();
         let mut pixels = vec![0; reader.output_buffer_size()];

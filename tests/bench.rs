@@ -25,7 +25,8 @@ fn time(runs: u32, mut work: impl FnMut()) -> f64 {
 fn bench_synthetic_png() {
     for (width, height) in [(1024, 1024), (1536, 1024), (1792, 1024), (2048, 2048)] {
         for artistic in [false, true] {
-            let spec = SyntheticSpec { prompt: "a banana in a spacesuit", width, height, artistic, index: 0 };
+            let spec =
+                SyntheticSpec { prompt: "a banana in a spacesuit", width, height, artistic, index: 0, inputs: None };
             let mut bytes = 0;
             let ms = time(10, || bytes = render_png(&spec).len());
             console_log!(

@@ -52,6 +52,7 @@ fn synthetic_png_is_byte_identical_to_native() {
         height: 64,
         artistic: true,
         index: 2,
+        inputs: None,
     };
     let png = nanobanana::synthetic::render_png(&spec);
     // Same value as synthetic::tests::pinned_output natively.

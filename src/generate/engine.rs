@@ -2,13 +2,15 @@
 //! route that makes images (the native and OpenAI-shaped routes today) runs this, so the
 //! guarantees below hold everywhere:
 //!
-//! reserve `n` images of today's quota and record a pending generation (1 D1 round trip,
+//! read the input images (earlier generations from R2; nothing is charged if one is
+//! missing) -> reserve `n` images of today's quota and record a pending generation (1 D1 round trip,
 //! atomic) -> draw the images (Gemini for live keys, the synthetic provider for test keys;
 //! `n` in parallel) -> build what the client receives -> store the bytes in R2 -> mark the
 //! generation succeeded (1 round trip). If anything fails after the reservation, the
 //! stored objects are deleted, and the reservation is released and the generation marked
 //! failed in one atomic batch: nothing is charged for an image that was not delivered.
 
+use super::inputs::{self, Input, InputRecord};
 use super::request::{GenerationRequest, ResponseFormat, Style};
 use crate::auth::{KeyMode, KeyPrincipal};
 use crate::db::{self, Batch, D1ResultExt, Db};
@@ -46,6 +48,8 @@ pub struct Generated {
     pub created_ms: u64,
     pub request: GenerationRequest,
     pub images: Vec<DeliveredImage>,
+    /// What it was made from, in order.
+    pub inputs: Vec<InputRecord>,
     pub quota_limit: u32,
     pub quota_remaining: u32,
 }
@@ -67,6 +71,12 @@ struct Finished {
     n: i64,
     width: Option<u32>,
     height: Option<u32>,
+    inputs: Option<String>,
+}
+
+/// The records of a generation's inputs, as stored (NULL: none).
+pub fn parse_input_records(stored: Option<&str>) -> Vec<InputRecord> {
+    stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
 }
 
 /// The answer of a generation that already succeeded, rendered again for an idempotent
@@ -83,7 +93,7 @@ pub async fn replay(
     let row: Finished = db
         .first(
             db.prepare(
-                "SELECT created_at, object_keys, mime_type, n, width, height FROM generations
+                "SELECT created_at, object_keys, mime_type, n, width, height, inputs FROM generations
                  WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
             )
             .bind(&[db::text(generation_id), db::text(&principal.key_id)])?,
@@ -126,6 +136,7 @@ pub async fn replay(
         created_ms: crate::time::millis_from_iso(&row.created_at).unwrap_or(rc.now_ms),
         request,
         images,
+        inputs: parse_input_records(row.inputs.as_deref()),
         quota_limit: principal.daily_quota,
         quota_remaining: principal.daily_quota.saturating_sub(principal.used_today),
     })
@@ -150,6 +161,8 @@ pub struct Generation<'r> {
     origin: String,
     /// Gemini's key for a live key; None draws synthetic images.
     google_api_key: Option<String>,
+    /// What the inputs were, once read.
+    input_records: Vec<InputRecord>,
 }
 
 impl<'r> Generation<'r> {
@@ -181,14 +194,16 @@ impl<'r> Generation<'r> {
             request,
             origin,
             google_api_key,
+            input_records: Vec::new(),
         })
     }
 
-    /// Runs it: reserve, draw, deliver, store, finish; on any failure after the
-    /// reservation, give it back.
-    pub async fn run(self) -> ApiResult<Generated> {
+    /// Runs it: read the inputs, reserve, draw, deliver, store, finish; on any failure
+    /// after the reservation, give it back.
+    pub async fn run(mut self) -> ApiResult<Generated> {
+        let inputs = self.read_inputs().await?;
         let used_after = self.reserve().await?;
-        match self.complete().await {
+        match self.complete(inputs).await {
             Ok(images) => {
                 let quota = self.principal.daily_quota;
                 Ok(Generated {
@@ -196,6 +211,7 @@ impl<'r> Generation<'r> {
                     created_ms: self.rc.now_ms,
                     request: self.request,
                     images,
+                    inputs: self.input_records,
                     quota_limit: quota,
                     quota_remaining: quota.saturating_sub(used_after),
                 })
@@ -205,6 +221,26 @@ impl<'r> Generation<'r> {
                 Err(err)
             }
         }
+    }
+
+    /// The input images' bytes, in order (before anything is charged: a missing one costs
+    /// nothing). Output that follows the inputs takes the first one's ratio.
+    async fn read_inputs(&mut self) -> ApiResult<Vec<Input>> {
+        let specs = std::mem::take(&mut self.request.inputs);
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bucket = storage::bucket(self.rc);
+        let inputs = inputs::resolve(&self.db, bucket.as_ref(), self.principal, specs).await?;
+        if self.request.output.follows_inputs {
+            let first = inputs.first().and_then(|input| input.record.width.zip(input.record.height));
+            let caps = self.rc.config.model_caps.iter().find(|(id, _)| *id == self.request.model);
+            if let (Some((width, height)), Some((_, caps))) = (first, caps) {
+                self.request.output.follow(width, height, &caps.aspect_ratios);
+            }
+        }
+        self.input_records = inputs.iter().map(|input| input.record.clone()).collect();
+        Ok(inputs)
     }
 
     /// What this generation charges, and to whom.
@@ -231,13 +267,15 @@ impl<'r> Generation<'r> {
     /// (`changes() = 1`). Returns the key's count for today after the reservation.
     async fn reserve(&self) -> ApiResult<u32> {
         let (db, request, principal) = (&self.db, &self.request, self.principal);
+        let inputs =
+            (!self.input_records.is_empty()).then(|| serde_json::to_string(&self.input_records).unwrap_or_default());
         let mut batch = Batch::new();
         let reserved = usage::reserve(&mut batch, db, self.charge(), self.limits())?;
         batch.push::<()>(
             db.prepare(
                 "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode,
-                                          aspect_ratio, resolution)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?12 WHERE changes() = 1",
+                                          aspect_ratio, resolution, inputs)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?12, ?13 WHERE changes() = 1",
             )
             .bind(&[
                 db::text(&self.id),
@@ -252,6 +290,7 @@ impl<'r> Generation<'r> {
                 db::text(principal.mode.as_str()),
                 db::text(request.output.aspect_ratio),
                 db::text(request.output.resolution.as_str()),
+                db::opt_text(inputs.as_deref()),
             ])?,
         );
         let results = match db.batch(batch).await {
@@ -272,8 +311,8 @@ impl<'r> Generation<'r> {
     /// Draws the images, builds what the client receives (reading the bytes for
     /// `b64_json` or `data:` URLs), then moves the bytes into R2 and marks the generation
     /// succeeded. On a failure after storing, the stored objects are deleted again.
-    async fn complete(&self) -> ApiResult<Vec<DeliveredImage>> {
-        let drawn = self.draw().await?;
+    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<Vec<DeliveredImage>> {
+        let drawn = self.draw(inputs).await?;
         let bucket = storage::bucket(self.rc);
         let delivered = self.deliver(&drawn, bucket.is_some())?;
         let total_bytes: usize = drawn.iter().map(|d| d.image.bytes.len()).sum();
@@ -321,25 +360,35 @@ impl<'r> Generation<'r> {
         Ok(delivered)
     }
 
-    /// `n` images from the key's provider.
-    async fn draw(&self) -> ApiResult<Vec<Drawn>> {
+    /// `n` images from the key's provider. The inputs' bytes are let go as soon as the
+    /// upstream request holds them.
+    async fn draw(&self, inputs: Vec<Input>) -> ApiResult<Vec<Drawn>> {
         let request = &self.request;
         let Some(api_key) = self.google_api_key.as_deref() else {
+            let seed = inputs::digest(&self.input_records);
             return Ok((0..request.n)
-                .map(|index| Drawn { image: synthetic_image(request, index), latency_ms: 0 })
+                .map(|index| Drawn { image: synthetic_image(request, index, seed), latency_ms: 0 })
                 .collect());
         };
         let text = request.upstream_text();
+        let inline: Vec<_> = inputs
+            .iter()
+            .map(|input| crate::gemini::InlineImage { mime_type: input.mime_type, bytes: &input.bytes })
+            .collect();
         let call = crate::gemini::ImageCall {
             model: &request.model,
             text: &text,
-            aspect_ratio: request.output.aspect_ratio,
+            aspect_ratio: (!request.output.follows_inputs).then_some(request.output.aspect_ratio),
             image_size: request.output.resolution.as_str(),
+            inputs: &inline,
         };
         let config = &self.rc.config;
+        let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call);
+        drop(inline);
+        drop(inputs);
         // Gemini draws one image per call: n calls in parallel; the first failure fails all.
-        let calls = (0..request.n)
-            .map(|_| crate::gemini::generate_image(&config.gemini_api_base, api_key, &call, config.gemini_deadline_ms));
+        let calls =
+            (0..request.n).map(|_| crate::gemini::generate_image(&prepared, api_key, config.gemini_deadline_ms));
         let drawn = futures_util::future::try_join_all(calls).await?;
         Ok(drawn.into_iter().map(|(image, latency_ms)| Drawn { image, latency_ms }).collect())
     }
@@ -388,13 +437,14 @@ impl<'r> Generation<'r> {
     }
 }
 
-fn synthetic_image(request: &GenerationRequest, index: u32) -> Image {
+fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 32]>) -> Image {
     let spec = SyntheticSpec {
         prompt: &request.prompt,
         width: request.output.width,
         height: request.output.height,
         artistic: request.style == Style::Artistic,
         index,
+        inputs,
     };
     Image { mime_type: "image/png".to_string(), bytes: render_png(&spec) }
 }

@@ -2,6 +2,7 @@
 //! first, with cursor pagination and fresh image URLs. An account sees every key's
 //! generations; an API key sees its own. Anyone else's generation is 404.
 
+use super::inputs::InputRecord;
 use super::{GenerationObject, Style};
 use crate::auth::{self, KeyMode};
 use crate::db::{self, Batch, D1ResultExt};
@@ -15,7 +16,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 const COLUMNS: &str =
-    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height, aspect_ratio, resolution";
+    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height, aspect_ratio, resolution, inputs";
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
@@ -38,6 +39,7 @@ struct Row {
     height: Option<u32>,
     aspect_ratio: Option<String>,
     resolution: Option<String>,
+    inputs: Option<String>,
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -89,6 +91,9 @@ pub struct GenerationRecord {
     /// The first image's URL, or null when none is stored.
     url: Option<String>,
     images: Vec<HistoryImage>,
+    /// What it was made from, in order: earlier generations (follow `generation_id` to
+    /// walk an edit chain) or uploaded bytes (their SHA-256). Empty when drawn from text.
+    inputs: Vec<InputRecord>,
     /// Why a failed generation failed (the error envelope's `code`).
     error: Option<Failure>,
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
@@ -223,6 +228,7 @@ fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRe
         resolution: row.resolution,
         style: row.style,
         n: row.n,
+        inputs: super::engine::parse_input_records(row.inputs.as_deref()),
         error: row.error_code.map(|code| Failure { code }),
         created_at: row.created_at,
     })

@@ -1,20 +1,24 @@
 //! Image generation over HTTP: `POST /v1/generate` and, with OpenAI's shape,
-//! `POST /v1/images/generations`. Owns the `generations` table. The handlers authenticate,
-//! rate-limit, parse, claim the Idempotency-Key and render; the work itself is the
-//! [`engine::Generation`] every route runs.
+//! `POST /v1/images/generations` and `POST /v1/images/edits`. Owns the `generations`
+//! table. The handlers authenticate, rate-limit, parse, claim the Idempotency-Key and
+//! render; the work itself is the [`engine::Generation`] every route runs.
 
 pub mod catalog;
+pub mod edits;
 pub mod engine;
 pub mod history;
+pub mod inputs;
 pub mod request;
 
 use crate::auth;
+use crate::body::JsonObject;
 use crate::error::ApiResult;
 use crate::http::{self, HeaderList, RequestContext};
 use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
 use crate::models::Resolution;
 use crate::rate_limit;
 pub use engine::{reconcile_abandoned, DeliveredImage, Generated, Generation};
+use inputs::{InputRecord, InputSpec};
 pub use request::{GenerationRequest, ResponseFormat, Shape, Style};
 use serde::Serialize;
 use worker::{Request, Response};
@@ -50,9 +54,11 @@ pub struct GenerationResponse<'a> {
     style: Style,
     n: u32,
     images: &'a [DeliveredImage],
+    /// What it was made from, in the order given (empty when drawn from text alone).
+    inputs: &'a [InputRecord],
 }
 
-/// `POST /v1/images/generations`: OpenAI's Images API answer.
+/// `POST /v1/images/generations` and `/v1/images/edits`: OpenAI's Images API answer.
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[cfg_attr(test, schemars(deny_unknown_fields))]
@@ -90,6 +96,7 @@ impl Generated {
             style: self.request.style,
             n: self.request.n,
             images: &self.images,
+            inputs: &self.inputs,
         }
     }
 
@@ -113,20 +120,68 @@ impl Generated {
     }
 }
 
+/// The routes that make images, each a way into the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Generate,
+    ImagesGenerations,
+    ImagesEdits,
+}
+
+impl Entry {
+    fn route(self) -> &'static str {
+        match self {
+            Entry::Generate => "POST /v1/generate",
+            Entry::ImagesGenerations => "POST /v1/images/generations",
+            Entry::ImagesEdits => "POST /v1/images/edits",
+        }
+    }
+
+    fn shape(self) -> Shape {
+        match self {
+            Entry::Generate => Shape::Native,
+            Entry::ImagesGenerations | Entry::ImagesEdits => Shape::OpenAi,
+        }
+    }
+
+    /// The body's fields and its input images. Routes that take images read up to
+    /// `GENERATION_BODY_LIMIT` (enforced as the body streams in); the other keeps 64 KiB.
+    async fn read(self, req: &mut Request) -> ApiResult<(JsonObject, Vec<InputSpec>)> {
+        match self {
+            Entry::Generate => {
+                let mut body = http::json_body_within(req, inputs::GENERATION_BODY_LIMIT).await?;
+                let images = inputs::parse_json(body.take("images"))?;
+                Ok((body, images))
+            }
+            Entry::ImagesGenerations => Ok((http::json_body(req).await?, Vec::new())),
+            Entry::ImagesEdits => {
+                let boundary = edits::boundary(http::header(req, "content-type").as_deref())?;
+                let raw = http::read_body(req, inputs::GENERATION_BODY_LIMIT).await?;
+                edits::read_form(&boundary, &raw)
+            }
+        }
+    }
+}
+
 /// `POST /v1/generate`.
 pub async fn generate(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
-    handle(req, rc, Shape::Native).await
+    handle(req, rc, Entry::Generate).await
 }
 
 /// `POST /v1/images/generations`: the same path, OpenAI's shape.
 pub async fn openai_images(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
-    handle(req, rc, Shape::OpenAi).await
+    handle(req, rc, Entry::ImagesGenerations).await
 }
 
-/// Both generation routes: authenticate, rate-limit, then generate. Every answer after
+/// `POST /v1/images/edits`: the same path, OpenAI's edits form.
+pub async fn openai_edits(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    handle(req, rc, Entry::ImagesEdits).await
+}
+
+/// Every generation route: authenticate, rate-limit, then generate. Every answer after
 /// authentication carries the rate-limit and quota headers, errors included; a fresh
 /// generation's own (post-charge) quota headers win over the ones read at authentication.
-async fn handle(req: &mut Request, rc: &RequestContext, shape: Shape) -> ApiResult<Response> {
+async fn handle(req: &mut Request, rc: &RequestContext, entry: Entry) -> ApiResult<Response> {
     let principal = auth::require_key(req, rc).await?;
     let limit = rate_limit::check(rc, &principal.key_id).await;
     let mut common: HeaderList = limit.map(|d| d.headers().to_vec()).unwrap_or_default();
@@ -135,7 +190,7 @@ async fn handle(req: &mut Request, rc: &RequestContext, shape: Shape) -> ApiResu
 
     let result = match limit {
         Some(decision) if !decision.allowed => Err(decision.exceeded()),
-        _ => generate_idempotently(req, rc, &principal, shape).await,
+        _ => generate_idempotently(req, rc, &principal, entry).await,
     };
     match result {
         Ok((mut response, mut headers)) => {
@@ -156,16 +211,13 @@ async fn generate_idempotently(
     req: &mut Request,
     rc: &RequestContext,
     principal: &auth::KeyPrincipal,
-    shape: Shape,
+    entry: Entry,
 ) -> ApiResult<(Response, HeaderList)> {
     let idempotency_key = IdempotencyKey::parse(http::header(req, idempotency::HEADER).as_deref())?;
-    let body = http::json_body(req).await?;
-    let route = match shape {
-        Shape::Native => "POST /v1/generate",
-        Shape::OpenAi => "POST /v1/images/generations",
-    };
-    let fingerprint = idempotency::fingerprint(route, &body);
-    let request = GenerationRequest::parse(body, &rc.config, shape)?;
+    let (body, images) = entry.read(req).await?;
+    let (route, shape) = (entry.route(), entry.shape());
+    let fingerprint = idempotency::fingerprint_with(route, &body, &inputs::fingerprint_parts(&images));
+    let request = GenerationRequest::parse(body, images, &rc.config, shape)?;
     let origin = http::origin(req)?;
     let scope = Scope::Key { key_id: &principal.key_id, user_id: &principal.user_id };
     let claim = match idempotency::begin(rc, idempotency_key, scope, route, &fingerprint).await? {

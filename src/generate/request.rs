@@ -1,6 +1,7 @@
 //! What a generation asks for, parsed once into types that are valid everywhere after.
 //! Shared by `/v1/generate` and the OpenAI-compatible `/v1/images/generations`.
 
+use super::inputs::{self, InputSpec};
 use crate::body::JsonObject;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
@@ -53,12 +54,44 @@ pub struct Output {
     /// edge (what the synthetic provider draws; Gemini decides its own, reported per image).
     pub width: u32,
     pub height: u32,
+    /// Input images and no ratio asked: the model follows the inputs, and no
+    /// `aspectRatio` goes upstream. `aspect_ratio` is then the model's ratio nearest the
+    /// first input's (see [`Output::follow`]).
+    pub follows_inputs: bool,
 }
 
 impl Output {
     fn from_size(size: &ImageSize) -> Output {
         let resolution = Resolution::parse(size.image_size).unwrap_or(Resolution::R1K);
-        Output { aspect_ratio: size.aspect_ratio, resolution, width: size.width, height: size.height }
+        Output {
+            aspect_ratio: size.aspect_ratio,
+            resolution,
+            width: size.width,
+            height: size.height,
+            follows_inputs: false,
+        }
+    }
+
+    /// For output that follows the inputs: the ratio among `offered` nearest to
+    /// `width`x`height` (the first input's), at the same resolution.
+    pub fn follow(&mut self, width: u32, height: u32, offered: &[String]) {
+        if width == 0 || height == 0 {
+            return;
+        }
+        let log_ratio = |w: f64, h: f64| (w / h).ln();
+        let wanted = log_ratio(f64::from(width), f64::from(height));
+        let nearest = STANDARD_RATIOS
+            .iter()
+            .chain(&EXTREME_RATIOS)
+            .filter(|ratio| offered.iter().any(|o| o == *ratio))
+            .filter_map(|ratio| {
+                let (w, h) = ratio.split_once(':')?;
+                Some((*ratio, (log_ratio(w.parse().ok()?, h.parse().ok()?) - wanted).abs()))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((ratio, _)) = nearest {
+            *self = Output { follows_inputs: true, ..Output::from_ratio(ratio, self.resolution) };
+        }
     }
 
     /// `aspect_ratio` (one of Gemini's) at `resolution`: the long edge is the resolution's,
@@ -71,7 +104,7 @@ impl Output {
         let long = resolution.long_edge();
         let short = |a: u32, b: u32| ((long * a + b) / (2 * b) * 2).max(2);
         let (width, height) = if w >= h { (long, short(h, w)) } else { (short(w, h), long) };
-        Output { aspect_ratio, resolution, width, height }
+        Output { aspect_ratio, resolution, width, height, follows_inputs: false }
     }
 
     pub fn label(&self) -> String {
@@ -127,10 +160,20 @@ pub struct GenerationRequest {
     pub n: u32,
     pub model: String,
     pub response_format: ResponseFormat,
+    /// Reference images, in the order given (taken out of the body before it is parsed:
+    /// see `generate::inputs`).
+    pub inputs: Vec<InputSpec>,
 }
 
 impl GenerationRequest {
-    pub fn parse(mut body: JsonObject, config: &Config, shape: Shape) -> ApiResult<GenerationRequest> {
+    /// `inputs` are the request's images, already parsed: from the JSON `images` field or
+    /// the multipart files.
+    pub fn parse(
+        mut body: JsonObject,
+        inputs: Vec<InputSpec>,
+        config: &Config,
+        shape: Shape,
+    ) -> ApiResult<GenerationRequest> {
         let prompt = parse_prompt(&body.required_str("prompt", Code::PromptRequired)?)?;
         let size = match body.optional_str("size")? {
             None => None,
@@ -166,7 +209,18 @@ impl GenerationRequest {
             }
         };
         let caps = config.model_caps.iter().find(|(id, _)| *id == model).map(|(_, caps)| caps);
-        let output = output(size, aspect_ratio.as_deref(), resolution.as_deref(), &model, caps)?;
+        let mut output = output(size, aspect_ratio.as_deref(), resolution.as_deref(), &model, caps)?;
+        output.follows_inputs = !inputs.is_empty() && size.is_none() && aspect_ratio.is_none();
+        if let Some(caps) = caps {
+            let most = caps.max_input_images as usize;
+            if inputs.len() > most {
+                return Err(ApiError::validation(
+                    Code::UnsupportedByModel,
+                    inputs::param(most),
+                    format!("{model} takes at most {most} input images; this request has {}", inputs.len()),
+                ));
+            }
+        }
         let response_format = match body.optional_str("response_format")?.as_deref() {
             None | Some("url") => ResponseFormat::Url,
             Some("b64_json") => ResponseFormat::B64Json,
@@ -183,7 +237,7 @@ impl GenerationRequest {
         } else {
             body.finish()?;
         }
-        Ok(GenerationRequest { prompt, output, style, n, model, response_format })
+        Ok(GenerationRequest { prompt, output, style, n, model, response_format, inputs })
     }
 
     /// The text sent upstream: the prompt, then the style's instruction.
@@ -234,6 +288,39 @@ mod doc_schemas {
         }
     }
 
+    /// One reference image of `images`: a `data:` URL, inline base64, or an earlier image.
+    pub fn input_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "maxItems": 14,
+            "description": "Reference images, sent to the model before the prompt in this order (at most the model's max_input_images, see GET /v1/models). PNG, JPEG or WebP, judged by their bytes; at most 7,000,000 bytes each and 20,000,000 together, decoded.",
+            "items": {"oneOf": [
+                {"type": "string", "pattern": "^data:image/(png|jpeg|webp)(;[^,]*)?;base64,", "description": "a data: URL"},
+                {"type": "object", "additionalProperties": false, "required": ["b64_json"],
+                 "description": "bytes as base64",
+                 "properties": {
+                     "b64_json": {"type": "string", "contentEncoding": "base64"},
+                     "mime_type": {"type": "string", "enum": ["image/png", "image/jpeg", "image/webp"],
+                                   "description": "if given, must agree with the bytes"}}},
+                {"type": "object", "additionalProperties": false, "required": ["generation_id"],
+                 "description": "an image this account generated earlier (404 if not)",
+                 "properties": {
+                     "generation_id": {"type": "string", "pattern": "^gen_"},
+                     "index": {"type": "integer", "minimum": 0, "default": 0}}}
+            ]}
+        })
+    }
+
+    /// A file part of a multipart form.
+    pub fn binary_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "binary"})
+    }
+
+    /// Several file parts under one name.
+    pub fn binaries_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": 14})
+    }
+
     /// OpenAI's `style`: `vivid` is OpenAI's name for `artistic`.
     pub struct OpenAiStyle;
 
@@ -267,6 +354,10 @@ pub struct GenerateRequestDoc {
     pub aspect_ratio: Option<String>,
     /// One of the resolutions the model offers (`GET /v1/models`); default 1K.
     pub resolution: Option<Resolution>,
+    /// Reference images to edit or compose from. With images and neither `size` nor
+    /// `aspect_ratio`, the output follows the first image's ratio.
+    #[schemars(schema_with = "input_schema")]
+    pub images: Option<Vec<String>>,
     /// Appends a style instruction to the prompt sent upstream.
     #[schemars(extend("default" = "natural"))]
     pub style: Option<Style>,
@@ -288,6 +379,42 @@ pub struct OpenAiImagesRequestDoc {
     pub prompt: String,
     #[schemars(range(min = 1, max = 4), extend("default" = 1))]
     pub n: Option<u32>,
+    #[schemars(extend("default" = "auto"))]
+    pub size: Option<OpenAiSize>,
+    #[schemars(extend("default" = "natural"))]
+    pub style: Option<OpenAiStyle>,
+    /// One of GEMINI_MODELS; OpenAI names (dall-e-*, gpt-image-*) mean the default.
+    pub model: Option<String>,
+    #[schemars(extend("default" = "url"))]
+    pub response_format: Option<ResponseFormat>,
+    /// Accepted and ignored, as an optional hint.
+    pub user: Option<String>,
+    /// Accepted and ignored, as an optional hint.
+    pub quality: Option<String>,
+    /// Accepted and ignored, as an optional hint.
+    pub moderation: Option<String>,
+}
+
+/// The form of `POST /v1/images/edits`: OpenAI's edits request, `multipart/form-data`.
+#[cfg(test)]
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "OpenAIImageEditRequest", deny_unknown_fields)]
+pub struct OpenAiEditRequestDoc {
+    /// One image to edit (PNG, JPEG or WebP, at most 7,000,000 bytes). Or use `image[]`.
+    #[schemars(schema_with = "binary_schema")]
+    pub image: Option<String>,
+    /// Several images to compose from, in order (what the openai SDK sends for a list).
+    #[schemars(rename = "image[]", schema_with = "binaries_schema")]
+    pub images: Option<Vec<String>>,
+    /// What to change, 1 to 4000 characters.
+    #[schemars(length(min = 1, max = 4000))]
+    pub prompt: String,
+    /// Refused with 400 `unsupported_parameter`: Gemini edits by instruction, not by mask.
+    #[schemars(schema_with = "binary_schema")]
+    pub mask: Option<String>,
+    #[schemars(range(min = 1, max = 4), extend("default" = 1))]
+    pub n: Option<u32>,
+    /// `auto` (the default) follows the first image's ratio.
     #[schemars(extend("default" = "auto"))]
     pub size: Option<OpenAiSize>,
     #[schemars(extend("default" = "natural"))]
@@ -397,7 +524,9 @@ mod tests {
     }
 
     fn parse(raw: &str, shape: Shape) -> ApiResult<GenerationRequest> {
-        GenerationRequest::parse(parse_object(raw.as_bytes()).unwrap(), &config(), shape)
+        let mut body = parse_object(raw.as_bytes()).unwrap();
+        let inputs = inputs::parse_json(body.take("images"))?;
+        GenerationRequest::parse(body, inputs, &config(), shape)
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn build() -> Value {
     use crate::accounts::{CredentialsRequest, LoginResponse, Me, PasswordChange, RegisterResponse};
     use crate::admin::{AccountUpdateRequest, AdminAccount, AdminAccountList, DeploymentUsage};
     use crate::generate::history::{GenerationList, GenerationRecord};
-    use crate::generate::request::{GenerateRequestDoc, OpenAiImagesRequestDoc};
+    use crate::generate::request::{GenerateRequestDoc, OpenAiEditRequestDoc, OpenAiImagesRequestDoc};
     use crate::generate::{GenerationResponse, OpenAiImagesResponse};
     use crate::keys::{CreatedKey, KeyCreateRequest, KeyList};
 
@@ -260,7 +260,7 @@ pub fn build() -> Value {
             "requestBody": json_body(s.request::<GenerateRequestDoc>()),
             "responses": responses(
                 &[("200", json_response("the generation", s.response::<GenerationResponse>(), Some(&rate)))],
-                e.refs(&error, &[400, 401, 403, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
+                e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/generations": {"post": {
             "operationId": "createImage", "tags": ["images"], "summary": "OpenAI Images API compatible generation",
             "security": key, "parameters": [idempotency_header()],
@@ -268,6 +268,14 @@ pub fn build() -> Value {
             "responses": responses(
                 &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate)))],
                 e.refs(&error, &[400, 401, 403, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
+        "/v1/images/edits": {"post": {
+            "operationId": "editImage", "tags": ["images"], "security": key, "parameters": [idempotency_header()],
+            "summary": "OpenAI Images API compatible edit: change or compose images by instruction",
+            "requestBody": {"required": true, "content": {"multipart/form-data": {
+                "schema": s.request::<OpenAiEditRequestDoc>()}}},
+            "responses": responses(
+                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate)))],
+                e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/{id}": {"get": {
             "operationId": "getImage", "tags": ["images"], "summary": "Image bytes behind a signed URL",
             "security": [],
@@ -369,6 +377,8 @@ fn sample(name: &str, schema: &Value, components: &Value) -> Value {
         "email" => json!("ada@example.com"),
         "password" => json!("correct horse battery"),
         "model" => json!(crate::config::DEFAULT_GEMINI_MODEL),
+        // An earlier image: parses without reading anything.
+        "images" => json!([{"generation_id": "gen_sample", "index": 0}]),
         _ => {
             let is = |kind: &str| {
                 schema.get("type").is_some_and(|t| t == kind || t.as_array().is_some_and(|a| a.contains(&json!(kind))))
@@ -438,8 +448,11 @@ fn every_documented_request_property_is_accepted_and_nothing_undocumented() {
     holds("KeyCreateRequest", |body| crate::keys::NewKey::parse(body, 1000).map(|_| ()));
     holds("PasswordChange", |body| crate::accounts::password_change(body).map(|_| ()));
     holds("AccountUpdateRequest", |body| crate::admin::AccountUpdate::parse(body).map(|_| ()));
-    holds("GenerateRequest", |body| GenerationRequest::parse(body, &config, Shape::Native).map(|_| ()));
-    holds("OpenAIImagesRequest", |body| GenerationRequest::parse(body, &config, Shape::OpenAi).map(|_| ()));
+    holds("GenerateRequest", |mut body| {
+        let images = crate::generate::inputs::parse_json(body.take("images"))?;
+        GenerationRequest::parse(body, images, &config, Shape::Native).map(|_| ())
+    });
+    holds("OpenAIImagesRequest", |body| GenerationRequest::parse(body, vec![], &config, Shape::OpenAi).map(|_| ()));
 }
 
 #[test]

@@ -23,12 +23,17 @@ chosen by directives in the prompt, so concurrent tests never share state:
     #retrydelay:VALUE:TAG     429 with RetryInfo retryDelay "VALUE" (any text, e.g. 1e300s),
                               every time
 
+Input images (`inlineData` parts before the text) are checked as Gemini checks them: an
+image/* mimeType and base64 data that decodes, else 400 INVALID_ARGUMENT. The recorded
+request keeps the parts' types and sizes under "inputs".
+
 Every request is recorded (path, headers, parsed body) for tests to inspect.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import struct
@@ -150,8 +155,27 @@ class FakeGemini:
             prompt = " ".join(p.get("text", "") for p in body["contents"][0]["parts"])
         except (TypeError, KeyError, IndexError):
             pass
+        inputs, bad_input = [], None
+        try:
+            for part in body["contents"][0]["parts"]:
+                if "inlineData" in part:
+                    data = part["inlineData"]
+                    try:
+                        decoded = base64.b64decode(data["data"], validate=True)
+                    except (ValueError, KeyError):
+                        decoded = b""
+                    if not data.get("mimeType", "").startswith("image/") or not decoded:
+                        bad_input = "Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"
+                    inputs.append({"mime_type": data.get("mimeType"), "sha256": hashlib.sha256(decoded).hexdigest(), "bytes": len(decoded)})
+        except (TypeError, KeyError, IndexError):
+            pass
         with self._lock:
-            self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "prompt": prompt, "at": time.time()})
+            # The base64 of inputs is not kept: a bench sends hundreds of megabytes of it.
+            if body and inputs:
+                for part in body["contents"][0]["parts"]:
+                    if "inlineData" in part:
+                        part["inlineData"]["data"] = f"<{len(part['inlineData'].get('data', ''))} base64 chars>"
+            self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "prompt": prompt, "inputs": inputs, "at": time.time()})
 
         if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):
             return 404, "application/json", error_body(404, "NOT_FOUND", f"unknown path {path}")
@@ -162,6 +186,8 @@ class FakeGemini:
             )
         if body is None:
             return 400, "application/json", error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if bad_input:
+            return 400, "application/json", error_body(400, "INVALID_ARGUMENT", bad_input)
 
         if m := re.search(r"#slow:([\d.]+)", prompt):
             time.sleep(float(m.group(1)))
