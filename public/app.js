@@ -5,7 +5,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const TOKEN = "nb_console_token";
-const state = { token: sessionStorage.getItem(TOKEN), role: null, cursors: [], nextCursor: null };
+const state = { token: sessionStorage.getItem(TOKEN), role: null, cursors: [], nextCursor: null, inputs: [], models: null };
 
 class ApiError extends Error {
   constructor(status, error) {
@@ -61,6 +61,7 @@ async function act(button, work) {
 
 const LOADERS = {
   admin: loadAdmin,
+  playground: loadModels,
   keys: loadKeys,
   usage: loadUsage,
   history: () => {
@@ -183,15 +184,85 @@ async function copyKey() {
 
 // ---------------------------------------------------------------- playground
 
-function figure(image, id, caption) {
+// `source` ({generation_id, index}) adds an "Edit this" button: the image becomes a
+// reference image of the next request.
+function figure(image, id, caption, source) {
   const fig = document.createElement("figure");
   const img = Object.assign(document.createElement("img"), { src: image.url, alt: caption, loading: "lazy" });
   const text = document.createElement("figcaption");
   text.append(`${id} `);
-  const extension = image.mime_type === "image/jpeg" ? "jpg" : "png";
+  const extension = image.mime_type === "image/jpeg" ? "jpg" : image.mime_type === "image/webp" ? "webp" : "png";
   text.append(Object.assign(document.createElement("a"), { href: image.url, download: `${id}.${extension}`, textContent: "Download" }));
   fig.append(img, text);
+  if (source) {
+    const edit = Object.assign(document.createElement("button"), { type: "button", className: "secondary edit", textContent: "Edit this" });
+    edit.setAttribute("aria-label", `Edit ${id}`);
+    edit.addEventListener("click", () => {
+      addInput({ label: id, url: image.url, image: source });
+      show("playground");
+      say(`${id} is attached as a reference image: describe the change and press Generate.`);
+    });
+    fig.append(edit);
+  }
   return fig;
+}
+
+// The ratio and resolution pickers offer what the chosen model offers (GET /v1/models).
+async function loadModels() {
+  if (!state.models) state.models = (await api("/v1/models", { credential: null })).data;
+  const select = $("#model");
+  if (!select.options.length) {
+    for (const model of state.models) select.append(new Option(model.id, model.id, model.default, model.default));
+  }
+  fillPickers();
+}
+
+function fillPickers() {
+  const model = state.models.find((m) => m.id === $("#model").value) || state.models[0];
+  const caps = model.capabilities;
+  const ratio = $("#aspect-ratio"), resolution = $("#resolution");
+  const keepRatio = ratio.value, keepResolution = resolution.value || "1K";
+  ratio.replaceChildren(new Option("auto: 1:1, or the first reference image's", ""), ...caps.aspect_ratios.map((r) => new Option(r, r)));
+  resolution.replaceChildren(...caps.resolutions.map((r) => new Option(r, r)));
+  ratio.value = caps.aspect_ratios.includes(keepRatio) ? keepRatio : "";
+  resolution.value = caps.resolutions.includes(keepResolution) ? keepResolution : caps.resolutions[0];
+  $("#inputs-hint").textContent = `(up to ${caps.max_input_images}; PNG, JPEG or WebP, 7 MB each)`;
+}
+
+function addInput(input) {
+  state.inputs.push(input);
+  renderInputs();
+}
+
+function renderInputs() {
+  const list = $("#inputs-list");
+  list.replaceChildren(...state.inputs.map((input, index) => {
+    const item = document.createElement("li");
+    const remove = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: "Remove" });
+    remove.setAttribute("aria-label", `Remove ${input.label}`);
+    remove.addEventListener("click", () => {
+      state.inputs.splice(index, 1);
+      renderInputs();
+      say(`Removed ${input.label}.`);
+    });
+    item.append(Object.assign(document.createElement("img"), { src: input.url, alt: "" }), input.label, remove);
+    return item;
+  }));
+}
+
+// Files become data: URLs (the API takes them inline; the thumbnail shows the same URL).
+async function attachFiles(files) {
+  for (const file of files) {
+    if (!["image/png", "image/jpeg", "image/webp"].includes(file.type)) throw new Error(`${file.name} is not a PNG, JPEG or WebP image.`);
+    const url = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new Error(`${file.name} could not be read.`));
+      reader.readAsDataURL(file);
+    });
+    addInput({ label: file.name, url, image: url });
+  }
+  if (files.length) say(`Attached ${files.length} reference image${files.length > 1 ? "s" : ""}.`);
 }
 
 async function generate() {
@@ -199,16 +270,29 @@ async function generate() {
   results.replaceChildren();
   const body = {
     prompt: $("#prompt").value,
-    size: $("#size").value,
+    model: $("#model").value || undefined,
+    resolution: $("#resolution").value || undefined,
+    aspect_ratio: $("#aspect-ratio").value || undefined,
     style: $("#style").value,
     n: Number($("#n").value || 1),
   };
-  say("Generating…");
+  if (state.inputs.length) body.images = state.inputs.map((input) => input.image);
+  say(state.inputs.length ? "Editing…" : "Generating…");
   const generation = await api("/v1/generate", { method: "POST", body, credential: $("#api-key").value.trim() });
   generation.images.forEach((image, index) => {
-    results.append(figure(image, `${generation.id}_${index}`, `${generation.prompt} (image ${index + 1} of ${generation.images.length})`));
+    results.append(figure(image, `${generation.id}_${index}`, `${generation.prompt} (image ${index + 1} of ${generation.images.length})`,
+      { generation_id: generation.id, index }));
   });
+  state.inputs = [];
+  renderInputs();
   say(`Generated ${generation.images.length} image${generation.images.length > 1 ? "s" : ""} (${generation.id}).`);
+}
+
+// "Made from gen_…[0], an upload (3f2a…)": the step back in an edit chain.
+function madeFrom(inputs) {
+  if (!inputs.length) return null;
+  const names = inputs.map((i) => (i.generation_id ? `${i.generation_id}[${i.index}]` : `an upload (${i.sha256.slice(0, 12)}…)`));
+  return Object.assign(document.createElement("p"), { className: "hint made-from", textContent: `Made from ${names.join(", ")}` });
 }
 
 // ---------------------------------------------------------------- usage
@@ -269,12 +353,15 @@ async function loadHistory(cursor) {
   const list = $("#history-list");
   list.replaceChildren();
   for (const item of page.data) {
-    if (item.images.length) list.append(figure(item.images[0], item.id, item.prompt));
+    let fig;
+    if (item.images.length) fig = figure(item.images[0], item.id, item.prompt, { generation_id: item.id, index: 0 });
     else {
-      const fig = document.createElement("figure");
+      fig = document.createElement("figure");
       fig.append(Object.assign(document.createElement("figcaption"), { textContent: `${item.id}: ${item.status}${item.error ? ` (${item.error.code})` : ""}, ${item.prompt}` }));
-      list.append(fig);
     }
+    const from = madeFrom(item.inputs || []);
+    if (from) fig.append(from);
+    list.append(fig);
   }
   if (!page.data.length) list.textContent = "No generations yet.";
   state.nextCursor = page.has_more ? page.last_id : null;
@@ -342,6 +429,22 @@ $("#copy-key").addEventListener("click", () => act($("#copy-key"), copyKey));
 $("#generate-form").addEventListener("submit", (event) => {
   event.preventDefault();
   act($("#generate"), generate);
+});
+$("#model").addEventListener("change", fillPickers);
+$("#input-files").addEventListener("change", (event) => act(null, async () => {
+  await attachFiles([...event.target.files]);
+  event.target.value = "";
+}));
+const drop = $("#drop-zone");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  act(null, () => attachFiles([...event.dataTransfer.files]));
 });
 $("#history-next").addEventListener("click", () => act($("#history-next"), async () => {
   state.cursors.push(state.nextCursor);

@@ -50,7 +50,42 @@ pub fn new_request_id() -> String {
 
 /// The first value of query parameter `name`, decoded.
 pub fn query_param(req: &Request, name: &str) -> ApiResult<Option<String>> {
-    Ok(req.url()?.query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned()))
+    Ok(query_value(&req.inner().url(), name))
+}
+
+/// The first value of `name` in a serialised URL's query, decoded as a form
+/// (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte, bad UTF-8
+/// replaced). Read from the runtime's own serialisation of the URL, which is already
+/// valid: no URL parser (and its Unicode tables) is linked into the wasm for this.
+pub fn query_value(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(query, _)| query);
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(key) == name).then(|| form_decode(value))
+    })
+}
+
+fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[at] {
+            b'+' => out.push(b' '),
+            b'%' => match (bytes.get(at + 1).copied().and_then(hex), bytes.get(at + 2).copied().and_then(hex)) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    at += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {
@@ -59,7 +94,14 @@ pub fn header(req: &Request, name: &str) -> Option<String> {
 
 /// `https://host` of the request, for absolute URLs (signed image URLs).
 pub fn origin(req: &Request) -> ApiResult<String> {
-    Ok(req.url()?.origin().ascii_serialization())
+    Ok(origin_of(&req.inner().url()).to_string())
+}
+
+/// `scheme://host[:port]` of a serialised URL: everything before its path.
+pub fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let end = url[after_scheme..].find(['/', '?', '#']).map_or(url.len(), |at| after_scheme + at);
+    &url[..end]
 }
 
 /// Reads a JSON object body with the content-type, size and syntax rules of `body`.
@@ -153,6 +195,33 @@ pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Respon
     let mut response = json_text(err.status(), err.envelope_json(request_id))?;
     set_headers(&mut response, &err.headers)?;
     Ok(response)
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_form_decoded() {
+        let url = "https://x.test/v1/generations?limit=5&starting_after=gen_%61b&q=a+b%20c&empty=&flag#frag";
+        assert_eq!(query_value(url, "limit").as_deref(), Some("5"));
+        assert_eq!(query_value(url, "starting_after").as_deref(), Some("gen_ab"));
+        assert_eq!(query_value(url, "q").as_deref(), Some("a b c"));
+        assert_eq!(query_value(url, "empty").as_deref(), Some(""));
+        assert_eq!(query_value(url, "flag").as_deref(), Some(""));
+        assert_eq!(query_value(url, "frag"), None);
+        assert_eq!(query_value(url, "missing"), None);
+        assert_eq!(query_value("https://x.test/", "limit"), None);
+        assert_eq!(query_value("https://x.test/?a=%zz%e2%82%ac%ff", "a").as_deref(), Some("%zz€\u{fffd}"));
+        assert_eq!(query_value("https://x.test/?a=1&a=2", "a").as_deref(), Some("1"), "the first value");
+    }
+
+    #[test]
+    fn origins_end_where_the_path_begins() {
+        assert_eq!(origin_of("https://api.example.com/v1/generate?x=1"), "https://api.example.com");
+        assert_eq!(origin_of("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
+        assert_eq!(origin_of("http://127.0.0.1:8787?x"), "http://127.0.0.1:8787");
+    }
 }
 
 #[cfg(test)]

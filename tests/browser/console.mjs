@@ -111,6 +111,59 @@ await page.waitForFunction(() => {
 });
 await shot("5-history");
 
+// 4b. Edit: attach a PNG (keyboard: Enter on the file control opens the chooser), edit
+// it, edit the result again with "Edit this", and see the chain in history. The ratio and
+// resolution pickers follow the model (GET /v1/models).
+await navigate("playground");
+await page.waitForFunction(() => document.querySelector("#resolution").options.length > 0);
+const options = (s) => page.$$eval(`${s} option`, (list) => list.map((o) => o.value));
+assert.deepEqual(await options("#resolution"), ["512", "1K", "2K", "4K"]);
+await tabTo("#model");
+await page.keyboard.press("ArrowDown"); // gemini-3-pro-image: no 512, no extreme ratios
+await page.waitForFunction(() => document.querySelector("#resolution").options.length === 3);
+assert.ok(!(await options("#aspect-ratio")).includes("8:1"));
+await page.keyboard.press("ArrowUp");
+await page.waitForFunction(() => document.querySelector("#resolution").options.length === 4);
+await tabTo("#input-files");
+// Enter opens a file control's chooser (Space too: Chromium sometimes drops the first
+// activation after a <select> changed, so Space is the keyboard fallback).
+async function openChooser() {
+  for (const key of ["Enter", "Space", "Enter"]) {
+    const opened = page.waitForEvent("filechooser", { timeout: 3000 }).catch(() => null);
+    await page.keyboard.press(key);
+    const chooser = await opened;
+    if (chooser) return chooser;
+  }
+  throw new Error("the file control does not open from the keyboard");
+}
+const chooser = await openChooser();
+await chooser.setFiles(join(outDir, "1-sign-in.png"));
+await page.waitForFunction(() => document.querySelectorAll("#inputs-list li").length === 1);
+assert.match(await page.textContent("#inputs-list"), /1-sign-in\.png/);
+await page.fill("#prompt", "");
+await typeInto("#prompt", "make the sky blue");
+await press("#generate");
+await page.waitForFunction(() => document.querySelector("#status").textContent.startsWith("Generated"));
+assert.equal(await page.evaluate(() => document.querySelectorAll("#inputs-list li").length), 0, "inputs are used once");
+const firstEdit = (await page.textContent("#results figcaption")).match(/gen_[0-9a-f-]{36}/)[0];
+await press("#results button.edit");
+await page.waitForSelector("#view-playground:not([hidden])");
+assert.match(await page.textContent("#inputs-list"), new RegExp(`${firstEdit}_0`));
+await typeInto("#prompt", " and add a moon");
+await press("#generate");
+await page.waitForFunction((first) => {
+  const caption = document.querySelector("#results figcaption");
+  return caption && !caption.textContent.includes(first) && document.querySelector("#status").textContent.startsWith("Generated");
+}, firstEdit);
+await shot("5b-edited");
+await navigate("history");
+await page.waitForSelector("#history-list .made-from");
+const madeFrom = await page.$$eval("#history-list figure", (figures) => figures.map((f) => f.querySelector(".made-from")?.textContent || ""));
+assert.match(madeFrom[0], new RegExp(`Made from ${firstEdit}\\[0\\]`), "the second edit was made from the first");
+assert.match(madeFrom[1], /Made from an upload \([0-9a-f]{12}…\)/, "the first edit from the uploaded file");
+assert.equal(madeFrom[2], "", "the first generation was drawn from text");
+await shot("5c-chain");
+
 // 5. Revoke the key (confirming), then the playground refuses it in plain words.
 await navigate("keys");
 await page.waitForSelector("#keys-table tbody button");
