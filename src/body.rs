@@ -26,15 +26,10 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Parses the raw body into a JSON object, under the usual 64 KiB limit.
+/// Parses the raw body into a JSON object.
 pub fn parse_object(raw: &[u8]) -> Result<JsonObject, ApiError> {
-    parse_object_within(raw, JSON_BODY_LIMIT)
-}
-
-/// Parses the raw body into a JSON object of at most `limit` bytes.
-pub fn parse_object_within(raw: &[u8], limit: usize) -> Result<JsonObject, ApiError> {
-    if raw.len() > limit {
-        return Err(ApiError::payload_too_large(limit));
+    if raw.len() > JSON_BODY_LIMIT {
+        return Err(ApiError::payload_too_large(JSON_BODY_LIMIT));
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(JsonObject::default());
@@ -48,6 +43,49 @@ pub fn parse_object_within(raw: &[u8], limit: usize) -> Result<JsonObject, ApiEr
             err.column()
         ))),
     }
+}
+
+/// Parses the raw body into a JSON object of at most `limit` bytes, except field `kept`,
+/// which is returned as its raw JSON text, borrowed from `raw`: a field of megabytes (the
+/// images of a generation) is never copied into the tree.
+pub fn parse_object_keeping<'a>(
+    raw: &'a [u8],
+    limit: usize,
+    kept: &str,
+) -> Result<(JsonObject, Option<&'a serde_json::value::RawValue>), ApiError> {
+    use serde_json::value::RawValue;
+    if raw.len() > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok((JsonObject::default(), None));
+    }
+    let fields: std::collections::BTreeMap<String, &RawValue> = match serde_json::from_slice(raw) {
+        Ok(fields) => fields,
+        // Valid JSON, but not an object.
+        Err(err) if err.classify() == serde_json::error::Category::Data => {
+            return Err(ApiError::invalid_json("the request body must be a JSON object"))
+        }
+        Err(err) => {
+            return Err(ApiError::invalid_json(format!(
+                "the request body is not valid JSON (line {}, column {})",
+                err.line(),
+                err.column()
+            )))
+        }
+    };
+    let mut object = JsonObject::default();
+    let mut kept_value = None;
+    for (name, value) in fields {
+        if name == kept {
+            kept_value = Some(value);
+        } else {
+            // Already checked as JSON: this cannot fail.
+            let value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
+            object.map.insert(name, value);
+        }
+    }
+    Ok((object, kept_value))
 }
 
 /// A JSON object whose fields are taken one by one; what is left over is unknown.

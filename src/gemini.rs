@@ -49,30 +49,44 @@ pub fn endpoint(base: &str, model: &str) -> String {
 
 /// The request body. Written by hand rather than through `serde_json::Value`: the inputs'
 /// base64 (up to 27 MB) is encoded once, straight into the body, with no tree to copy.
+/// (`Prepared::new` sends the same text, put together part by part on the JS side.)
 pub fn request_body(call: &ImageCall) -> String {
-    let base64_len: usize = call.inputs.iter().map(|i| i.bytes.len().div_ceil(3) * 4 + 64).sum();
-    let mut body = String::with_capacity(base64_len + call.text.len() * 2 + 256);
-    body.push_str(r#"{"contents":[{"role":"user","parts":["#);
+    let (head, tail) = request_frame(call);
+    let mut body = head;
     for input in call.inputs {
-        body.push_str(r#"{"inlineData":{"mimeType":"#);
-        body.push_str(&serde_json::Value::from(input.mime_type).to_string());
-        body.push_str(r#","data":""#);
-        base64::engine::general_purpose::STANDARD.encode_string(input.bytes, &mut body);
-        body.push_str(r#""}},"#);
+        body.push_str(&inline_part(input.mime_type, input.bytes));
     }
-    body.push_str(r#"{"text":"#);
-    body.push_str(&serde_json::Value::from(call.text).to_string());
-    body.push_str("}]}],");
+    body.push_str(&tail);
+    body
+}
+
+/// The body before the input parts, and after them (the text part and the config).
+fn request_frame(call: &ImageCall) -> (String, String) {
+    let head = r#"{"contents":[{"role":"user","parts":["#.to_string();
+    let mut tail = String::from(r#"{"text":"#);
+    tail.push_str(&serde_json::Value::from(call.text).to_string());
+    tail.push_str("}]}],");
     let mut image_config = serde_json::Map::new();
     if let Some(ratio) = call.aspect_ratio {
         image_config.insert("aspectRatio".into(), ratio.into());
     }
     image_config.insert("imageSize".into(), call.image_size.into());
     let config = serde_json::json!({"responseModalities": ["TEXT", "IMAGE"], "imageConfig": image_config});
-    body.push_str(r#""generationConfig":"#);
-    body.push_str(&config.to_string());
-    body.push('}');
-    body
+    tail.push_str(r#""generationConfig":"#);
+    tail.push_str(&config.to_string());
+    tail.push('}');
+    (head, tail)
+}
+
+/// One input as an `inlineData` part, with its trailing comma.
+fn inline_part(mime_type: &str, bytes: &[u8]) -> String {
+    let mut part = String::with_capacity(bytes.len().div_ceil(3) * 4 + 64);
+    part.push_str(r#"{"inlineData":{"mimeType":"#);
+    part.push_str(&serde_json::Value::from(mime_type).to_string());
+    part.push_str(r#","data":""#);
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut part);
+    part.push_str(r#""}},"#);
+    part
 }
 
 // ---------------------------------------------------------------- response wire types
@@ -293,16 +307,26 @@ mod fetch {
     use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
     /// A request made once and sent by every call and retry of a generation: its body is a
-    /// JS string, so `n` calls carrying 27 MB of inputs share one copy, and the Rust text
-    /// it was written in is freed at once.
+    /// JS string, so `n` calls carrying 27 MB of inputs share one copy. It is put together
+    /// on the JS side one input at a time, each input's bytes let go once its part is
+    /// there: the wasm memory never holds the whole body, nor the inputs and their base64.
     pub struct Prepared {
         url: String,
         body: JsValue,
     }
 
     impl Prepared {
-        pub fn new(base: &str, call: &ImageCall<'_>) -> Prepared {
-            Prepared { url: endpoint(base, call.model), body: JsValue::from_str(&request_body(call)) }
+        /// `call.inputs` must be empty: the inputs come as `inputs`, consumed in order.
+        pub fn new(base: &str, call: &ImageCall<'_>, inputs: impl IntoIterator<Item = (String, Vec<u8>)>) -> Prepared {
+            let (head, tail) = request_frame(call);
+            let mut body = worker::js_sys::JsString::from(head.as_str());
+            for (mime_type, bytes) in inputs {
+                let part = inline_part(&mime_type, &bytes);
+                drop(bytes);
+                body = body.concat(&JsValue::from_str(&part));
+            }
+            body = body.concat(&JsValue::from_str(&tail));
+            Prepared { url: endpoint(base, call.model), body: body.into() }
         }
     }
 
@@ -366,9 +390,15 @@ mod fetch {
         let controller = AbortController::default();
         let signal = controller.signal();
         let exchange = async {
-            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-            let bytes = response.bytes().await?;
-            Ok::<_, worker::Error>((response.status_code(), bytes))
+            let response = Fetch::Request(request).send_with_signal(&signal).await?;
+            let status = response.status_code();
+            // The whole body as one ArrayBuffer, copied into the wasm memory once at its
+            // exact size. (`Response::bytes` appends stream chunks to a growing Vec: with
+            // n answers of 16 MB streaming at once, that held several doubling buffers.)
+            let response: worker::web_sys::Response = response.into();
+            let buffer = worker::wasm_bindgen_futures::JsFuture::from(response.array_buffer()?).await?;
+            let bytes = worker::js_sys::Uint8Array::new(&buffer).to_vec();
+            Ok::<_, worker::Error>((status, bytes))
         };
         let timeout = Delay::from(Duration::from_millis(timeout_ms));
         futures_util::pin_mut!(exchange);

@@ -106,14 +106,8 @@ pub fn origin_of(url: &str) -> &str {
 
 /// Reads a JSON object body with the content-type, size and syntax rules of `body`.
 pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
-    json_body_within(req, JSON_BODY_LIMIT).await
-}
-
-/// [`json_body`] with a limit of its own (the generation routes take images).
-pub async fn json_body_within(req: &mut Request, limit: usize) -> ApiResult<JsonObject> {
     body::check_content_type(header(req, "content-type").as_deref())?;
-    let raw = read_body(req, limit).await?;
-    body::parse_object_within(&raw, limit)
+    body::parse_object(&read_body(req, JSON_BODY_LIMIT).await?)
 }
 
 /// The request body, at most `limit` bytes. A declared Content-Length over the limit is

@@ -134,37 +134,34 @@ pub fn bucket(rc: &RequestContext) -> Option<Bucket> {
     rc.env.bucket(BUCKET_BINDING).ok()
 }
 
-/// Stores every image; all or nothing (what was written is deleted if any write fails).
-/// Takes the images by value: R2 wants owned bytes, and this way they are not copied.
-pub async fn put_all(
+/// Stores image `index` of a generation, taking its bytes by value: R2 wants owned bytes,
+/// and this way they are not copied (and leave the wasm memory once written).
+pub async fn put_one(
     bucket: &Bucket,
     generation_id: &str,
     key_id: &str,
     mode: KeyMode,
-    images: Vec<Image>,
-) -> ApiResult<Vec<String>> {
-    let keys = object_keys(generation_id, images.len(), mode);
-    let writes = images.into_iter().zip(&keys).map(|(image, key)| {
-        let metadata = HttpMetadata {
-            content_type: Some(image.mime_type),
-            cache_control: Some(IMMUTABLE.to_string()),
-            ..Default::default()
-        };
-        let custom =
-            [("generation_id".to_string(), generation_id.to_string()), ("api_key_id".to_string(), key_id.to_string())];
-        bucket
-            .put(key.clone(), image.bytes)
-            .http_metadata(metadata)
-            .custom_metadata(std::collections::HashMap::from(custom))
-            .execute()
-    });
-    let results = futures_util::future::join_all(writes).await;
-    if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
-        let cause = format!("r2 put failed: {err}");
-        delete_all(bucket, &keys).await;
-        return Err(ApiError::new(Code::StorageFailed, "the image could not be stored").caused_by(cause));
-    }
-    Ok(keys)
+    index: usize,
+    image: Image,
+) -> ApiResult<()> {
+    let metadata = HttpMetadata {
+        content_type: Some(image.mime_type),
+        cache_control: Some(IMMUTABLE.to_string()),
+        ..Default::default()
+    };
+    let custom =
+        [("generation_id".to_string(), generation_id.to_string()), ("api_key_id".to_string(), key_id.to_string())];
+    bucket
+        .put(object_key(generation_id, index, mode), image.bytes)
+        .http_metadata(metadata)
+        .custom_metadata(std::collections::HashMap::from(custom))
+        .execute()
+        .await
+        .map_err(|err| {
+            ApiError::new(Code::StorageFailed, "the image could not be stored")
+                .caused_by(format!("r2 put failed: {err}"))
+        })?;
+    Ok(())
 }
 
 /// Deletes objects (missing ones are not an error). Returns whether R2 accepted it.

@@ -3,12 +3,14 @@
 //! guarantees below hold everywhere:
 //!
 //! read the input images (earlier generations from R2; nothing is charged if one is
-//! missing) -> reserve `n` images of today's quota and record a pending generation (1 D1 round trip,
-//! atomic) -> draw the images (Gemini for live keys, the synthetic provider for test keys;
-//! `n` in parallel) -> build what the client receives -> store the bytes in R2 -> mark the
-//! generation succeeded (1 round trip). If anything fails after the reservation, the
-//! stored objects are deleted, and the reservation is released and the generation marked
-//! failed in one atomic batch: nothing is charged for an image that was not delivered.
+//! missing) -> reserve `n` images of today's quota and record a pending generation (1 D1
+//! round trip, atomic) -> draw the images (Gemini for live keys, the synthetic provider for
+//! test keys; `n` in parallel), each one stored in R2 as soon as it arrives and its bytes
+//! let go (a 4K image is 10 to 20 MB: four of them are never all held at once) -> mark
+//! the generation succeeded (1 round trip). If anything fails after the reservation, every
+//! object the generation may have stored is deleted, and the reservation is released and
+//! the generation marked failed in one atomic batch: nothing is charged for an image that
+//! was not delivered.
 
 use super::inputs::{self, Input, InputRecord};
 use super::request::{GenerationRequest, ResponseFormat, Style};
@@ -142,9 +144,11 @@ pub async fn replay(
     })
 }
 
-/// An image drawn by a provider, with the upstream latency of the call that drew it.
-struct Drawn {
-    image: Image,
+/// An image drawn, stored and let go: what the client receives, and what the record keeps.
+struct Kept {
+    delivered: DeliveredImage,
+    bytes: usize,
+    /// Upstream latency of the call that drew it.
     latency_ms: u64,
 }
 
@@ -308,26 +312,26 @@ impl<'r> Generation<'r> {
         }
     }
 
-    /// Draws the images, builds what the client receives (reading the bytes for
-    /// `b64_json` or `data:` URLs), then moves the bytes into R2 and marks the generation
-    /// succeeded. On a failure after storing, the stored objects are deleted again.
+    /// Draws and stores the images, then marks the generation succeeded. On any failure
+    /// every object it may have stored is deleted again.
     async fn complete(&self, inputs: Vec<Input>) -> ApiResult<Vec<DeliveredImage>> {
-        let drawn = self.draw(inputs).await?;
         let bucket = storage::bucket(self.rc);
-        let delivered = self.deliver(&drawn, bucket.is_some())?;
-        let total_bytes: usize = drawn.iter().map(|d| d.image.bytes.len()).sum();
-        let max_latency = drawn.iter().map(|d| d.latency_ms).max().unwrap_or(0);
-        let mime_type = drawn.first().map(|d| d.image.mime_type.clone()).unwrap_or_default();
-        let (width, height) = delivered.first().map_or((None, None), |image| (image.width, image.height));
-
-        let stored = match &bucket {
-            Some(bucket) => {
-                let images = drawn.into_iter().map(|d| d.image).collect();
-                Some(storage::put_all(bucket, &self.id, &self.principal.key_id, self.principal.mode, images).await?)
+        let all_keys = || storage::object_keys(&self.id, self.request.n as usize, self.principal.mode);
+        let kept = match self.draw(inputs, bucket.as_ref()).await {
+            Ok(kept) => kept,
+            Err(err) => {
+                if let Some(bucket) = &bucket {
+                    storage::delete_all(bucket, &all_keys()).await;
+                }
+                return Err(err);
             }
-            None => None,
         };
-        let object_keys = stored.as_ref().map(|keys| serde_json::to_string(keys).unwrap_or_default());
+        let total_bytes: usize = kept.iter().map(|k| k.bytes).sum();
+        let max_latency = kept.iter().map(|k| k.latency_ms).max().unwrap_or(0);
+        let first = kept.first().map(|k| &k.delivered);
+        let mime_type = first.map(|image| image.mime_type.clone()).unwrap_or_default();
+        let (width, height) = first.map_or((None, None), |image| (image.width, image.height));
+        let object_keys = bucket.as_ref().map(|_| serde_json::to_string(&all_keys()).unwrap_or_default());
         let finish = self
             .db
             .prepare(
@@ -352,65 +356,74 @@ impl<'r> Generation<'r> {
             Err(err) => Err(err),
         };
         if let Err(err) = finished {
-            if let (Some(bucket), Some(keys)) = (&bucket, &stored) {
-                storage::delete_all(bucket, keys).await;
+            if let Some(bucket) = &bucket {
+                storage::delete_all(bucket, &all_keys()).await;
             }
             return Err(err);
         }
-        Ok(delivered)
+        Ok(kept.into_iter().map(|k| k.delivered).collect())
     }
 
-    /// `n` images from the key's provider. The inputs' bytes are let go as soon as the
-    /// upstream request holds them.
-    async fn draw(&self, inputs: Vec<Input>) -> ApiResult<Vec<Drawn>> {
+    /// `n` images from the key's provider, each kept (stored) as it arrives. The inputs'
+    /// bytes are let go as soon as the upstream request holds them.
+    async fn draw(&self, inputs: Vec<Input>, bucket: Option<&worker::Bucket>) -> ApiResult<Vec<Kept>> {
         let request = &self.request;
         let Some(api_key) = self.google_api_key.as_deref() else {
             let seed = inputs::digest(&self.input_records);
-            return Ok((0..request.n)
-                .map(|index| Drawn { image: synthetic_image(request, index, seed), latency_ms: 0 })
-                .collect());
+            let mut kept = Vec::with_capacity(request.n as usize);
+            // One at a time: each is stored and let go before the next is drawn.
+            for index in 0..request.n {
+                kept.push(self.keep(index as usize, synthetic_image(request, index, seed), 0, bucket).await?);
+            }
+            return Ok(kept);
         };
         let text = request.upstream_text();
-        let inline: Vec<_> = inputs
-            .iter()
-            .map(|input| crate::gemini::InlineImage { mime_type: input.mime_type, bytes: &input.bytes })
-            .collect();
         let call = crate::gemini::ImageCall {
             model: &request.model,
             text: &text,
             aspect_ratio: (!request.output.follows_inputs).then_some(request.output.aspect_ratio),
             image_size: request.output.resolution.as_str(),
-            inputs: &inline,
+            inputs: &[],
         };
         let config = &self.rc.config;
-        let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call);
-        drop(inline);
-        drop(inputs);
-        // Gemini draws one image per call: n calls in parallel; the first failure fails all.
-        let calls =
-            (0..request.n).map(|_| crate::gemini::generate_image(&prepared, api_key, config.gemini_deadline_ms));
-        let drawn = futures_util::future::try_join_all(calls).await?;
-        Ok(drawn.into_iter().map(|(image, latency_ms)| Drawn { image, latency_ms }).collect())
+        let inputs = inputs.into_iter().map(|input| (input.mime_type.to_string(), input.bytes));
+        let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call, inputs);
+        // Gemini draws one image per call: n calls in parallel; one failure fails all. Every
+        // call is waited for, so none is still storing when the failure cleans up after it.
+        let calls = (0..request.n as usize).map(|index| {
+            let prepared = &prepared;
+            async move {
+                let (image, latency_ms) =
+                    crate::gemini::generate_image(prepared, api_key, config.gemini_deadline_ms).await?;
+                self.keep(index, image, latency_ms, bucket).await
+            }
+        });
+        futures_util::future::join_all(calls).await.into_iter().collect()
     }
 
-    /// What the client receives for each image: its URL (signed, public or `data:`), and
-    /// the bytes again as base64 when asked for.
-    fn deliver(&self, drawn: &[Drawn], stored: bool) -> ApiResult<Vec<DeliveredImage>> {
-        drawn
-            .iter()
-            .enumerate()
-            .map(|(index, Drawn { image, .. })| {
-                let url = if stored {
-                    storage::stored_image_url(self.rc, &self.origin, &self.id, index, self.principal.mode)?
-                } else {
-                    storage::data_url(image)
-                };
-                let b64_json = (self.request.response_format == ResponseFormat::B64Json)
-                    .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
-                let (width, height) = crate::media::dimensions(&image.bytes).unzip();
-                Ok(DeliveredImage { url: Some(url), b64_json, mime_type: image.mime_type.clone(), width, height })
-            })
-            .collect()
+    /// What the client receives for one image (its URL: signed, public or `data:`; its
+    /// bytes again as base64 when asked for), after storing it in R2.
+    async fn keep(
+        &self,
+        index: usize,
+        image: Image,
+        latency_ms: u64,
+        bucket: Option<&worker::Bucket>,
+    ) -> ApiResult<Kept> {
+        let (width, height) = crate::media::dimensions(&image.bytes).unzip();
+        let b64_json = (self.request.response_format == ResponseFormat::B64Json)
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+        let (mime_type, bytes) = (image.mime_type.clone(), image.bytes.len());
+        let url = match bucket {
+            Some(bucket) => {
+                let (principal, mode) = (self.principal, self.principal.mode);
+                storage::put_one(bucket, &self.id, &principal.key_id, mode, index, image).await?;
+                storage::stored_image_url(self.rc, &self.origin, &self.id, index, mode)?
+            }
+            None => storage::data_url(&image),
+        };
+        let delivered = DeliveredImage { url: Some(url), b64_json, mime_type, width, height };
+        Ok(Kept { delivered, bytes, latency_ms })
     }
 
     /// Releases the reservation and marks the generation failed, atomically. The request

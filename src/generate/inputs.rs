@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::storage;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -143,24 +144,43 @@ fn too_large(param: &str, message: String) -> ApiError {
 
 /// The `images` field of a JSON request: absent, null or `[]` is no inputs.
 pub fn parse_json(value: Option<Value>) -> ApiResult<Vec<InputSpec>> {
-    let items = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(ApiError::validation(Code::InvalidType, "images", "images must be an array")),
-    };
-    if items.len() > MAX_LISTED_INPUTS {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => parse_items(items.len(), items.into_iter().map(Ok)),
+        Some(_) => Err(not_an_array()),
+    }
+}
+
+/// [`parse_json`] from the field's raw JSON text, as `/v1/generate` reads it: each item is
+/// made a tree, decoded and dropped in turn, so the base64 of all the inputs is never
+/// copied out of the request body at once.
+pub fn parse_raw(value: Option<&RawValue>) -> ApiResult<Vec<InputSpec>> {
+    crate::body::asked::record("images");
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let items: Option<Vec<&RawValue>> = serde_json::from_str(value.get()).map_err(|_| not_an_array())?;
+    let items = items.unwrap_or_default();
+    let values = items.iter().map(|item| serde_json::from_str::<Value>(item.get()).map_err(|_| not_an_array()));
+    parse_items(items.len(), values)
+}
+
+fn not_an_array() -> ApiError {
+    ApiError::validation(Code::InvalidType, "images", "images must be an array")
+}
+
+fn parse_items(count: usize, items: impl Iterator<Item = ApiResult<Value>>) -> ApiResult<Vec<InputSpec>> {
+    if count > MAX_LISTED_INPUTS {
         return Err(ApiError::validation(
             Code::UnsupportedByModel,
             "images",
-            format!("images lists {} inputs; no model takes more than {MAX_LISTED_INPUTS}", items.len()),
+            format!("images lists {count} inputs; no model takes more than {MAX_LISTED_INPUTS}"),
         ));
     }
     let mut total = 0;
-    let mut specs = Vec::with_capacity(items.len());
+    let mut specs = Vec::with_capacity(count);
     // Each item is dropped as soon as it is decoded: its base64 text and its bytes never
     // live side by side for more than one input.
-    for (position, item) in items.into_iter().enumerate() {
-        let spec = parse_item(position, item)?;
+    for (position, item) in items.enumerate() {
+        let spec = parse_item(position, item?)?;
         if let InputSpec::Inline(input) = &spec {
             total += input.bytes.len();
             check_total(position, total)?;
@@ -442,6 +462,18 @@ mod tests {
         assert_eq!(specs[3], InputSpec::Generation { generation_id: "gen_def".into(), index: 0 });
         assert_eq!(parse_json(None).unwrap(), vec![]);
         assert_eq!(parse_json(Some(json!([]))).unwrap(), vec![]);
+        // Read from the raw body as the handler reads it: the same inputs.
+        let body = json!({"prompt": "x", "images": [format!("data:image/png;base64,{}", b64(PNG)), {"generation_id": "gen_abc", "index": 2}]}).to_string();
+        let (_, raw) = crate::body::parse_object_keeping(body.as_bytes(), 1 << 20, "images").unwrap();
+        let from_raw = parse_raw(raw).unwrap();
+        assert_eq!((from_raw.len(), &from_raw[1]), (2, &specs[2]));
+        assert!(matches!(&from_raw[0], InputSpec::Inline(i) if i.bytes == PNG));
+        for (body, expected) in
+            [(r#"{"images": null}"#, Ok(0)), (r#"{"images": "x"}"#, Err("invalid_type")), (r#"{}"#, Ok(0))]
+        {
+            let (_, raw) = crate::body::parse_object_keeping(body.as_bytes(), 1 << 20, "images").unwrap();
+            assert_eq!(parse_raw(raw).map(|s| s.len()).map_err(|e| e.code.as_str()), expected, "{body}");
+        }
     }
 
     #[test]

@@ -149,8 +149,10 @@ impl Entry {
     async fn read(self, req: &mut Request) -> ApiResult<(JsonObject, Vec<InputSpec>)> {
         match self {
             Entry::Generate => {
-                let mut body = http::json_body_within(req, inputs::GENERATION_BODY_LIMIT).await?;
-                let images = inputs::parse_json(body.take("images"))?;
+                crate::body::check_content_type(http::header(req, "content-type").as_deref())?;
+                let raw = http::read_body(req, inputs::GENERATION_BODY_LIMIT).await?;
+                let (body, images) = crate::body::parse_object_keeping(&raw, inputs::GENERATION_BODY_LIMIT, "images")?;
+                let images = inputs::parse_raw(images)?;
                 Ok((body, images))
             }
             Entry::ImagesGenerations => Ok((http::json_body(req).await?, Vec::new())),
