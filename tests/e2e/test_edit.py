@@ -111,6 +111,17 @@ def test_iterating_on_a_result_and_the_chain_in_history(api):
     assert listed[two["id"]]["inputs"][0]["generation_id"] == one["id"] and listed[one["id"]]["inputs"] == []
 
 
+def test_an_edit_of_an_earlier_image_costs_one_more_d1_round_trip(api):
+    key = api.test_key()
+    source = generate(api, key, prompt="source")
+    edit = generate(api, key, prompt="edit", images=[{"generation_id": source.json()["id"]},
+                                                     {"generation_id": source.json()["id"]}])
+    assert edit.status_code == 200, edit.text
+    # authenticate, reserve + pending record, finish; the edit adds one query for all its inputs.
+    assert api.worker.request_log(source.headers["x-request-id"])["d1_queries"] == 3
+    assert api.worker.request_log(edit.headers["x-request-id"])["d1_queries"] == 4
+
+
 def test_test_keys_draw_edits_deterministically_from_every_input(api):
     key = api.test_key()
 
