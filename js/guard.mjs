@@ -61,5 +61,9 @@ export function guarded(WorkerClass) {
     async scheduled(event, env, ctx) {
       await new WorkerClass(ctx, env).scheduled(event);
     },
+    // Queue batches: the Rust side acks or retries each message; a throw retries the batch.
+    async queue(batch, env, ctx) {
+      await new WorkerClass(ctx, env).queue(batch);
+    },
   };
 }

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
 use crate::log::RequestLine;
 use crate::routes::{self, Route, RouteError};
-use crate::{accounts, admin, generate, health, keys, openapi, storage, usage};
+use crate::{accounts, admin, generate, health, keys, openapi, storage, usage, webhooks};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -73,6 +73,9 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::GetImage(id) => storage::serve(req, rc, &id).await,
         Route::ListGenerations => generate::history::list(req, rc).await,
         Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
+        Route::CancelGeneration(id) => generate::background::cancel(req, rc, &id).await,
+        Route::GetWebhookSecret => webhooks::get(req, rc).await,
+        Route::RotateWebhookSecret => webhooks::rotate(req, rc).await,
         Route::Usage => usage::get(req, rc).await,
         Route::OpenApi => openapi::serve(rc).await,
         Route::Models => generate::catalog::list(&rc.config),

@@ -8,6 +8,8 @@ use crate::error::ApiError;
 
 pub const DEFAULT_GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com";
 pub const DEFAULT_GEMINI_MODEL: &str = "gemini-3.1-flash-image";
+/// Webhook retries: after 1, 5, 15 and 40 minutes, so five attempts span about an hour.
+pub const DEFAULT_WEBHOOK_RETRY_DELAYS: [u32; 4] = [60, 300, 900, 2400];
 /// JWT_SECRET also keys image-URL signatures; shorter secrets are refused as misconfiguration.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -47,6 +49,21 @@ pub struct Config {
     pub registration: Registration,
     /// Days a test key's images are kept in R2.
     pub test_image_retention_days: u32,
+    /// `WEBHOOK_ALLOW_HTTP_LOCALHOST = "true"`: webhook URLs may be `http://127.0.0.1` or
+    /// `http://localhost` (local development and the tests); otherwise only `https://`.
+    pub webhook_allow_http_localhost: bool,
+    /// Seconds before each webhook retry (`WEBHOOK_RETRY_DELAYS_SECONDS`, comma-separated):
+    /// its length is the number of retries after the first attempt.
+    pub webhook_retry_delays: Vec<u32>,
+    /// Seconds a queued generation waits before a consumer may take it
+    /// (`QUEUE_DELAY_SECONDS`, default 0): room to smooth bursts, or to cancel.
+    pub queue_delay_seconds: u32,
+    /// `QUEUE_DUPLICATE_DELIVERY = "true"` sends every generation message twice: a fault
+    /// drill for at-least-once delivery (the tests use it). Never on in production.
+    pub queue_duplicate_delivery: bool,
+    /// Keys webhook signing secrets (`WEBHOOK_SECRET_KEY`, a secret); unset, they derive
+    /// from JWT_SECRET, and rotating that changes every account's webhook secret.
+    webhook_secret_key: Option<String>,
     /// `LOG_SQL = "true"` logs the text of every D1 statement (the test suite's query-plan
     /// check reads them). Off in production: it is noise, though it never holds a value.
     pub log_sql: bool,
@@ -140,6 +157,22 @@ impl Config {
             },
             test_image_retention_days: number(&get, "TEST_IMAGE_RETENTION_DAYS", 7, 1..=3650)?,
             log_sql: get("LOG_SQL").as_deref() == Some("true"),
+            webhook_allow_http_localhost: get("WEBHOOK_ALLOW_HTTP_LOCALHOST").as_deref() == Some("true"),
+            webhook_retry_delays: match get("WEBHOOK_RETRY_DELAYS_SECONDS") {
+                None => DEFAULT_WEBHOOK_RETRY_DELAYS.to_vec(),
+                Some(list) => {
+                    let delays: Option<Vec<u32>> = list
+                        .split(',')
+                        .map(|d| d.trim().parse::<u32>().ok().filter(|d| (1..=43_200).contains(d)))
+                        .collect();
+                    delays
+                        .filter(|d| !d.is_empty() && d.len() <= 20)
+                        .ok_or(InvalidSetting("WEBHOOK_RETRY_DELAYS_SECONDS"))?
+                }
+            },
+            queue_delay_seconds: number(&get, "QUEUE_DELAY_SECONDS", 0, 0..=43_200)?,
+            queue_duplicate_delivery: get("QUEUE_DUPLICATE_DELIVERY").as_deref() == Some("true"),
+            webhook_secret_key: get("WEBHOOK_SECRET_KEY"),
         })
     }
 
@@ -149,6 +182,16 @@ impl Config {
             Some(secret) if secret.len() >= MIN_SECRET_LEN => Ok(secret),
             _ => Err(ApiError::server_misconfigured("JWT_SECRET")
                 .caused_by("JWT_SECRET is missing or shorter than 32 characters")),
+        }
+    }
+
+    /// What webhook signing secrets derive from: WEBHOOK_SECRET_KEY, else JWT_SECRET.
+    pub fn webhook_secret_key(&self) -> Result<&str, ApiError> {
+        match self.webhook_secret_key.as_deref() {
+            Some(key) if key.len() >= MIN_SECRET_LEN => Ok(key),
+            Some(_) => Err(ApiError::server_misconfigured("WEBHOOK_SECRET_KEY")
+                .caused_by("WEBHOOK_SECRET_KEY is shorter than 32 characters")),
+            None => self.jwt_secret(),
         }
     }
 

@@ -92,6 +92,10 @@ codes! {
     EmailTaken = "email_taken", 409, ConflictError;
     IdempotencyInProgress = "idempotency_in_progress", 409, ConflictError;
     TooManyKeys = "too_many_keys", 409, ConflictError;
+    /// Only a queued generation can be canceled.
+    NotCancelable = "not_cancelable", 409, ConflictError;
+    /// A webhook_url was given before the account created its signing secret.
+    WebhookSecretMissing = "webhook_secret_missing", 409, ConflictError;
     PayloadTooLarge = "payload_too_large", 413, InvalidRequestError;
     UnsupportedMediaType = "unsupported_media_type", 415, InvalidRequestError;
     PromptRequired = "prompt_required", 422, InvalidRequestError;
@@ -110,6 +114,7 @@ codes! {
     ImageRequired = "image_required", 422, InvalidRequestError;
     /// An input over its own limit, or inputs together over theirs.
     ImageTooLarge = "image_too_large", 422, InvalidRequestError;
+    InvalidWebhookUrl = "invalid_webhook_url", 422, InvalidRequestError;
     /// The chosen model does not offer what was asked (a resolution, a ratio).
     UnsupportedByModel = "unsupported_by_model", 422, InvalidRequestError;
     IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
@@ -129,6 +134,8 @@ codes! {
     /// The deployment's live images for the day (`DEPLOYMENT_DAILY_LIVE_IMAGES`).
     DeploymentBudgetExhausted = "deployment_budget_exhausted", 503, RateLimitError;
     DatabaseUnavailable = "database_unavailable", 503, ApiError;
+    /// The queue (or the R2 bucket it needs) is not there, or refused the message.
+    QueueUnavailable = "queue_unavailable", 503, ApiError;
     UpstreamTimeout = "upstream_timeout", 504, UpstreamError;
 }
 

@@ -34,6 +34,7 @@ pub mod synthetic;
 pub mod throttle;
 pub mod time;
 pub mod usage;
+pub mod webhooks;
 
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
@@ -41,6 +42,15 @@ use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledE
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     panic_hook::install();
     app::handle(req, env, ctx).await
+}
+
+/// The queue consumer (`[[queues.consumers]]`): queued generations, webhook retries, and
+/// their dead letters (`generate::background`).
+#[event(queue)]
+pub async fn queue(batch: worker::MessageBatch<String>, env: Env, ctx: Context) -> worker::Result<()> {
+    panic_hook::install();
+    generate::background::consume(batch, env, ctx).await;
+    Ok(())
 }
 
 /// Cron (`[triggers]` in wrangler.toml): reconciliation and retention (`cron.rs`).

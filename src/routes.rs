@@ -16,6 +16,9 @@ pub enum Route {
     GetImage(String),
     ListGenerations,
     GetGeneration(String),
+    CancelGeneration(String),
+    GetWebhookSecret,
+    RotateWebhookSecret,
     Usage,
     OpenApi,
     Logout,
@@ -72,6 +75,17 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "images", id] if valid_id_segment(id) => (GET, Some(Route::GetImage(id.to_string()))),
         ["v1", "generations"] => (GET, Some(Route::ListGenerations)),
         ["v1", "generations", id] if valid_id_segment(id) => (GET, Some(Route::GetGeneration(id.to_string()))),
+        ["v1", "generations", id, "cancel"] if valid_id_segment(id) => {
+            (POST, Some(Route::CancelGeneration(id.to_string())))
+        }
+        ["v1", "webhook_secret"] => {
+            let route = match method {
+                "POST" => Some(Route::RotateWebhookSecret),
+                "GET" | "HEAD" => Some(Route::GetWebhookSecret),
+                _ => None,
+            };
+            (GET_POST, route)
+        }
         ["v1", "usage"] => (GET, Some(Route::Usage)),
         ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
         ["v1", "models"] => (GET, Some(Route::Models)),
@@ -126,6 +140,10 @@ mod tests {
         assert_eq!(resolve("GET", "/v1/generations/gen_x"), Ok(Route::GetGeneration("gen_x".into())));
         assert_eq!(resolve("POST", "/v1/images/generations"), Ok(Route::ImagesGenerations));
         assert_eq!(resolve("POST", "/v1/images/edits"), Ok(Route::ImagesEdits));
+        assert_eq!(resolve("POST", "/v1/generations/gen_x/cancel"), Ok(Route::CancelGeneration("gen_x".into())));
+        assert_eq!(resolve("GET", "/v1/generations/gen_x/cancel"), Err(RouteError::MethodNotAllowed(&["POST"])));
+        assert_eq!(resolve("POST", "/v1/webhook_secret"), Ok(Route::RotateWebhookSecret));
+        assert_eq!(resolve("GET", "/v1/webhook_secret"), Ok(Route::GetWebhookSecret));
         assert_eq!(resolve("GET", "/v1/images/edits"), Err(RouteError::MethodNotAllowed(&["POST"])));
         assert_eq!(resolve("GET", "/v1/images/gen_1"), Ok(Route::GetImage("gen_1".into())));
         assert_eq!(resolve("GET", "/v1/openapi.json"), Ok(Route::OpenApi));

@@ -164,6 +164,43 @@ pub async fn put_one(
     Ok(())
 }
 
+/// Where a queued generation's input `index` waits for the consumer.
+pub fn input_key(generation_id: &str, index: usize) -> String {
+    format!("inputs/{generation_id}/{index}")
+}
+
+/// Keeps a queued generation's input images for the consumer (deleted when it finishes).
+pub async fn put_inputs(
+    bucket: &Bucket,
+    generation_id: &str,
+    inputs: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> ApiResult<()> {
+    for (index, (mime_type, bytes)) in inputs.into_iter().enumerate() {
+        let metadata = HttpMetadata { content_type: Some(mime_type), ..Default::default() };
+        bucket.put(input_key(generation_id, index), bytes).http_metadata(metadata).execute().await.map_err(|err| {
+            ApiError::new(Code::StorageFailed, "an input image could not be stored")
+                .caused_by(format!("r2 put failed: {err}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// A queued generation's input images, in order.
+pub async fn get_inputs(bucket: &Bucket, generation_id: &str, count: usize) -> ApiResult<Vec<Vec<u8>>> {
+    let mut all = Vec::with_capacity(count);
+    for index in 0..count {
+        let gone = || ApiError::internal(format!("input {index} of {generation_id} is missing from R2"));
+        let object = bucket.get(input_key(generation_id, index)).execute().await?.ok_or_else(gone)?;
+        all.push(object.body().ok_or_else(gone)?.bytes().await?);
+    }
+    Ok(all)
+}
+
+pub async fn delete_inputs(bucket: &Bucket, generation_id: &str, count: usize) {
+    let keys: Vec<String> = (0..count).map(|index| input_key(generation_id, index)).collect();
+    delete_all(bucket, &keys).await;
+}
+
 /// Deletes objects (missing ones are not an error). Returns whether R2 accepted it.
 pub async fn delete_all(bucket: &Bucket, keys: &[String]) -> bool {
     if keys.is_empty() {

@@ -109,18 +109,31 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Charge, limits: Limits) -> Ap
 
 /// Adds the statements that give a reservation back (its images were not delivered).
 pub fn release(batch: &mut Batch, db: &Db, charge: Charge) -> ApiResult<()> {
+    release_where(batch, db, charge, "")
+}
+
+/// [`release`], but only if the statement pushed just before it changed a row (a
+/// conditional status change: `queued -> canceled`): each statement runs only if the one
+/// before it took, so a second cancel, or a race with the consumer, gives nothing back.
+pub fn release_if_previous_took(batch: &mut Batch, db: &Db, charge: Charge) -> ApiResult<()> {
+    release_where(batch, db, charge, " AND changes() = 1")
+}
+
+fn release_where(batch: &mut Batch, db: &Db, charge: Charge, guard: &str) -> ApiResult<()> {
     let (n, day) = (db::int(charge.n.into()), db::text(charge.day));
     batch.push::<()>(
-        db.prepare("UPDATE usage SET image_count = MAX(image_count - ?3, 0) WHERE api_key_id = ?1 AND usage_date = ?2")
-            .bind(&[db::text(charge.key_id), day.clone(), n.clone()])?,
+        db.prepare(&format!(
+            "UPDATE usage SET image_count = MAX(image_count - ?3, 0) WHERE api_key_id = ?1 AND usage_date = ?2{guard}"
+        ))
+        .bind(&[db::text(charge.key_id), day.clone(), n.clone()])?,
     );
     let deployment_column = match charge.mode {
         KeyMode::Live => {
             batch.push::<()>(
-                db.prepare(
+                db.prepare(&format!(
                     "UPDATE account_usage SET live_images = MAX(live_images - ?3, 0)
-                     WHERE user_id = ?1 AND usage_date = ?2",
-                )
+                     WHERE user_id = ?1 AND usage_date = ?2{guard}"
+                ))
                 .bind(&[db::text(charge.user_id), day.clone(), n.clone()])?,
             );
             "live_images"
@@ -129,7 +142,7 @@ pub fn release(batch: &mut Batch, db: &Db, charge: Charge) -> ApiResult<()> {
     };
     batch.push::<()>(
         db.prepare(&format!(
-            "UPDATE deployment_usage SET {deployment_column} = MAX({deployment_column} - ?2, 0) WHERE usage_date = ?1"
+            "UPDATE deployment_usage SET {deployment_column} = MAX({deployment_column} - ?2, 0) WHERE usage_date = ?1{guard}"
         ))
         .bind(&[day, n])?,
     );

@@ -206,7 +206,7 @@ impl<'r> Generation<'r> {
     /// after the reservation, give it back.
     pub async fn run(mut self) -> ApiResult<Generated> {
         let inputs = self.read_inputs().await?;
-        let used_after = self.reserve().await?;
+        let used_after = self.reserve("pending").await?;
         match self.complete(inputs).await {
             Ok(images) => {
                 let quota = self.principal.daily_quota;
@@ -220,6 +220,79 @@ impl<'r> Generation<'r> {
                     quota_remaining: quota.saturating_sub(used_after),
                 })
             }
+            Err(err) => {
+                self.fail(&err).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The asynchronous start: read the inputs, reserve as `queued`, keep the inputs' bytes
+    /// in R2 (`inputs/{id}/{i}`) for the consumer, and send the job. Nothing is drawn here.
+    /// If the job cannot be sent, the reservation is given back. Returns the id and the
+    /// quota headers after the reservation.
+    pub async fn enqueue(mut self, origin_for_job: &str) -> ApiResult<(String, [(&'static str, String); 2])> {
+        let bucket = storage::bucket(self.rc).ok_or_else(|| {
+            ApiError::new(
+                Code::QueueUnavailable,
+                "asynchronous generations are unavailable: no image storage is configured",
+            )
+        })?;
+        let inputs = self.read_inputs().await?;
+        let used_after = self.reserve("queued").await?;
+        let queued = async {
+            storage::put_inputs(&bucket, &self.id, inputs.into_iter().map(|i| (i.mime_type.to_string(), i.bytes)))
+                .await?;
+            let job =
+                super::background::Job::Generate { generation_id: self.id.clone(), origin: origin_for_job.to_string() };
+            super::background::send(self.rc, &job, self.rc.config.queue_delay_seconds).await?;
+            if self.rc.config.queue_duplicate_delivery {
+                super::background::send(self.rc, &job, self.rc.config.queue_delay_seconds).await?;
+            }
+            Ok::<_, ApiError>(())
+        };
+        if let Err(err) = queued.await {
+            storage::delete_inputs(&bucket, &self.id, self.input_records.len()).await;
+            self.fail(&err).await;
+            return Err(err);
+        }
+        let quota = self.principal.daily_quota;
+        let headers = [
+            ("x-quota-limit-images", quota.to_string()),
+            ("x-quota-remaining-images", quota.saturating_sub(used_after).to_string()),
+        ];
+        Ok((self.id, headers))
+    }
+
+    /// A queued generation taken by the queue consumer: its reservation and record exist
+    /// already (`status = 'running'`), so only the drawing and the finish are left.
+    pub fn resumed(
+        rc: &'r RequestContext,
+        principal: &'r KeyPrincipal,
+        request: GenerationRequest,
+        id: String,
+        day: String,
+        origin: String,
+        input_records: Vec<InputRecord>,
+    ) -> ApiResult<Self> {
+        let google_api_key = match principal.mode {
+            KeyMode::Live => Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string()),
+            KeyMode::Test => None,
+        };
+        Ok(Generation { db: rc.db()?, rc, principal, request, id, day, origin, google_api_key, input_records })
+    }
+
+    /// Gives a resumed generation up before drawing (its inputs are gone, say): the
+    /// reservation back, the error recorded.
+    pub async fn give_up(self, err: &ApiError) {
+        self.fail(err).await;
+    }
+
+    /// Draws, stores and finishes a resumed generation; on failure gives its reservation
+    /// back and records why, as the synchronous path does.
+    pub async fn finish_queued(self, inputs: Vec<Input>) -> ApiResult<()> {
+        match self.complete(inputs).await {
+            Ok(_) => Ok(()),
             Err(err) => {
                 self.fail(&err).await;
                 Err(err)
@@ -269,7 +342,7 @@ impl<'r> Generation<'r> {
     /// Reserves the images (key, account, deployment) and records the pending generation
     /// in one atomic batch; the generation row is written only if every reservation took
     /// (`changes() = 1`). Returns the key's count for today after the reservation.
-    async fn reserve(&self) -> ApiResult<u32> {
+    async fn reserve(&self, status: &str) -> ApiResult<u32> {
         let (db, request, principal) = (&self.db, &self.request, self.principal);
         let inputs =
             (!self.input_records.is_empty()).then(|| serde_json::to_string(&self.input_records).unwrap_or_default());
@@ -278,8 +351,8 @@ impl<'r> Generation<'r> {
         batch.push::<()>(
             db.prepare(
                 "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode,
-                                          aspect_ratio, resolution, inputs)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?12, ?13 WHERE changes() = 1",
+                                          aspect_ratio, resolution, inputs, follows_inputs, webhook_url)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?14, ?9, ?10, ?11, ?12, ?13, ?15, ?16 WHERE changes() = 1",
             )
             .bind(&[
                 db::text(&self.id),
@@ -295,6 +368,9 @@ impl<'r> Generation<'r> {
                 db::text(request.output.aspect_ratio),
                 db::text(request.output.resolution.as_str()),
                 db::opt_text(inputs.as_deref()),
+                db::text(status),
+                db::int(i64::from(request.output.follows_inputs)),
+                db::opt_text(request.webhook_url.as_deref()),
             ])?,
         );
         let results = match db.batch(batch).await {
@@ -336,8 +412,8 @@ impl<'r> Generation<'r> {
             .db
             .prepare(
                 "UPDATE generations SET status = 'succeeded', object_keys = ?2, mime_type = ?3, bytes = ?4,
-                        upstream_latency_ms = ?5, width = ?6, height = ?7
-                 WHERE id = ?1 AND status = 'pending'",
+                        upstream_latency_ms = ?5, width = ?6, height = ?7, finished_at = ?8
+                 WHERE id = ?1 AND status IN ('pending', 'running')",
             )
             .bind(&[
                 db::text(&self.id),
@@ -347,6 +423,7 @@ impl<'r> Generation<'r> {
                 db::int(max_latency as i64),
                 db::opt_int(width.map(i64::from)),
                 db::opt_int(height.map(i64::from)),
+                db::text(&iso_from_millis(crate::time::now_millis())),
             ])?;
         // Conditional: if the reconciliation cron already gave this generation up (its
         // Worker looked dead), the images are not delivered and nothing stays stored.
@@ -435,8 +512,16 @@ impl<'r> Generation<'r> {
             usage::release(&mut batch, &self.db, self.charge())?;
             batch.push::<()>(
                 self.db
-                    .prepare("UPDATE generations SET status = 'failed', error_code = ?2 WHERE id = ?1")
-                    .bind(&[db::text(&self.id), db::text(err.code.as_str())])?,
+                    .prepare(
+                        "UPDATE generations SET status = 'failed', error_code = ?2, error_message = ?3, finished_at = ?4
+                         WHERE id = ?1",
+                    )
+                    .bind(&[
+                        db::text(&self.id),
+                        db::text(err.code.as_str()),
+                        db::text(&err.message),
+                        db::text(&iso_from_millis(crate::time::now_millis())),
+                    ])?,
             );
             self.db.batch(batch).await.map_err(ApiError::from)
         };
@@ -483,10 +568,11 @@ struct Abandoned {
     n: i64,
     mode: Option<KeyMode>,
     created_at: String,
+    started_at: Option<String>,
 }
 
-/// The scheduled reconciliation (cron): gives up generations left pending by a Worker that
-/// died: marks them failed (`abandoned`), gives back what they reserved (key, account,
+/// The scheduled reconciliation (cron): gives up generations left pending (or running, for
+/// a queued one) by a Worker that died: marks them failed (`abandoned`), gives back what they reserved (key, account,
 /// deployment, on the day they reserved it) in one atomic batch, and deletes whatever
 /// images they had stored. Returns how many.
 pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, now_ms: u64) -> ApiResult<usize> {
@@ -494,12 +580,16 @@ pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, n
     let abandoned: Vec<Abandoned> = db
         .all(
             db.prepare(
-                "SELECT id, api_key_id, user_id, n, mode, created_at FROM generations
-                 WHERE status = 'pending' AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+                "SELECT id, api_key_id, user_id, n, mode, created_at, started_at FROM generations
+                 WHERE status IN ('pending', 'running') AND created_at < ?1 ORDER BY created_at LIMIT ?2",
             )
             .bind(&[db::text(&cutoff), db::int(RECONCILE_BATCH)])?,
         )
         .await?;
+    // A queued generation may have waited long before a consumer took it: it is judged by
+    // when it started running.
+    let abandoned: Vec<Abandoned> =
+        abandoned.into_iter().filter(|g| g.started_at.as_deref().is_none_or(|at| at < cutoff.as_str())).collect();
     if abandoned.is_empty() {
         return Ok(0);
     }
@@ -511,11 +601,17 @@ pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, n
         let day = generation.created_at.get(..10).unwrap_or_default();
         let n = u32::try_from(generation.n).unwrap_or(0);
         let charge = usage::Charge { key_id: &generation.api_key_id, user_id: &generation.user_id, day, n, mode };
-        usage::release(&mut batch, db, charge)?;
+        // The charge is given back only if the generation was still unfinished when the
+        // batch ran (it may have finished since it was read).
         batch.push::<()>(
-            db.prepare("UPDATE generations SET status = 'failed', error_code = 'abandoned' WHERE id = ?1")
-                .bind(&[db::text(&generation.id)])?,
+            db.prepare(
+                "UPDATE generations SET status = 'failed', error_code = 'abandoned',
+                        error_message = 'the Worker running this generation stopped before it finished'
+                 WHERE id = ?1 AND status IN ('pending', 'running')",
+            )
+            .bind(&[db::text(&generation.id)])?,
         );
+        usage::release_if_previous_took(&mut batch, db, charge)?;
     }
     db.batch(batch).await.or_internal()?;
     if let Some(bucket) = bucket {

@@ -16,7 +16,8 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 const COLUMNS: &str =
-    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height, aspect_ratio, resolution, inputs";
+    "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode, width, height, aspect_ratio, resolution, inputs, error_message, webhook_url, webhook_attempts,
+     webhook_last_status, webhook_delivered_at";
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
@@ -40,6 +41,11 @@ struct Row {
     aspect_ratio: Option<String>,
     resolution: Option<String>,
     inputs: Option<String>,
+    error_message: Option<String>,
+    webhook_url: Option<String>,
+    webhook_attempts: u32,
+    webhook_last_status: Option<u16>,
+    webhook_delivered_at: Option<String>,
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -94,19 +100,47 @@ pub struct GenerationRecord {
     /// What it was made from, in order: earlier generations (follow `generation_id` to
     /// walk an edit chain) or uploaded bytes (their SHA-256). Empty when drawn from text.
     inputs: Vec<InputRecord>,
-    /// Why a failed generation failed (the error envelope's `code`).
+    /// Why a failed generation failed: the error envelope's `code` and `message`.
     error: Option<Failure>,
+    /// Where an asynchronous generation announces its outcome, and how that went (null
+    /// when it has no webhook_url).
+    webhook: Option<WebhookState>,
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
     created_at: String,
 }
 
+/// `pending` -> `succeeded` | `failed` for a synchronous generation; `queued` -> `running`
+/// -> `succeeded` | `failed` | `canceled` for an asynchronous one.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
+    Queued,
+    Running,
     Succeeded,
     Failed,
+    Canceled,
+}
+
+impl Status {
+    /// Whether it can still change.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Canceled)
+    }
+}
+
+/// An asynchronous generation's webhook: each attempt is recorded.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct WebhookState {
+    url: String,
+    attempts: u32,
+    /// The receiver's HTTP status at the last attempt (null: no answer, or none yet).
+    last_status: Option<u16>,
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
+    delivered_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -126,6 +160,7 @@ pub struct HistoryImage {
 #[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct Failure {
     code: String,
+    message: Option<String>,
 }
 
 pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
@@ -199,6 +234,42 @@ pub async fn get(req: &mut Request, rc: &RequestContext, id: &str) -> ApiResult<
     http::json(200, &record(rc, &http::origin(req)?, row)?)
 }
 
+/// One generation as history shows it, by id, for the queue consumer and the async
+/// routes; `user_id` scopes it to an account when given.
+pub async fn load(
+    rc: &RequestContext,
+    origin: &str,
+    id: &str,
+    user_id: Option<&str>,
+) -> ApiResult<Option<GenerationRecord>> {
+    let db = rc.db()?;
+    let statement = db
+        .prepare(&format!("SELECT {COLUMNS} FROM generations WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"))
+        .bind(&[db::text(id), db::opt_text(user_id)])?;
+    match db.first::<Row>(statement).await? {
+        Some(row) => Ok(Some(record(rc, origin, row)?)),
+        None => Ok(None),
+    }
+}
+
+impl GenerationRecord {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn api_key_id(&self) -> &str {
+        &self.api_key_id
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+}
+
 /// One history record, with image URLs signed now.
 fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRecord> {
     let stored: Vec<String> =
@@ -229,7 +300,13 @@ fn record(rc: &RequestContext, origin: &str, row: Row) -> ApiResult<GenerationRe
         style: row.style,
         n: row.n,
         inputs: super::engine::parse_input_records(row.inputs.as_deref()),
-        error: row.error_code.map(|code| Failure { code }),
+        error: row.error_code.map(|code| Failure { code, message: row.error_message }),
+        webhook: row.webhook_url.map(|url| WebhookState {
+            url,
+            attempts: row.webhook_attempts,
+            last_status: row.webhook_last_status,
+            delivered_at: row.webhook_delivered_at,
+        }),
         created_at: row.created_at,
     })
 }

@@ -3,6 +3,7 @@
 //! table. The handlers authenticate, rate-limit, parse, claim the Idempotency-Key and
 //! render; the work itself is the [`engine::Generation`] every route runs.
 
+pub mod background;
 pub mod catalog;
 pub mod edits;
 pub mod engine;
@@ -221,6 +222,18 @@ async fn generate_idempotently(
     let fingerprint = idempotency::fingerprint_with(route, &body, &inputs::fingerprint_parts(&images));
     let request = GenerationRequest::parse(body, images, &rc.config, shape)?;
     let origin = http::origin(req)?;
+    let preference = background::Preference::parse(http::header(req, "prefer").as_deref());
+    let asynchronous = preference.is_async() || request.webhook_url.is_some();
+    if asynchronous && request.response_format == ResponseFormat::B64Json {
+        return Err(crate::error::ApiError::validation(
+            crate::error::Code::ConflictingParameters,
+            "response_format",
+            "b64_json is for synchronous requests: an asynchronous generation's images are fetched by URL",
+        ));
+    }
+    if request.webhook_url.is_some() {
+        background::require_webhook_secret(rc, &principal.user_id).await?;
+    }
     let scope = Scope::Key { key_id: &principal.key_id, user_id: &principal.user_id };
     let claim = match idempotency::begin(rc, idempotency_key, scope, route, &fingerprint).await? {
         Begin::Replay(Stored::Body { status, body }) => return Ok((idempotency::replay(status, body)?, Vec::new())),
@@ -232,6 +245,28 @@ async fn generate_idempotently(
         }
         Begin::Proceed(claim) => claim,
     };
+    if asynchronous {
+        let queued = match Generation::new(rc, principal, request, origin.clone()) {
+            Ok(generation) => generation.enqueue(&origin).await,
+            Err(err) => Err(err),
+        };
+        let answered = match queued {
+            Ok((id, quota_headers)) => {
+                background::answer(rc, &origin, &id, &preference).await.map(|(status, body, mut headers)| {
+                    headers.extend(quota_headers);
+                    (status, body, headers)
+                })
+            }
+            Err(err) => Err(err),
+        };
+        let stored = match &answered {
+            Ok((status, body, _)) => Ok(Stored::Body { status: *status, body: body.clone() }),
+            Err(err) => Err(err.clone()),
+        };
+        idempotency::finish(rc, claim, stored).await;
+        let (status, body, headers) = answered?;
+        return Ok((http::json_text(status, body)?, headers));
+    }
     let outcome = match Generation::new(rc, principal, request, origin) {
         Ok(generation) => generation.run().await,
         Err(err) => Err(err),

@@ -152,6 +152,19 @@ pub enum Shape {
     OpenAi,
 }
 
+/// What a generation's record keeps of its request.
+pub struct StoredRequest {
+    pub prompt: String,
+    pub model: String,
+    pub size: String,
+    pub aspect_ratio: String,
+    pub resolution: String,
+    pub follows_inputs: bool,
+    pub style: String,
+    pub n: u32,
+    pub webhook_url: Option<String>,
+}
+
 #[derive(Debug, PartialEq)]
 pub struct GenerationRequest {
     pub prompt: String,
@@ -163,6 +176,8 @@ pub struct GenerationRequest {
     /// Reference images, in the order given (taken out of the body before it is parsed:
     /// see `generate::inputs`).
     pub inputs: Vec<InputSpec>,
+    /// Where to announce the outcome: makes the request asynchronous (`background`).
+    pub webhook_url: Option<String>,
 }
 
 impl GenerationRequest {
@@ -228,6 +243,10 @@ impl GenerationRequest {
                 return Err(ApiError::invalid_value("response_format", "response_format must be url or b64_json"))
             }
         };
+        let webhook_url = body.optional_str("webhook_url")?;
+        if let Some(url) = &webhook_url {
+            crate::webhooks::check_url(url, config.webhook_allow_http_localhost)?;
+        }
         if shape == Shape::OpenAi {
             // Optional hints in OpenAI's API that do not change what is returned.
             for hint in ["user", "quality", "moderation"] {
@@ -237,7 +256,35 @@ impl GenerationRequest {
         } else {
             body.finish()?;
         }
-        Ok(GenerationRequest { prompt, output, style, n, model, response_format, inputs })
+        Ok(GenerationRequest { prompt, output, style, n, model, response_format, inputs, webhook_url })
+    }
+
+    /// The request of a queued generation, rebuilt from its stored record by the queue
+    /// consumer (the inputs come from R2 separately). Asynchronous answers are URLs.
+    pub fn stored(record: StoredRequest) -> GenerationRequest {
+        let aspect_ratio = STANDARD_RATIOS.iter().chain(&EXTREME_RATIOS).find(|r| **r == record.aspect_ratio).copied();
+        let resolution = Resolution::parse(&record.resolution).unwrap_or(Resolution::R1K);
+        let (width, height) = record
+            .size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .unwrap_or((resolution.long_edge(), resolution.long_edge()));
+        GenerationRequest {
+            prompt: record.prompt,
+            output: Output {
+                aspect_ratio: aspect_ratio.unwrap_or("1:1"),
+                resolution,
+                width,
+                height,
+                follows_inputs: record.follows_inputs,
+            },
+            style: if record.style == "artistic" { Style::Artistic } else { Style::Natural },
+            n: record.n,
+            model: record.model,
+            response_format: ResponseFormat::Url,
+            inputs: Vec::new(),
+            webhook_url: record.webhook_url,
+        }
     }
 
     /// The text sent upstream: the prompt, then the style's instruction.
@@ -367,6 +414,10 @@ pub struct GenerateRequestDoc {
     pub model: Option<String>,
     #[schemars(extend("default" = "url"))]
     pub response_format: Option<ResponseFormat>,
+    /// Run asynchronously and POST the outcome here, signed (Standard Webhooks). https://,
+    /// at most 2048 characters. Needs the account's webhook secret (`POST /v1/webhook_secret`).
+    #[schemars(length(max = 2048), url)]
+    pub webhook_url: Option<String>,
 }
 
 /// The body of `POST /v1/images/generations`: OpenAI's Images API request.
@@ -393,6 +444,9 @@ pub struct OpenAiImagesRequestDoc {
     pub quality: Option<String>,
     /// Accepted and ignored, as an optional hint.
     pub moderation: Option<String>,
+    /// Run asynchronously and POST the outcome here (see `GenerateRequest`).
+    #[schemars(length(max = 2048), url)]
+    pub webhook_url: Option<String>,
 }
 
 /// The form of `POST /v1/images/edits`: OpenAI's edits request, `multipart/form-data`.
@@ -429,6 +483,9 @@ pub struct OpenAiEditRequestDoc {
     pub quality: Option<String>,
     /// Accepted and ignored, as an optional hint.
     pub moderation: Option<String>,
+    /// Run asynchronously and POST the outcome here (see `GenerateRequest`).
+    #[schemars(length(max = 2048), url)]
+    pub webhook_url: Option<String>,
 }
 
 /// The output asked for, checked against what the model offers (422

@@ -78,9 +78,9 @@ fn error_description(status: u16) -> String {
         401 => "missing, malformed, unknown, revoked or expired credentials",
         403 => "a suspended account, closed registration, or a bad, tampered or expired image URL signature",
         404 => "unknown resource, or one that is not yours",
-        409 => "conflict (email taken, too many active keys, or an Idempotency-Key whose first request is still running)",
-        413 => "body over 64 KiB",
-        415 => "a JSON route sent another Content-Type",
+        409 => "conflict (email taken, too many active keys, an Idempotency-Key whose first request is still running, a generation no longer cancelable, or a webhook_url before a webhook secret)",
+        413 => "body over 64 KiB (27,715,244 bytes on the routes that take images)",
+        415 => "a JSON route sent another Content-Type (the edits route takes multipart/form-data)",
         422 => "a field fails validation; `param` names it",
         429 => "rate limit, the key's or the account's daily quota, or login throttling; see Retry-After",
         500 => "internal error or server misconfiguration",
@@ -134,6 +134,23 @@ fn idempotency_header() -> Value {
            "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
 }
 
+fn prefer_header() -> Value {
+    json!({"name": "Prefer", "in": "header", "required": false,
+           "description": "RFC 7240. `respond-async`: answer 202 at once and run on the queue; `wait=N` (N up to 60): \
+               wait up to N seconds, 200 if the generation is final by then, else 202. A `webhook_url` also makes the \
+               request asynchronous.",
+           "schema": {"type": "string", "examples": ["respond-async", "respond-async, wait=20"]}})
+}
+
+/// The 202 (and the 200 of `Prefer: wait`) of an asynchronous request.
+fn accepted(record: &Value) -> Value {
+    json!({"description": "accepted: queued (or, with Prefer: wait, still unfinished); poll the Location",
+           "headers": {"x-request-id": request_id_header(),
+                       "location": {"description": "/v1/generations/{id}", "schema": {"type": "string"}},
+                       "preference-applied": {"schema": {"type": "string"}}},
+           "content": {"application/json": {"schema": record}}})
+}
+
 fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
 }
@@ -142,6 +159,7 @@ fn id_param() -> Value {
 pub fn build() -> Value {
     use crate::accounts::{CredentialsRequest, LoginResponse, Me, PasswordChange, RegisterResponse};
     use crate::admin::{AccountUpdateRequest, AdminAccount, AdminAccountList, DeploymentUsage};
+    use crate::generate::background::WebhookEvent;
     use crate::generate::history::{GenerationList, GenerationRecord};
     use crate::generate::request::{GenerateRequestDoc, OpenAiEditRequestDoc, OpenAiImagesRequestDoc};
     use crate::generate::{GenerationResponse, OpenAiImagesResponse};
@@ -157,6 +175,8 @@ pub fn build() -> Value {
     let date = json!({"type": "string", "format": "date", "description": "UTC day, YYYY-MM-DD"});
     let generation_id = json!({"type": "string", "pattern": "^gen_[0-9a-f-]{36}$"});
 
+    let record = s.response::<GenerationRecord>();
+    let queued = accepted(&record);
     let paths = json!({
         "/health": {"get": {
             "operationId": "health", "tags": ["meta"], "summary": "Liveness and D1 reachability", "security": [],
@@ -255,26 +275,31 @@ pub fn build() -> Value {
                                  "headers": {"x-request-id": request_id_header()}}))],
                 e.refs(&error, &[401, 403, 404], None))}},
         "/v1/generate": {"post": {
-            "operationId": "generate", "tags": ["images"], "summary": "Generate images", "security": key,
-            "parameters": [idempotency_header()],
+            "operationId": "generate", "tags": ["images"], "summary": "Generate or edit images", "security": key,
+            "parameters": [idempotency_header(), prefer_header()],
             "requestBody": json_body(s.request::<GenerateRequestDoc>()),
             "responses": responses(
-                &[("200", json_response("the generation", s.response::<GenerationResponse>(), Some(&rate)))],
+                &[("200", json_response("the generation (asynchronous with Prefer: wait and final in time: the \
+                    generation record, as GET /v1/generations/{id})", s.response::<GenerationResponse>(), Some(&rate))),
+                  ("202", queued.clone())],
                 e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/generations": {"post": {
             "operationId": "createImage", "tags": ["images"], "summary": "OpenAI Images API compatible generation",
-            "security": key, "parameters": [idempotency_header()],
+            "security": key, "parameters": [idempotency_header(), prefer_header()],
             "requestBody": json_body(s.request::<OpenAiImagesRequestDoc>()),
             "responses": responses(
-                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate)))],
-                e.refs(&error, &[400, 401, 403, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
+                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate))),
+                  ("202", queued.clone())],
+                e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/edits": {"post": {
-            "operationId": "editImage", "tags": ["images"], "security": key, "parameters": [idempotency_header()],
+            "operationId": "editImage", "tags": ["images"], "security": key,
+            "parameters": [idempotency_header(), prefer_header()],
             "summary": "OpenAI Images API compatible edit: change or compose images by instruction",
             "requestBody": {"required": true, "content": {"multipart/form-data": {
                 "schema": s.request::<OpenAiEditRequestDoc>()}}},
             "responses": responses(
-                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate)))],
+                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate))),
+                  ("202", queued.clone())],
                 e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/{id}": {"get": {
             "operationId": "getImage", "tags": ["images"], "summary": "Image bytes behind a signed URL",
@@ -304,8 +329,29 @@ pub fn build() -> Value {
         "/v1/generations/{id}": {"get": {
             "operationId": "getGeneration", "tags": ["history"], "summary": "One generation", "security": either,
             "parameters": [id_param()],
-            "responses": responses(&[("200", json_response("the generation", s.response::<GenerationRecord>(), None))],
+            "responses": responses(&[("200", json_response("the generation", record.clone(), None))],
                                    e.refs(&error, &[401, 403, 404], None))}},
+        "/v1/generations/{id}/cancel": {"post": {
+            "operationId": "cancelGeneration", "tags": ["history"], "security": either,
+            "summary": "Cancel a queued generation (its quota comes back); 409 once running or final",
+            "parameters": [id_param()],
+            "responses": responses(&[("200", json_response("canceled", record.clone(), None))],
+                                   e.refs(&error, &[401, 403, 404, 409], None))}},
+        "/v1/webhook_secret": {
+            "get": {
+                "operationId": "getWebhookSecret", "tags": ["account"], "security": account,
+                "summary": "Which webhook signing secret signs (its prefix, never the secret); 404 before one exists",
+                "responses": responses(
+                    &[("200", json_response("the secret's prefix", s.response::<crate::webhooks::WebhookSecret>(), None))],
+                    e.refs(&error, &[401, 403, 404], None))},
+            "post": {
+                "operationId": "rotateWebhookSecret", "tags": ["account"], "security": account,
+                "summary": "Create (201) or rotate (200) the webhook signing secret; shown in full only here. The \
+                            previous one keeps signing beside it for 24 hours.",
+                "responses": responses(
+                    &[("200", json_response("rotated", s.response::<crate::webhooks::WebhookSecret>(), None)),
+                      ("201", json_response("created", s.response::<crate::webhooks::WebhookSecret>(), None))],
+                    e.refs(&error, &[401, 403], None))}},
         "/v1/usage": {"get": {
             "operationId": "usage", "tags": ["history"],
             "summary": "Images per key per UTC day, quota and remaining", "security": either,
@@ -330,6 +376,18 @@ pub fn build() -> Value {
                  {"name": "history", "description": "access token or API key"},
                  {"name": "admin", "description": "account access token of an admin; 404 to everyone else"}],
         "paths": paths,
+        "webhooks": {
+            "generationEvent": {"post": {
+                "operationId": "generationEvent",
+                "summary": "An asynchronous generation with a webhook_url ended: succeeded or failed",
+                "description": "Sent as the Standard Webhooks specification has it: headers `webhook-id` (the same \
+                    at every retry), `webhook-timestamp` (Unix seconds) and `webhook-signature` (`v1,` + base64 \
+                    HMAC-SHA256 of `id.timestamp.body` keyed by the account's `whsec_` secret; two signatures, \
+                    space-separated, for 24 hours after a rotation). Retried on network errors, timeouts (10 s) and \
+                    non-2xx answers after WEBHOOK_RETRY_DELAYS_SECONDS (default 60, 300, 900, 2400: five attempts \
+                    over about an hour). Redirects are not followed.",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": s.response::<WebhookEvent>()}}},
+                "responses": {"2XX": {"description": "received; any other answer is retried"}}}}},
         "components": {
             "schemas": s.components(),
             "responses": e.responses,
@@ -379,6 +437,7 @@ fn sample(name: &str, schema: &Value, components: &Value) -> Value {
         "model" => json!(crate::config::DEFAULT_GEMINI_MODEL),
         // An earlier image: parses without reading anything.
         "images" => json!([{"generation_id": "gen_sample", "index": 0}]),
+        "webhook_url" => json!("https://example.com/hooks/nanobanana"),
         _ => {
             let is = |kind: &str| {
                 schema.get("type").is_some_and(|t| t == kind || t.as_array().is_some_and(|a| a.contains(&json!(kind))))

@@ -19,7 +19,8 @@ JWT_SECRET = new_secret()
 # ceilings are high: each limit is tested on an instance of its own.
 TEST_VARS = {"BCRYPT_COST": "4", "GEMINI_DEADLINE_MS": "8000", "REGISTER_MAX_PER_IP": "1000000",
              "LOGIN_MAX_FAILURES_PER_IP": "1000000", "ACCOUNT_DAILY_IMAGE_QUOTA": "100000",
-             "DEPLOYMENT_DAILY_LIVE_IMAGES": "1000000", "LOG_SQL": "true"}
+             "DEPLOYMENT_DAILY_LIVE_IMAGES": "1000000", "LOG_SQL": "true",
+             "WEBHOOK_ALLOW_HTTP_LOCALHOST": "true", "WEBHOOK_RETRY_DELAYS_SECONDS": "1,1,1,1"}
 
 
 @pytest.fixture(scope="session")

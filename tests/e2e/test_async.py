@@ -1,0 +1,276 @@
+"""Asynchronous generations (issue 13): 202 and polling, Prefer: wait, signed webhooks
+verified by the `standardwebhooks` package, retries with one webhook-id, duplicate queue
+delivery generating once, cancellation, the quota under concurrency, failures with the
+quota back. Everything runs on wrangler dev's local queue, whose consumer is this Worker."""
+
+import concurrent.futures
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from conftest import Api, assert_error
+from fake_gemini import png_bytes
+from test_edit import data_url
+from test_generate import tag, usage_today
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every delivery and can fail the first
+    few attempts."""
+
+    def __init__(self, fail_first: int = 0, status: int = 500):
+        self.deliveries: list[dict] = []
+        self.fail_first, self.status = fail_first, status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with threading.Lock():
+                    receiver.deliveries.append({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                                "body": body.decode()})
+                    failing = len(receiver.deliveries) <= receiver.fail_first
+                self.send_response(receiver.status if failing else 204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/nanobanana"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.deliveries) < count:
+            time.sleep(0.1)
+        assert len(self.deliveries) >= count, f"{len(self.deliveries)} deliveries, expected {count}"
+        return self.deliveries
+
+    def close(self):
+        self.server.shutdown()
+
+
+def poll(api: Api, key: str, generation_id: str, until=("succeeded", "failed", "canceled"), timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        record = api.get(f"/v1/generations/{generation_id}", token=key).json()
+        if record["status"] in until:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"{generation_id} still {record['status']}")
+
+
+def webhook_secret(api: Api, token: str) -> str:
+    r = api.post("/v1/webhook_secret", token=token)
+    assert r.status_code in (200, 201), r.text
+    return r.json()["secret"]
+
+
+def test_respond_async_answers_202_then_polling_reaches_succeeded(api, fake_gemini):
+    key = api.live_key()
+    t = tag()
+    r = api.post("/v1/generate", {"prompt": f"async banana {t}", "n": 2}, token=key, headers=ASYNC)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["images"] == [] and body["id"].startswith("gen_")
+    assert r.headers["location"] == f"/v1/generations/{body['id']}"
+    assert r.headers["preference-applied"] == "respond-async"
+    assert r.headers["x-quota-remaining-images"] == str(100 - 2), "reserved at once"
+    done = poll(api, key, body["id"])
+    assert done["status"] == "succeeded" and len(done["images"]) == 2
+    assert api.http.get(done["images"][0]["url"], timeout=30).content.startswith(b"\x89PNG")
+    assert len(fake_gemini.requests_with(t)) == 2
+    assert usage_today(api, key) == 2
+
+
+def test_prefer_wait_answers_200_when_fast_and_202_when_slow(api):
+    key = api.live_key()
+    fast = api.post("/v1/generate", {"prompt": f"quick {tag()}"}, token=key, headers={"Prefer": "wait=20"})
+    assert fast.status_code == 200, fast.text
+    assert fast.json()["status"] == "succeeded" and fast.json()["url"]
+    assert fast.headers["preference-applied"] == "wait=20"
+    started = time.monotonic()
+    slow = api.post("/v1/generate", {"prompt": f"slow {tag()} #slow:4"}, token=key,
+                    headers={"Prefer": "respond-async, wait=1"})
+    assert slow.status_code == 202 and slow.json()["status"] in ("queued", "running")
+    assert time.monotonic() - started < 3.5
+    assert poll(api, key, slow.json()["id"])["status"] == "succeeded"
+
+
+def test_a_signed_webhook_verifies_with_the_standardwebhooks_package(api):
+    account = api.register()
+    secret = webhook_secret(api, account["access_token"])
+    key = api.create_key(account["access_token"], mode="test")["key"]
+    receiver = Receiver()
+    try:
+        r = api.post("/v1/generate", {"prompt": "announce me", "webhook_url": receiver.url}, token=key)
+        assert r.status_code == 202, r.text
+        [delivery] = receiver.wait_for(1)
+        event = Webhook(secret).verify(delivery["body"], delivery["headers"])
+        assert event["type"] == "generation.succeeded"
+        assert event["data"]["id"] == r.json()["id"] and event["data"]["status"] == "succeeded"
+        assert event["data"]["images"][0]["url"]
+        with pytest.raises(Exception):
+            Webhook("whsec_" + "A" * 43).verify(delivery["body"], delivery["headers"])
+        record = poll(api, key, r.json()["id"])
+        assert record["webhook"]["attempts"] == 1 and record["webhook"]["last_status"] == 204
+        assert record["webhook"]["delivered_at"]
+    finally:
+        receiver.close()
+
+
+def test_a_failing_receiver_gets_the_same_event_again_with_one_webhook_id(api):
+    account = api.register()
+    secret = webhook_secret(api, account["access_token"])
+    key = api.create_key(account["access_token"], mode="test")["key"]
+    receiver = Receiver(fail_first=2)
+    try:
+        r = api.post("/v1/generate", {"prompt": "retry me", "webhook_url": receiver.url}, token=key)
+        deliveries = receiver.wait_for(3, timeout=45)
+        assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
+        assert len({d["body"] for d in deliveries}) == 1, "the same event every time"
+        for delivery in deliveries:
+            Webhook(secret).verify(delivery["body"], delivery["headers"])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            record = api.get(f"/v1/generations/{r.json()['id']}", token=key).json()
+            if record["webhook"]["delivered_at"]:
+                break
+            time.sleep(0.2)
+        assert record["webhook"]["attempts"] == 3 and record["webhook"]["last_status"] == 204
+    finally:
+        receiver.close()
+
+
+def test_after_a_rotation_both_secrets_sign_for_a_day(api):
+    account = api.register()
+    token = account["access_token"]
+    first = api.post("/v1/webhook_secret", token=token)
+    assert first.status_code == 201 and first.json()["version"] == 1
+    old = first.json()["secret"]
+    listed = api.get("/v1/webhook_secret", token=token).json()
+    assert "secret" not in listed and listed["prefix"] == old[:12]
+    rotated = api.post("/v1/webhook_secret", token=token)
+    assert rotated.status_code == 200 and rotated.json()["version"] == 2 and rotated.json()["previous_valid_until"]
+    new = rotated.json()["secret"]
+    key = api.create_key(token, mode="test")["key"]
+    receiver = Receiver()
+    try:
+        api.post("/v1/generate", {"prompt": "two signatures", "webhook_url": receiver.url}, token=key)
+        [delivery] = receiver.wait_for(1)
+        assert len(delivery["headers"]["webhook-signature"].split(" ")) == 2
+        Webhook(new).verify(delivery["body"], delivery["headers"])
+        Webhook(old).verify(delivery["body"], delivery["headers"])
+    finally:
+        receiver.close()
+
+
+def test_webhook_urls_are_checked_and_need_a_secret(api):
+    account = api.register()
+    key = api.create_key(account["access_token"], mode="test")["key"]
+    for url in ["ftp://example.com", "http://example.com/hook", "https://" + "a" * 2050, "https://u:p@example.com/"]:
+        assert_error(api.post("/v1/generate", {"prompt": "x", "webhook_url": url}, token=key), 422,
+                     "invalid_webhook_url", param="webhook_url")
+    assert_error(api.post("/v1/generate", {"prompt": "x", "webhook_url": "https://example.com/h"}, token=key), 409,
+                 "webhook_secret_missing")
+    assert_error(api.post("/v1/generate", {"prompt": "x", "response_format": "b64_json"}, token=key, headers=ASYNC),
+                 422, "conflicting_parameters", param="response_format")
+    assert_error(api.get("/v1/webhook_secret", token=account["access_token"]), 404, "not_found")
+    assert usage_today(api, key) == 0
+
+
+def test_an_upstream_failure_ends_failed_with_the_quota_back_and_a_failed_event(api):
+    account = api.register()
+    secret = webhook_secret(api, account["access_token"])
+    key = api.create_key(account["access_token"], mode="live")["key"]
+    receiver = Receiver()
+    try:
+        r = api.post("/v1/generate", {"prompt": f"refused {tag()} #block", "webhook_url": receiver.url}, token=key)
+        assert r.status_code == 202
+        record = poll(api, key, r.json()["id"])
+        assert record["status"] == "failed"
+        assert record["error"]["code"] == "content_policy_violation" and "blocked" in record["error"]["message"]
+        assert usage_today(api, key) == 0
+        [delivery] = receiver.wait_for(1)
+        assert Webhook(secret).verify(delivery["body"], delivery["headers"])["type"] == "generation.failed"
+    finally:
+        receiver.close()
+
+
+def test_an_async_edit_reads_its_inputs_from_the_queue_and_cleans_them_up(api, fake_gemini):
+    key = api.live_key()
+    t = tag()
+    wide = png_bytes(16, 8, (1, 2, 3))
+    r = api.post("/v1/generate", {"prompt": f"async edit {t}", "images": [data_url(wide)]}, token=key, headers=ASYNC)
+    assert r.status_code == 202, r.text
+    record = poll(api, key, r.json()["id"])
+    assert record["status"] == "succeeded" and record["inputs"][0]["width"] == 16
+    [sent] = fake_gemini.requests_with(t)
+    assert len(sent["inputs"]) == 1 and "aspectRatio" not in sent["body"]["generationConfig"]["imageConfig"]
+    assert api.worker.r2_objects(f"inputs/{record['id']}/") == [], "queued inputs are deleted once done"
+
+
+def test_the_quota_holds_exactly_under_30_concurrent_async_requests(api):
+    key = api.test_key(daily_image_quota=10)
+
+    def one(i):
+        return api.post("/v1/generate", {"prompt": f"burst {i}"}, token=key, headers=ASYNC)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(one, range(30)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(202) == 10 and statuses.count(429) == 20, statuses
+    for a in answers:
+        if a.status_code == 429:
+            assert a.json()["error"]["code"] == "daily_quota_exceeded"
+    for a in answers:
+        if a.status_code == 202:
+            assert poll(api, key, a.json()["id"])["status"] == "succeeded"
+    assert usage_today(api, key) == 10
+
+
+@pytest.fixture(scope="module")
+def delayed(worker_factory):
+    """Generations wait 3 seconds on the queue (room to cancel), and every message is
+    sent twice (a duplicate delivery drill)."""
+    return Api(worker_factory("async-delayed", vars={"QUEUE_DELAY_SECONDS": "3", "QUEUE_DUPLICATE_DELIVERY": "true"}))
+
+
+def test_a_message_delivered_twice_generates_once(delayed, fake_gemini):
+    key = delayed.live_key()
+    t = tag()
+    r = delayed.post("/v1/generate", {"prompt": f"twice {t}"}, token=key, headers=ASYNC)
+    assert r.status_code == 202
+    assert poll(delayed, key, r.json()["id"])["status"] == "succeeded"
+    time.sleep(2)  # the second delivery has come and gone
+    assert len(fake_gemini.requests_with(t)) == 1
+    assert usage_today(delayed, key) == 1
+
+
+def test_cancel_a_queued_generation(delayed, fake_gemini):
+    key = delayed.live_key()
+    t = tag()
+    r = delayed.post("/v1/generate", {"prompt": f"cancel me {t}", "n": 2}, token=key, headers=ASYNC)
+    assert usage_today(delayed, key) == 2
+    canceled = delayed.post(f"/v1/generations/{r.json()['id']}/cancel", token=key)
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert usage_today(delayed, key) == 0, "the quota comes back"
+    assert_error(delayed.post(f"/v1/generations/{r.json()['id']}/cancel", token=key), 409, "not_cancelable")
+    time.sleep(4.5)  # past the queue delay: the consumer must leave it alone
+    assert fake_gemini.requests_with(t) == []
+    assert delayed.get(f"/v1/generations/{r.json()['id']}", token=key).json()["status"] == "canceled"
+    assert usage_today(delayed, key) == 0
+    done = delayed.post("/v1/generate", {"prompt": f"finished {t}"}, token=key, headers={"Prefer": "wait=20"})
+    assert done.status_code == 200
+    assert_error(delayed.post(f"/v1/generations/{done.json()['id']}/cancel", token=key), 409, "not_cancelable")
+    other = delayed.test_key()
+    assert_error(delayed.post(f"/v1/generations/{done.json()['id']}/cancel", token=other), 404, "not_found")
