@@ -15,8 +15,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body, credential = state.token } = {}) {
+async function api(path, { method = "GET", body, credential = state.token, prefer } = {}) {
   const headers = {};
+  if (prefer) headers.prefer = prefer;
   if (credential) headers.authorization = `Bearer ${credential}`;
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -62,7 +63,10 @@ async function act(button, work) {
 const LOADERS = {
   admin: loadAdmin,
   playground: loadModels,
-  keys: loadKeys,
+  keys: async () => {
+    await loadKeys();
+    await loadWebhookSecret();
+  },
   usage: loadUsage,
   history: () => {
     state.cursors = [];
@@ -71,6 +75,9 @@ const LOADERS = {
 };
 
 function show(view) {
+  // A secret shown once leaves the page with the view.
+  $("#new-secret").hidden = true;
+  $("#new-secret-value").value = "";
   for (const section of document.querySelectorAll("main > section")) section.hidden = section.id !== `view-${view}`;
   for (const button of document.querySelectorAll("nav [data-view]")) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
@@ -155,6 +162,28 @@ async function loadKeys() {
     cell(row, "No keys yet.").colSpan = 6;
     body.append(row);
   }
+}
+
+// The webhook signing secret: its prefix, or none yet; Create/Rotate shows it once.
+async function loadWebhookSecret() {
+  try {
+    const secret = await api("/v1/webhook_secret");
+    $("#webhook-state").textContent = `Current secret ${secret.prefix}… (version ${secret.version}).`;
+    $("#rotate-secret").textContent = "Rotate secret";
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    $("#webhook-state").textContent = "None yet.";
+    $("#rotate-secret").textContent = "Create secret";
+  }
+}
+
+async function rotateSecret() {
+  const secret = await api("/v1/webhook_secret", { method: "POST" });
+  $("#new-secret").hidden = false;
+  $("#new-secret-value").value = secret.secret;
+  $("#new-secret-value").focus();
+  await loadWebhookSecret();
+  say(secret.version === 1 ? "Webhook secret created." : "Webhook secret rotated: the previous one keeps signing for 24 hours.");
 }
 
 async function createKey(form) {
@@ -278,7 +307,11 @@ async function generate() {
   };
   if (state.inputs.length) body.images = state.inputs.map((input) => input.image);
   say(state.inputs.length ? "Editing…" : "Generating…");
-  const generation = await api("/v1/generate", { method: "POST", body, credential: $("#api-key").value.trim() });
+  const credential = $("#api-key").value.trim();
+  const background = $("#run-async").checked;
+  let generation = await api("/v1/generate", { method: "POST", body, credential, prefer: background ? "respond-async" : undefined });
+  if (background) generation = await watch(generation, credential);
+  if (generation.status === "failed") throw new Error(`${generation.id} failed: ${generation.error?.message || generation.error?.code}`);
   generation.images.forEach((image, index) => {
     results.append(figure(image, `${generation.id}_${index}`, `${generation.prompt} (image ${index + 1} of ${generation.images.length})`,
       { generation_id: generation.id, index }));
@@ -286,6 +319,20 @@ async function generate() {
   state.inputs = [];
   renderInputs();
   say(`Generated ${generation.images.length} image${generation.images.length > 1 ? "s" : ""} (${generation.id}).`);
+}
+
+// An asynchronous generation, polled until it is final, its status shown as it changes.
+async function watch(generation, credential) {
+  const line = Object.assign(document.createElement("p"), { className: "status", id: "async-status" });
+  $("#results").append(line);
+  while (!["succeeded", "failed", "canceled"].includes(generation.status)) {
+    line.textContent = `${generation.id}: ${generation.status}…`;
+    say(`${generation.id} is ${generation.status}.`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    generation = await api(`/v1/generations/${generation.id}`, { credential });
+  }
+  line.textContent = `${generation.id}: ${generation.status}`;
+  return generation;
 }
 
 // "Made from gen_…[0], an upload (3f2a…)": the step back in an edit chain.
@@ -357,13 +404,18 @@ async function loadHistory(cursor) {
     if (item.images.length) fig = figure(item.images[0], item.id, item.prompt, { generation_id: item.id, index: 0 });
     else {
       fig = document.createElement("figure");
-      fig.append(Object.assign(document.createElement("figcaption"), { textContent: `${item.id}: ${item.status}${item.error ? ` (${item.error.code})` : ""}, ${item.prompt}` }));
+      fig.append(Object.assign(document.createElement("figcaption"), { className: `status-${item.status}`, textContent: `${item.id}: ${item.status}${item.error ? ` (${item.error.code})` : ""}, ${item.prompt}` }));
     }
     const from = madeFrom(item.inputs || []);
     if (from) fig.append(from);
     list.append(fig);
   }
   if (!page.data.length) list.textContent = "No generations yet.";
+  // Queued and running generations update live: the page is read again until they end.
+  clearTimeout(state.historyTimer);
+  if (page.data.some((item) => ["pending", "queued", "running"].includes(item.status)) && !$("#view-history").hidden) {
+    state.historyTimer = setTimeout(() => loadHistory(cursor).catch(fail), 2000);
+  }
   state.nextCursor = page.has_more ? page.last_id : null;
   $("#history-next").disabled = !state.nextCursor;
   $("#history-prev").disabled = state.cursors.length === 0;
@@ -426,6 +478,7 @@ $("#key-form").addEventListener("submit", (event) => {
   act(event.submitter, () => createKey(event.target));
 });
 $("#copy-key").addEventListener("click", () => act($("#copy-key"), copyKey));
+$("#rotate-secret").addEventListener("click", () => act($("#rotate-secret"), rotateSecret));
 $("#generate-form").addEventListener("submit", (event) => {
   event.preventDefault();
   act($("#generate"), generate);

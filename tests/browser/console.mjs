@@ -82,6 +82,12 @@ await page.waitForFunction(() => document.querySelector("#status").textContent.i
 assert.equal(await page.evaluate(() => navigator.clipboard.readText()), key);
 await page.waitForSelector("#keys-table tbody tr td code");
 assert.equal(await page.textContent("#keys-table tbody tr td code"), `${key.slice(0, 12)}…`);
+// The webhook signing secret: none yet, then created and shown once.
+await page.waitForFunction(() => document.querySelector("#webhook-state").textContent.includes("None yet"));
+await press("#rotate-secret");
+await page.waitForSelector("#new-secret:not([hidden])");
+assert.match(await page.inputValue("#new-secret-value"), /^whsec_[A-Za-z0-9+/]{43}=$/);
+await page.waitForFunction(() => /Current secret whsec_.{6}… \(version 1\)/.test(document.querySelector("#webhook-state").textContent));
 await shot("2-keys");
 
 // 3. Generate in the playground and see the image rendered.
@@ -163,6 +169,22 @@ assert.match(madeFrom[0], new RegExp(`Made from ${firstEdit}\\[0\\]`), "the seco
 assert.match(madeFrom[1], /Made from an upload \([0-9a-f]{12}…\)/, "the first edit from the uploaded file");
 assert.equal(madeFrom[2], "", "the first generation was drawn from text");
 await shot("5c-chain");
+
+// 4c. Run one in the background: the queued generation is watched until it succeeds.
+await navigate("playground");
+await typeInto("#prompt", "a banana on a queue");
+await tabTo("#run-async");
+await page.keyboard.press("Space");
+assert.equal(await page.isChecked("#run-async"), true);
+await press("#generate");
+await page.waitForFunction(() => document.querySelector("#async-status")?.textContent.endsWith(": succeeded"), null, { timeout: 30000 });
+await page.waitForFunction(() => {
+  const img = document.querySelector("#results img");
+  return img && img.complete && img.naturalWidth > 0;
+});
+await shot("5d-async");
+await tabTo("#run-async");
+await page.keyboard.press("Space");
 
 // 5. Revoke the key (confirming), then the playground refuses it in plain words.
 await navigate("keys");

@@ -101,7 +101,9 @@ def test_failed_generations_show_their_error(api):
     key = api.live_key()
     api.post("/v1/generate", {"prompt": f"no {tag()} #block"}, token=key)
     [item] = api.get("/v1/generations", token=key).json()["data"]
-    assert item["status"] == "failed" and item["error"] == {"code": "content_policy_violation"}
+    assert item["status"] == "failed" and item["error"] == {
+        "code": "content_policy_violation",
+        "message": "the request was refused by the image model: the prompt was blocked (SAFETY)"}
     assert item["images"] == [] and item["url"] is None
 
 
