@@ -4,7 +4,8 @@
 #    PNGs per size and style, decoding a Gemini image response, bcrypt per cost;
 # 2. what each kind of request costs workerd under `wrangler dev` (CPU per request from
 #    /proc, idle subtracted; wall p50/p99) and the bundle size (scripts/cost_bench.py).
-# BENCH_N sets the requests per kind (default 60). Takes about 2 minutes once built.
+# BENCH_N sets the requests per kind (default 60); BENCH_COMPARE=DIR measures another
+# checkout's build beside this one (see scripts/cost_bench.py). About 3 minutes once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests

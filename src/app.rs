@@ -17,7 +17,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<
     let path = req.path();
 
     let mut d1_queries = 0;
-    let result = match Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
+    let result = match Config::for_env(&env) {
         Ok(config) => {
             let rc = RequestContext {
                 env,

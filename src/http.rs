@@ -11,7 +11,7 @@ use worker::{Context, D1Database, Env, Request, Response};
 pub struct RequestContext {
     pub env: Env,
     pub ctx: Context,
-    pub config: Config,
+    pub config: std::rc::Rc<Config>,
     pub request_id: String,
     pub now_ms: u64,
     /// D1 round trips made for this request, for the request log line.

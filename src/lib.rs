@@ -57,7 +57,7 @@ pub async fn queue(batch: worker::MessageBatch<String>, env: Env, ctx: Context) 
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     panic_hook::install();
-    let config = match config::Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
+    let config = match config::Config::for_env(&env) {
         Ok(config) => config,
         Err(invalid) => return log::error("cron: invalid setting", invalid.0),
     };

@@ -8,19 +8,28 @@
 /// Encodes a `width` x `height` RGB image whose rows `draw_row(y, row)` fills
 /// (`row.len() == 3 * width`).
 pub fn encode_rgb(width: u32, height: u32, mut draw_row: impl FnMut(u32, &mut [u8])) -> Vec<u8> {
+    let mut row = vec![0u8; 3 * width as usize];
+    encode_rgb_sub_filtered(width, height, |y, filtered| {
+        draw_row(y, &mut row);
+        for i in 0..row.len() {
+            let left = if i >= 3 { row[i - 3] } else { 0 };
+            filtered[i] = row[i].wrapping_sub(left);
+        }
+    })
+}
+
+/// [`encode_rgb`] for a caller that writes each row already Sub-filtered (each byte minus
+/// the same channel of the pixel to its left): a row of solid spans is then a few
+/// differences and zeros, written without touching every pixel (the synthetic provider).
+pub fn encode_rgb_sub_filtered(width: u32, height: u32, mut filtered_row: impl FnMut(u32, &mut [u8])) -> Vec<u8> {
     let row_bytes = 3 * width as usize;
-    let mut row = vec![0u8; row_bytes];
     let mut filtered = vec![0u8; row_bytes + 1];
     let mut deflate = Deflater::new();
     let mut adler = Adler32::new();
 
     for y in 0..height {
-        draw_row(y, &mut row);
         filtered[0] = 1; // filter type: Sub
-        for i in 0..row_bytes {
-            let left = if i >= 3 { row[i - 3] } else { 0 };
-            filtered[i + 1] = row[i].wrapping_sub(left);
-        }
+        filtered_row(y, &mut filtered[1..]);
         adler.update(&filtered);
         deflate.write_runs(&filtered);
     }
@@ -84,15 +93,22 @@ impl Adler32 {
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        // 5552 is the most bytes that cannot overflow u32 before the modulo.
-        for chunk in bytes.chunks(5552) {
-            for &byte in chunk {
-                self.a += u32::from(byte);
-                self.b += self.a;
+        const MOD: u64 = 65_521;
+        let (mut a, mut b) = (u64::from(self.a), u64::from(self.b));
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == 0 {
+                // A run of zeros leaves `a` as it is and adds it to `b` once per byte.
+                let run = bytes[i..].iter().take_while(|&&byte| byte == 0).count();
+                b = (b + a * run as u64) % MOD;
+                i += run;
+            } else {
+                a = (a + u64::from(bytes[i])) % MOD;
+                b = (b + a) % MOD;
+                i += 1;
             }
-            self.a %= 65_521;
-            self.b %= 65_521;
         }
+        (self.a, self.b) = (a as u32, b as u32);
     }
 
     fn finish(&self) -> u32 {

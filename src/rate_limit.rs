@@ -135,7 +135,11 @@ mod object {
 
     /// Takes one request from the key's budget. If the limiter cannot be reached the request
     /// is let through (logged): an outage of the limiter must not take the API down.
+    /// `RATE_LIMIT_PER_MINUTE = 0` switches it off: no Durable Object call, no headers.
     pub async fn check(rc: &RequestContext, key_id: &str) -> Option<Decision> {
+        if rc.config.rate_limit_per_minute == 0 {
+            return None;
+        }
         let attempt = async {
             let namespace = rc.env.durable_object(BINDING)?;
             let stub = namespace.id_from_name(key_id)?.get_stub()?;

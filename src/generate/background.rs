@@ -255,7 +255,7 @@ struct Taken {
 /// only when this Worker could not do its part (D1 unreachable, say).
 pub async fn consume(batch: worker::MessageBatch<String>, env: worker::Env, ctx: worker::Context) {
     use worker::MessageExt;
-    let config = match crate::config::Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) {
+    let config = match crate::config::Config::for_env(&env) {
         Ok(config) => config,
         Err(invalid) => {
             crate::log::error("queue: invalid setting", invalid.0);

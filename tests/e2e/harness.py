@@ -53,7 +53,9 @@ def wrangler_env() -> dict:
 
 class WorkerInstance:
     def __init__(self, name: str, vars: dict | None = None, secrets_: dict | None = None, r2: bool = True,
-                 drop_vars: tuple = ()):
+                 drop_vars: tuple = (), root: Path = ROOT):
+        """`root` is the checkout whose build/, migrations and wrangler.toml run (the cost
+        benchmark compares another checkout's build against this one)."""
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"nb-e2e-{name}-"))
         self.state = self.dir / "state"
@@ -62,13 +64,13 @@ class WorkerInstance:
         self.secrets = dict(secrets_ or {})
         self.log_path = OUTPUT_DIR / f"wrangler-{name}.log"
 
-        config = tomllib.loads((ROOT / "wrangler.toml").read_text())
-        config["main"] = str(ROOT / config["main"])
+        config = tomllib.loads((root / "wrangler.toml").read_text())
+        config["main"] = str(root / config["main"])
         config.pop("build", None)
         for db in config.get("d1_databases", []):
-            db["migrations_dir"] = str(ROOT / db["migrations_dir"])
+            db["migrations_dir"] = str(root / db["migrations_dir"])
         if "assets" in config:
-            config["assets"]["directory"] = str(ROOT / config["assets"]["directory"])
+            config["assets"]["directory"] = str(root / config["assets"]["directory"])
         if not r2:
             config.pop("r2_buckets", None)
         config["vars"] = {k: v for k, v in {**config.get("vars", {}), **(vars or {})}.items() if k not in drop_vars}

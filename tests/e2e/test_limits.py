@@ -319,3 +319,19 @@ def test_key_creation_is_idempotent_and_the_replay_does_not_show_the_key_again(a
 def test_invalid_idempotency_keys_are_400(api, value):
     r = api.post("/v1/generate", {"prompt": "x"}, token=api.test_key(), headers={"Idempotency-Key": value})
     assert_error(r, 400, "invalid_idempotency_key", param="Idempotency-Key")
+
+
+@pytest.fixture(scope="module")
+def unlimited_api(worker_factory):
+    return Api(worker_factory("no-rate-limit", vars={"RATE_LIMIT_PER_MINUTE": "0"}))
+
+
+def test_a_rate_limit_of_0_switches_the_limiter_off(unlimited_api):
+    api = unlimited_api
+    key = api.test_key()
+    answers = [api.post("/v1/generate", {"prompt": f"unlimited {i}"}, token=key) for i in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert not any(name.startswith("x-ratelimit") for name in answers[-1].headers), "no limiter, no headers"
+    assert answers[-1].headers["x-quota-remaining-images"] == "95", "the daily quota still holds"
+    # No headers because no call was made, not because the limiter failed (that is logged).
+    assert "rate limiter unavailable" not in api.worker.log_path.read_text(errors="replace")
