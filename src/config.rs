@@ -61,6 +61,10 @@ pub struct Config {
     /// `QUEUE_DUPLICATE_DELIVERY = "true"` sends every generation message twice: a fault
     /// drill for at-least-once delivery (the tests use it). Never on in production.
     pub queue_duplicate_delivery: bool,
+    /// `QUEUE_FAIL_GENERATION_JOBS = "true"`: the consumer fails every generation job before
+    /// taking it, as if D1 were down, so each is retried until it dead-letters: a drill of
+    /// the dead-letter path (the tests use it). Never on in production.
+    pub queue_fail_generation_jobs: bool,
     /// Keys webhook signing secrets (`WEBHOOK_SECRET_KEY`, a secret); unset, they derive
     /// from JWT_SECRET, and rotating that changes every account's webhook secret.
     webhook_secret_key: Option<String>,
@@ -191,6 +195,7 @@ impl Config {
             },
             queue_delay_seconds: number(&get, "QUEUE_DELAY_SECONDS", 0, 0..=43_200)?,
             queue_duplicate_delivery: get("QUEUE_DUPLICATE_DELIVERY").as_deref() == Some("true"),
+            queue_fail_generation_jobs: get("QUEUE_FAIL_GENERATION_JOBS").as_deref() == Some("true"),
             webhook_secret_key: get("WEBHOOK_SECRET_KEY"),
         })
     }

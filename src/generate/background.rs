@@ -309,6 +309,9 @@ async fn run(rc: &RequestContext, job: Job) -> ApiResult<()> {
 /// Takes a queued generation (`queued -> running`, conditional: a duplicate delivery, or
 /// a canceled one, does nothing) and runs it through the engine.
 async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> ApiResult<()> {
+    if rc.config.queue_fail_generation_jobs {
+        return Err(ApiError::internal("QUEUE_FAIL_GENERATION_JOBS drill: the job fails before it starts"));
+    }
     let db = rc.db()?;
     let taken: Option<Taken> = db
         .first(

@@ -274,3 +274,23 @@ def test_cancel_a_queued_generation(delayed, fake_gemini):
     assert_error(delayed.post(f"/v1/generations/{done.json()['id']}/cancel", token=key), 409, "not_cancelable")
     other = delayed.test_key()
     assert_error(delayed.post(f"/v1/generations/{done.json()['id']}/cancel", token=other), 404, "not_found")
+
+
+def test_a_job_that_keeps_failing_dead_letters_and_its_generation_fails_with_the_quota_back(worker_factory):
+    drill = Api(worker_factory("async-dead-letter", vars={"QUEUE_FAIL_GENERATION_JOBS": "true"}))
+    account = drill.register()
+    secret = webhook_secret(drill, account["access_token"])
+    key = drill.create_key(account["access_token"], mode="test")["key"]
+    receiver = Receiver()
+    try:
+        r = drill.post("/v1/generate", {"prompt": "doomed", "n": 2, "webhook_url": receiver.url}, token=key)
+        assert r.status_code == 202 and usage_today(drill, key) == 2
+        record = poll(drill, key, r.json()["id"], timeout=60)
+        assert record["status"] == "failed" and record["error"]["code"] == "queue_exhausted"
+        assert usage_today(drill, key) == 0, "the quota comes back"
+        [delivery] = receiver.wait_for(1)
+        assert Webhook(secret).verify(delivery["body"], delivery["headers"])["type"] == "generation.failed"
+        retried = drill.worker.log_entries("queue: job failed, retrying")
+        assert len(retried) >= 4, "the first delivery and max_retries = 3 retries, then the dead-letter queue"
+    finally:
+        receiver.close()
