@@ -128,7 +128,13 @@ mod object {
             };
             let decision = bucket.take(limit, now);
             self.bucket.set(Some(bucket));
-            storage.put(STORAGE_KEY, bucket).await?;
+            // The bucket lives in memory while the object does; storage only matters if the
+            // object is evicted. It is written when losing it would matter: once the key has
+            // spent half its budget (or is refused). Losing a fuller bucket to an eviction
+            // resets it to full: at most half a minute's budget, once per eviction.
+            if decision.remaining < limit / 2 || !decision.allowed {
+                storage.put(STORAGE_KEY, bucket).await?;
+            }
             Response::from_json(&decision)
         }
     }
