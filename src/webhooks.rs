@@ -163,6 +163,15 @@ pub struct SecretState {
     pub webhook_secret_rotated_at: Option<String>,
 }
 
+/// An account's secret version and rotation time (None: no such account).
+pub async fn secret_state(db: &db::Db<'_>, user_id: &str) -> ApiResult<Option<SecretState>> {
+    db.first(
+        db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at FROM users WHERE id = ?1")
+            .bind(&[db::text(user_id)])?,
+    )
+    .await
+}
+
 impl SecretState {
     pub fn secrets(&self, master: &str, user_id: &str, now_ms: u64) -> Vec<String> {
         let rotated = self.webhook_secret_rotated_at.as_deref().and_then(crate::time::millis_from_iso);
@@ -216,14 +225,7 @@ fn answer(master: &str, user_id: &str, state: &SecretState, show: bool) -> Webho
 /// `GET /v1/webhook_secret`: which secret signs (its prefix), never the secret itself.
 pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
     let user = auth::require_account(req, rc).await?;
-    let db = rc.db()?;
-    let state: SecretState = db
-        .first(
-            db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at FROM users WHERE id = ?1")
-                .bind(&[db::text(&user.user_id)])?,
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    let state = secret_state(&rc.db()?, &user.user_id).await?.ok_or_else(|| ApiError::not_found("no such account"))?;
     if state.webhook_secret_version == 0 {
         return Err(ApiError::not_found("this account has no webhook secret yet: POST /v1/webhook_secret creates one"));
     }

@@ -128,14 +128,7 @@ fn loaded(record: Option<GenerationRecord>) -> ApiResult<GenerationRecord> {
 
 /// 409 unless the account has a webhook signing secret to sign with.
 pub async fn require_webhook_secret(rc: &RequestContext, user_id: &str) -> ApiResult<()> {
-    let db = rc.db()?;
-    let state: Option<webhooks::SecretState> = db
-        .first(
-            db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at FROM users WHERE id = ?1")
-                .bind(&[db::text(user_id)])?,
-        )
-        .await?;
-    match state {
+    match webhooks::secret_state(&rc.db()?, user_id).await? {
         Some(state) if state.webhook_secret_version > 0 => Ok(()),
         _ => Err(ApiError::new(
             Code::WebhookSecretMissing,
@@ -446,14 +439,8 @@ async fn deliver(
     attempt: u32,
 ) -> ApiResult<()> {
     let db = rc.db()?;
-    let state: Option<webhooks::SecretState> = db
-        .first(
-            db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at FROM users WHERE id = ?1")
-                .bind(&[db::text(user_id)])?,
-        )
-        .await?;
     let now = crate::time::now_millis();
-    let secrets = match state {
+    let secrets = match webhooks::secret_state(&db, user_id).await? {
         Some(state) => state.secrets(rc.config.webhook_secret_key()?, user_id, now),
         None => return Ok(()), // the account is gone
     };
