@@ -36,13 +36,17 @@ pub fn parse_object(raw: &[u8]) -> Result<JsonObject, ApiError> {
     }
     match serde_json::from_slice::<Value>(raw) {
         Ok(Value::Object(map)) => Ok(JsonObject { map }),
-        Ok(_) => Err(ApiError::invalid_json("the request body must be a JSON object")),
-        Err(err) => Err(ApiError::invalid_json(format!(
-            "the request body is not valid JSON (line {}, column {})",
-            err.line(),
-            err.column()
-        ))),
+        Ok(_) => Err(not_an_object()),
+        Err(err) => Err(not_json(&err)),
     }
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::invalid_json("the request body must be a JSON object")
+}
+
+fn not_json(err: &serde_json::Error) -> ApiError {
+    ApiError::invalid_json(format!("the request body is not valid JSON (line {}, column {})", err.line(), err.column()))
 }
 
 /// Parses the raw body into a JSON object of at most `limit` bytes, except field `kept`,
@@ -63,16 +67,8 @@ pub fn parse_object_keeping<'a>(
     let fields: std::collections::BTreeMap<String, &RawValue> = match serde_json::from_slice(raw) {
         Ok(fields) => fields,
         // Valid JSON, but not an object.
-        Err(err) if err.classify() == serde_json::error::Category::Data => {
-            return Err(ApiError::invalid_json("the request body must be a JSON object"))
-        }
-        Err(err) => {
-            return Err(ApiError::invalid_json(format!(
-                "the request body is not valid JSON (line {}, column {})",
-                err.line(),
-                err.column()
-            )))
-        }
+        Err(err) if err.classify() == serde_json::error::Category::Data => return Err(not_an_object()),
+        Err(err) => return Err(not_json(&err)),
     };
     let mut object = JsonObject::default();
     let mut kept_value = None;

@@ -49,7 +49,9 @@ pub fn endpoint(base: &str, model: &str) -> String {
 
 /// The request body. Written by hand rather than through `serde_json::Value`: the inputs'
 /// base64 (up to 27 MB) is encoded once, straight into the body, with no tree to copy.
-/// (`Prepared::new` sends the same text, put together part by part on the JS side.)
+/// (`Prepared::new` sends the same text, put together part by part on the JS side; this
+/// whole-text form is what the tests read.)
+#[cfg(test)]
 pub fn request_body(call: &ImageCall) -> String {
     let (head, tail) = request_frame(call);
     let mut body = head;

@@ -52,6 +52,11 @@ pub const STANDARD_RATIOS: [&str; 10] = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5
 /// The extreme ratios some models add.
 pub const EXTREME_RATIOS: [&str; 4] = ["1:4", "4:1", "1:8", "8:1"];
 
+/// The ratio named `name`, if it is one of Gemini's (standard or extreme).
+pub fn ratio(name: &str) -> Option<&'static str> {
+    STANDARD_RATIOS.iter().chain(&EXTREME_RATIOS).find(|r| **r == name).copied()
+}
+
 /// What one model can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]

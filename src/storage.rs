@@ -185,13 +185,21 @@ pub async fn put_inputs(
     Ok(())
 }
 
+/// An object's bytes, or None when there is no such object.
+pub async fn read(bucket: &Bucket, key: String) -> ApiResult<Option<Vec<u8>>> {
+    let Some(object) = bucket.get(key).execute().await? else { return Ok(None) };
+    match object.body() {
+        Some(body) => Ok(Some(body.bytes().await?)),
+        None => Ok(None),
+    }
+}
+
 /// A queued generation's input images, in order.
 pub async fn get_inputs(bucket: &Bucket, generation_id: &str, count: usize) -> ApiResult<Vec<Vec<u8>>> {
     let mut all = Vec::with_capacity(count);
     for index in 0..count {
         let gone = || ApiError::internal(format!("input {index} of {generation_id} is missing from R2"));
-        let object = bucket.get(input_key(generation_id, index)).execute().await?.ok_or_else(gone)?;
-        all.push(object.body().ok_or_else(gone)?.bytes().await?);
+        all.push(read(bucket, input_key(generation_id, index)).await?.ok_or_else(gone)?);
     }
     Ok(all)
 }

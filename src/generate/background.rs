@@ -140,6 +140,8 @@ pub async fn require_webhook_secret(rc: &RequestContext, user_id: &str) -> ApiRe
 
 // ---------------------------------------------------------------- settling without drawing
 
+/// What settling a generation reads of it: its charge, its status before, and what
+/// winding it up needs (its owner, webhook and queued inputs).
 #[derive(Deserialize)]
 struct Charged {
     api_key_id: String,
@@ -148,27 +150,28 @@ struct Charged {
     mode: Option<KeyMode>,
     created_at: String,
     status: Status,
+    webhook_url: Option<String>,
+    inputs: Option<String>,
 }
 
 /// Moves a generation from one of `from` to `to` and gives its reservation back, in one
 /// atomic batch whose releases run only if the move took. Returns whether it did, and
-/// the status it had (None: no such generation, within `user_id` when given).
+/// the generation as it was (None: no such generation).
 async fn settle(
     rc: &RequestContext,
     generation_id: &str,
-    user_id: Option<&str>,
     from: &str,
     to: &str,
     error: Option<(&str, &str)>,
-) -> ApiResult<(bool, Option<Status>)> {
+) -> ApiResult<(bool, Option<Charged>)> {
     let db = rc.db()?;
     let row: Option<Charged> = db
         .first(
             db.prepare(
-                "SELECT api_key_id, user_id, n, mode, created_at, status FROM generations
-                 WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs FROM generations
+                 WHERE id = ?1",
             )
-            .bind(&[db::text(generation_id), db::opt_text(user_id)])?,
+            .bind(&[db::text(generation_id)])?,
         )
         .await?;
     let Some(row) = row else { return Ok((false, None)) };
@@ -195,7 +198,26 @@ async fn settle(
     };
     usage::release_if_previous_took(&mut batch, &db, charge)?;
     let results = db.batch(batch).await.or_internal()?;
-    Ok((results.changes(moved) == 1, Some(row.status)))
+    Ok((results.changes(moved) == 1, Some(row)))
+}
+
+/// Once a queued generation is final: its waiting inputs leave R2, and its webhook (if
+/// it has one) announces the outcome.
+async fn wind_up(
+    rc: &RequestContext,
+    origin: &str,
+    generation_id: &str,
+    user_id: &str,
+    webhook_url: Option<&str>,
+    input_count: usize,
+) -> ApiResult<()> {
+    if let (Some(bucket), true) = (storage::bucket(rc), input_count > 0) {
+        storage::delete_inputs(&bucket, generation_id, input_count).await;
+    }
+    match webhook_url {
+        Some(url) => announce(rc, origin, generation_id, user_id, url).await,
+        None => Ok(()),
+    }
 }
 
 /// `POST /v1/generations/{id}/cancel`: a queued generation becomes `canceled` and its
@@ -203,13 +225,10 @@ async fn settle(
 pub async fn cancel(req: &mut Request, rc: &RequestContext, generation_id: &str) -> ApiResult<Response> {
     let caller = auth::require_caller(req, rc).await?;
     let origin = http::origin(req)?;
-    let visible = history::load(rc, &origin, generation_id, Some(caller.user_id()))
-        .await?
-        .filter(|record| caller.key_id().is_none_or(|key| record.api_key_id() == key))
-        .ok_or_else(|| ApiError::not_found("no generation with this id"))?;
-    let (canceled, status) = settle(rc, visible.id(), None, "'queued'", "canceled", None).await?;
+    let visible = history::load(rc, &origin, generation_id, Some(&caller)).await?.ok_or_else(history::not_found)?;
+    let (canceled, before) = settle(rc, visible.id(), "'queued'", "canceled", None).await?;
     if !canceled {
-        let status = status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default();
+        let status = before.map(|b| format!("{:?}", b.status).to_lowercase()).unwrap_or_default();
         return Err(ApiError::new(
             Code::NotCancelable,
             format!("only a queued generation can be canceled; this one is {status}"),
@@ -352,7 +371,7 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Api
     );
     let outcome = match generation {
         Err(err) => {
-            settle(rc, generation_id, None, "'running'", "failed", Some((err.code.as_str(), &err.message))).await?;
+            settle(rc, generation_id, "'running'", "failed", Some((err.code.as_str(), &err.message))).await?;
             Err(err)
         }
         Ok(generation) => match read_inputs(bucket.as_ref(), generation_id, records).await {
@@ -363,16 +382,10 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Api
             Ok(inputs) => generation.finish_queued(inputs).await,
         },
     };
-    if let (Some(bucket), true) = (&bucket, input_count > 0) {
-        storage::delete_inputs(bucket, generation_id, input_count).await;
-    }
     if let Err(err) = &outcome {
         crate::log::info("queue: generation failed", &format!("{generation_id}: {}", err.code.as_str()));
     }
-    if let Some(url) = &taken.webhook_url {
-        announce(rc, origin, generation_id, &principal.user_id, url).await?;
-    }
-    Ok(())
+    wind_up(rc, origin, generation_id, &principal.user_id, taken.webhook_url.as_deref(), input_count).await
 }
 
 async fn read_inputs(
@@ -490,34 +503,16 @@ async fn dead_letter(rc: &RequestContext, job: Job) -> ApiResult<()> {
     match job {
         Job::Generate { generation_id, origin } => {
             let message = "the generation could not be run: its queue retries are exhausted";
-            let (settled, _) =
-                settle(rc, &generation_id, None, "'queued', 'running'", "failed", Some(("queue_exhausted", message)))
-                    .await?;
-            if !settled {
-                return Ok(());
+            let (settled, before) =
+                settle(rc, &generation_id, "'queued', 'running'", "failed", Some(("queue_exhausted", message))).await?;
+            match before.filter(|_| settled) {
+                Some(owner) => {
+                    let input_count = parse_input_records(owner.inputs.as_deref()).len();
+                    let url = owner.webhook_url.as_deref();
+                    wind_up(rc, &origin, &generation_id, &owner.user_id, url, input_count).await
+                }
+                None => Ok(()),
             }
-            #[derive(Deserialize)]
-            struct Owner {
-                user_id: String,
-                webhook_url: Option<String>,
-                inputs: Option<String>,
-            }
-            let db = rc.db()?;
-            let owner: Option<Owner> = db
-                .first(
-                    db.prepare("SELECT user_id, webhook_url, inputs FROM generations WHERE id = ?1")
-                        .bind(&[db::text(&generation_id)])?,
-                )
-                .await?;
-            let Some(owner) = owner else { return Ok(()) };
-            if let Some(bucket) = storage::bucket(rc) {
-                let count = parse_input_records(owner.inputs.as_deref()).len();
-                storage::delete_inputs(&bucket, &generation_id, count).await;
-            }
-            if let Some(url) = owner.webhook_url {
-                announce(rc, &origin, &generation_id, &owner.user_id, &url).await?;
-            }
-            Ok(())
         }
         Job::Webhook { generation_id, attempt, .. } => {
             crate::log::info("webhook: dead-lettered", &format!("{generation_id} at attempt {attempt}"));

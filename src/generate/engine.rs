@@ -114,8 +114,7 @@ pub async fn replay(
                 let key = storage::object_key(generation_id, index, principal.mode);
                 let gone =
                     || ApiError::internal(format!("idempotent replay: image {index} of {generation_id} is gone"));
-                let object = bucket.get(key).execute().await?.ok_or_else(gone)?;
-                let bytes = object.body().ok_or_else(gone)?.bytes().await?;
+                let bytes = storage::read(bucket, key).await?.ok_or_else(gone)?;
                 Some(base64::engine::general_purpose::STANDARD.encode(bytes))
             }
             _ => None,
@@ -178,10 +177,7 @@ impl<'r> Generation<'r> {
         request: GenerationRequest,
         origin: String,
     ) -> ApiResult<Self> {
-        let google_api_key = match principal.mode {
-            KeyMode::Live => Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string()),
-            KeyMode::Test => None,
-        };
+        let google_api_key = provider_key(rc, principal)?;
         if principal.used_today.saturating_add(request.n) > principal.daily_quota {
             return Err(usage::quota_exceeded(principal.daily_quota, principal.used_today, request.n, rc.now_ms));
         }
@@ -275,10 +271,7 @@ impl<'r> Generation<'r> {
         origin: String,
         input_records: Vec<InputRecord>,
     ) -> ApiResult<Self> {
-        let google_api_key = match principal.mode {
-            KeyMode::Live => Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string()),
-            KeyMode::Test => None,
-        };
+        let google_api_key = provider_key(rc, principal)?;
         Ok(Generation { db: rc.db()?, rc, principal, request, id, day, origin, google_api_key, input_records })
     }
 
@@ -545,6 +538,15 @@ fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 
         inputs,
     };
     Image { mime_type: "image/png".to_string(), bytes: render_png(&spec) }
+}
+
+/// Gemini's key for a live key (503 when the deployment has none); None for a test key,
+/// which draws synthetic images.
+fn provider_key(rc: &RequestContext, principal: &KeyPrincipal) -> ApiResult<Option<String>> {
+    match principal.mode {
+        KeyMode::Live => Ok(Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string())),
+        KeyMode::Test => Ok(None),
+    }
 }
 
 fn provider_not_configured() -> ApiError {

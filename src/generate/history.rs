@@ -224,28 +224,33 @@ struct Found {
 
 pub async fn get(req: &mut Request, rc: &RequestContext, id: &str) -> ApiResult<Response> {
     let caller = auth::require_caller(req, rc).await?;
-    let db = rc.db()?;
-    let statement = db.prepare(&format!("SELECT {COLUMNS} FROM generations WHERE {VISIBLE} AND id = ?3")).bind(&[
-        db::text(caller.user_id()),
-        db::opt_text(caller.key_id()),
-        db::text(id),
-    ])?;
-    let row: Row = db.first(statement).await?.ok_or_else(|| ApiError::not_found("no generation with this id"))?;
-    http::json(200, &record(rc, &http::origin(req)?, row)?)
+    let record = load(rc, &http::origin(req)?, id, Some(&caller)).await?.ok_or_else(not_found)?;
+    http::json(200, &record)
 }
 
-/// One generation as history shows it, by id, for the queue consumer and the async
-/// routes; `user_id` scopes it to an account when given.
+pub fn not_found() -> ApiError {
+    ApiError::not_found("no generation with this id")
+}
+
+/// One generation as history shows it, by id: as `caller` may see it (an account its
+/// own, a key its own), or, with no caller, whoever's it is (the queue consumer).
 pub async fn load(
     rc: &RequestContext,
     origin: &str,
     id: &str,
-    user_id: Option<&str>,
+    caller: Option<&auth::Caller>,
 ) -> ApiResult<Option<GenerationRecord>> {
     let db = rc.db()?;
     let statement = db
-        .prepare(&format!("SELECT {COLUMNS} FROM generations WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"))
-        .bind(&[db::text(id), db::opt_text(user_id)])?;
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM generations
+             WHERE id = ?3 AND (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR api_key_id = ?2)"
+        ))
+        .bind(&[
+            db::opt_text(caller.map(auth::Caller::user_id)),
+            db::opt_text(caller.and_then(auth::Caller::key_id)),
+            db::text(id),
+        ])?;
     match db.first::<Row>(statement).await? {
         Some(row) => Ok(Some(record(rc, origin, row)?)),
         None => Ok(None),
@@ -259,10 +264,6 @@ impl GenerationRecord {
 
     pub fn status(&self) -> Status {
         self.status
-    }
-
-    pub fn api_key_id(&self) -> &str {
-        &self.api_key_id
     }
 
     pub fn input_count(&self) -> usize {

@@ -389,8 +389,7 @@ pub async fn resolve(
         }
         let key = storage::object_key(generation_id, *index as usize, source.mode.unwrap_or(KeyMode::Live));
         reads.push(async move {
-            let object = bucket.get(key).execute().await?.ok_or_else(|| not_found.clone())?;
-            let bytes = object.body().ok_or_else(|| not_found.clone())?.bytes().await?;
+            let bytes = storage::read(bucket, key).await?.ok_or(not_found)?;
             Ok::<_, ApiError>((position, bytes))
         });
     }

@@ -262,7 +262,7 @@ impl GenerationRequest {
     /// The request of a queued generation, rebuilt from its stored record by the queue
     /// consumer (the inputs come from R2 separately). Asynchronous answers are URLs.
     pub fn stored(record: StoredRequest) -> GenerationRequest {
-        let aspect_ratio = STANDARD_RATIOS.iter().chain(&EXTREME_RATIOS).find(|r| **r == record.aspect_ratio).copied();
+        let aspect_ratio = crate::models::ratio(&record.aspect_ratio);
         let resolution = Resolution::parse(&record.resolution).unwrap_or(Resolution::R1K);
         let (width, height) = record
             .size
@@ -512,14 +512,9 @@ fn output(
         None => {
             let ratio = match aspect_ratio {
                 None => "1:1",
-                Some(ratio) => {
-                    STANDARD_RATIOS.iter().chain(&EXTREME_RATIOS).find(|r| **r == ratio).copied().ok_or_else(|| {
-                        ApiError::invalid_value(
-                            "aspect_ratio",
-                            "aspect_ratio must be one of Gemini's ratios, like 16:9",
-                        )
-                    })?
-                }
+                Some(ratio) => crate::models::ratio(ratio).ok_or_else(|| {
+                    ApiError::invalid_value("aspect_ratio", "aspect_ratio must be one of Gemini's ratios, like 16:9")
+                })?,
             };
             let resolution = match resolution {
                 None => Resolution::R1K,
