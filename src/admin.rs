@@ -111,7 +111,7 @@ async fn list_accounts(req: &Request, rc: &RequestContext) -> ApiResult<Response
             ApiError::validation(Code::OutOfRange, "limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
         })?,
     };
-    let prefix = http::query_param(req, "email_prefix")?.map(|p| p.trim().to_lowercase()).unwrap_or_default();
+    let prefix = http::query_param(req, "email_prefix")?.map(|p| p.trim().to_ascii_lowercase()).unwrap_or_default();
     if prefix.len() > 254 {
         return Err(ApiError::validation(Code::OutOfRange, "email_prefix", "email_prefix is at most 254 bytes"));
     }

@@ -261,12 +261,30 @@ fn retry_delay_ms(body: &[u8]) -> Option<u64> {
     let error = google_error(body)?;
     error.details.iter().find_map(|detail| {
         let is_retry_info = detail.get("@type")?.as_str()?.ends_with("google.rpc.RetryInfo");
-        let delay = detail.get("retryDelay")?.as_str()?.strip_suffix('s')?;
-        let seconds: f64 = delay.parse().ok()?;
-        // Clamped: an absurd delay (1e300s) must neither overflow nor park the request.
-        (is_retry_info && seconds.is_finite() && seconds >= 0.0)
-            .then_some(((seconds * 1000.0) as u64).min(MAX_RETRY_DELAY_MS))
+        let delay = duration_ms(detail.get("retryDelay")?.as_str()?)?;
+        // Clamped: an absurd delay must not park the request.
+        is_retry_info.then_some(delay.min(MAX_RETRY_DELAY_MS))
     })
+}
+
+/// A `google.protobuf.Duration` in its JSON form (decimal seconds and an `s`: "47s",
+/// "0.000340012s") in whole milliseconds, saturating. Anything else (negative, exponent)
+/// is None. Read by hand: `f64::from_str` would link 15 KB of float-parsing tables.
+fn duration_ms(text: &str) -> Option<u64> {
+    let seconds = text.strip_suffix('s')?;
+    let (whole, fraction) = match seconds.split_once('.') {
+        Some((whole, fraction)) if !fraction.is_empty() => (whole, fraction),
+        Some(_) => return None,
+        None => (seconds, ""),
+    };
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let decimal = |acc: u64, digit: u8| acc.saturating_mul(10).saturating_add(u64::from(digit - b'0'));
+    let whole_ms = whole.bytes().fold(0, decimal).saturating_mul(1000);
+    let fraction_ms = fraction.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0, decimal);
+    Some(whole_ms.saturating_add(fraction_ms))
 }
 
 /// The error once retries are exhausted or the deadline has passed.
@@ -451,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_hostile_retry_delay_is_clamped_and_never_overflows() {
-        for delay in ["1e300s", "18446744073709551615s", "99999999999999999999s"] {
+        for delay in ["18446744073709551615s", "99999999999999999999.9s", "3601s"] {
             let answer =
                 body(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "q", "details": [
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}}));
@@ -464,6 +482,16 @@ mod tests {
         }
         assert_eq!(next_delay_ms(1, Some(u64::MAX), 0, 90_000), None, "does not fit: give up, no overflow");
         assert_eq!(next_delay_ms(1, Some(MAX_RETRY_DELAY_MS), 0, u64::MAX), Some(MAX_RETRY_DELAY_MS));
+    }
+
+    #[test]
+    fn retry_delays_are_protobuf_durations() {
+        for (text, ms) in [("47s", 47_000), ("1.5s", 1_500), ("0.000340012s", 0), ("2.0345s", 2_034), ("0s", 0)] {
+            assert_eq!(duration_ms(text), Some(ms), "{text}");
+        }
+        for text in ["", "s", "47", "-1s", "1e3s", ".5s", "1.s", "1..5s", " 1s", "infs", "NaNs", "1.5 s"] {
+            assert_eq!(duration_ms(text), None, "{text}");
+        }
     }
 
     fn b64(bytes: &[u8]) -> String {

@@ -228,7 +228,7 @@ pub async fn cancel(req: &mut Request, rc: &RequestContext, generation_id: &str)
     let visible = history::load(rc, &origin, generation_id, Some(&caller)).await?.ok_or_else(history::not_found)?;
     let (canceled, before) = settle(rc, visible.id(), "'queued'", "canceled", None).await?;
     if !canceled {
-        let status = before.map(|b| format!("{:?}", b.status).to_lowercase()).unwrap_or_default();
+        let status = before.map_or("", |b| b.status.as_str());
         return Err(ApiError::new(
             Code::NotCancelable,
             format!("only a queued generation can be canceled; this one is {status}"),
