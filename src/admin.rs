@@ -17,32 +17,34 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, ListObject, RequestContext};
 use crate::routes::AdminRoute;
 use crate::time::{date_from_millis, iso_from_millis};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use worker::{Request, Response};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
-/// An account as an operator sees it.
-#[derive(Debug, Serialize, Deserialize)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-#[cfg_attr(test, schemars(deny_unknown_fields))]
-pub struct AdminAccount {
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
-    id: String,
-    email: String,
-    role: Role,
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
-    created_at: String,
-    /// When the account was suspended; null when it is not.
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_timestamp"))]
-    suspended_at: Option<String>,
-    /// The account's own ceiling of live images per UTC day; null: `ACCOUNT_DAILY_IMAGE_QUOTA`.
-    daily_image_quota: Option<i64>,
-    live_images_today: i64,
-    test_images_today: i64,
-    active_keys: i64,
-    keys: i64,
+crate::db::row! {
+    /// An account as an operator sees it.
+    #[derive(Debug, Serialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
+    #[cfg_attr(test, schemars(deny_unknown_fields))]
+    pub struct AdminAccount {
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
+        id: String,
+        email: String,
+        role: Role,
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
+        created_at: String,
+        /// When the account was suspended; null when it is not.
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_timestamp"))]
+        suspended_at: Option<String>,
+        /// The account's own ceiling of live images per UTC day; null: `ACCOUNT_DAILY_IMAGE_QUOTA`.
+        daily_image_quota: Option<i64>,
+        live_images_today: i64,
+        test_images_today: i64,
+        active_keys: i64,
+        keys: i64,
+    }
 }
 
 /// `GET /v1/admin/accounts`.
@@ -57,15 +59,17 @@ pub struct AdminAccountList {
     default_daily_image_quota: u32,
 }
 
-/// One UTC day of the deployment.
-#[derive(Serialize, Deserialize)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-#[cfg_attr(test, schemars(deny_unknown_fields))]
-pub struct DeploymentDay {
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
-    date: String,
-    live_images: i64,
-    test_images: i64,
+crate::db::row! {
+    /// One UTC day of the deployment.
+    #[derive(Serialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
+    #[cfg_attr(test, schemars(deny_unknown_fields))]
+    pub struct DeploymentDay {
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+        date: String,
+        live_images: i64,
+        test_images: i64,
+    }
 }
 
 /// `GET /v1/admin/usage`.

@@ -5,7 +5,9 @@
 
 use crate::error::{describe_worker_error, ApiError};
 use std::marker::PhantomData;
-use worker::wasm_bindgen::JsValue;
+use worker::js_sys;
+use worker::wasm_bindgen::JsCast;
+pub use worker::wasm_bindgen::JsValue;
 
 /// True when the statement failed on a UNIQUE (or primary key) constraint.
 pub fn is_unique_violation(err: &worker::Error) -> bool {
@@ -50,6 +52,113 @@ pub fn opt_int(value: Option<i64>) -> JsValue {
     value.map_or(JsValue::NULL, int)
 }
 
+/// One row as D1 returns it: a JS object from column name to value.
+///
+/// Rows are read column by column ([`Row::get`]) into structs declared with [`row!`],
+/// not through serde: serde_wasm_bindgen compiled a deserializer into the wasm for every
+/// row type (70 KB in all) and turned each column name into a Rust string to match it.
+pub struct Row(JsValue);
+
+impl Row {
+    /// A row object as D1 hands it over.
+    pub fn from_object(object: JsValue) -> Row {
+        Row(object)
+    }
+
+    /// The value of `column`, or a 500 naming the column when it is missing or of
+    /// another type (a schema and code out of step).
+    pub fn get<T: Column>(&self, column: &'static str) -> Result<T, ApiError> {
+        let value = js_sys::Reflect::get(&self.0, &JsValue::from_str(column)).unwrap_or(JsValue::UNDEFINED);
+        T::from_js(&value).ok_or_else(|| ApiError::internal(format!("D1 column {column}: unexpected value")))
+    }
+}
+
+/// A type one D1 column converts to. NULL is only accepted by `Option`.
+pub trait Column: Sized {
+    fn from_js(value: &JsValue) -> Option<Self>;
+}
+
+impl Column for String {
+    fn from_js(value: &JsValue) -> Option<Self> {
+        value.as_string()
+    }
+}
+
+impl Column for i64 {
+    /// D1 integers arrive as JS numbers; only whole numbers a double holds exactly.
+    fn from_js(value: &JsValue) -> Option<Self> {
+        integer(value.as_f64()?)
+    }
+}
+
+/// A JS number as an integer: whole and within ±2^53, else None.
+pub fn integer(number: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (number.fract() == 0.0 && number.abs() <= EXACT).then_some(number as i64)
+}
+
+macro_rules! narrow_column {
+    ($($ty:ty),*) => {$(
+        impl Column for $ty {
+            fn from_js(value: &JsValue) -> Option<Self> {
+                i64::from_js(value)?.try_into().ok()
+            }
+        }
+    )*};
+}
+narrow_column!(u16, u32, u64);
+
+impl<T: Column> Column for Option<T> {
+    fn from_js(value: &JsValue) -> Option<Self> {
+        if value.is_null() || value.is_undefined() {
+            Some(None)
+        } else {
+            T::from_js(value).map(Some)
+        }
+    }
+}
+
+/// A text column holding one of an enum's names (`as_str`): `text_column!(Role: Role::User, Role::Admin)`.
+macro_rules! text_column {
+    ($ty:ty: $($variant:expr),+) => {
+        impl $crate::db::Column for $ty {
+            fn from_js(value: &$crate::db::JsValue) -> Option<Self> {
+                let text = value.as_string()?;
+                [$($variant),+].into_iter().find(|variant| variant.as_str() == text)
+            }
+        }
+    };
+}
+pub(crate) use text_column;
+
+/// A struct D1 rows are read into; written by [`row!`].
+pub trait FromRow: Sized {
+    fn from_row(row: &Row) -> Result<Self, ApiError>;
+}
+
+/// Declares a struct and reads it from a D1 row, each field from the column of its name:
+/// `row! { struct Found { found: i64 } }`.
+macro_rules! row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field : $ty ),*
+        }
+
+        impl $crate::db::FromRow for $name {
+            fn from_row(_row: &$crate::db::Row) -> Result<Self, $crate::error::ApiError> {
+                Ok($name { $( $field: _row.get(stringify!($field))? ),* })
+            }
+        }
+    };
+}
+pub(crate) use row;
+
 /// The D1 binding for one request. Every execution goes through here, so each request's
 /// round trips are counted and logged (`d1_queries` in the request log line).
 pub struct Db<'a> {
@@ -76,37 +185,74 @@ impl<'a> Db<'a> {
         self.queries.set(self.queries.get() + 1);
     }
 
-    /// The first row, deserialised; None when there is no row.
-    pub async fn first<T>(&self, statement: worker::D1PreparedStatement) -> Result<Option<T>, ApiError>
-    where
-        T: for<'de> serde::Deserialize<'de>,
-    {
+    /// The first row; None when there is no row.
+    pub async fn first<T: FromRow>(&self, statement: worker::D1PreparedStatement) -> Result<Option<T>, ApiError> {
         self.count();
-        statement.first(None).await.or_internal()
+        let row = settle(statement.inner().first(None)).await?;
+        if row.is_null() || row.is_undefined() {
+            return Ok(None);
+        }
+        T::from_row(&Row(row)).map(Some)
     }
 
-    /// Every row, deserialised.
-    pub async fn all<T>(&self, statement: worker::D1PreparedStatement) -> Result<Vec<T>, ApiError>
-    where
-        T: for<'de> serde::Deserialize<'de>,
-    {
+    /// Every row.
+    pub async fn all<T: FromRow>(&self, statement: worker::D1PreparedStatement) -> Result<Vec<T>, ApiError> {
         self.count();
-        statement.all().await.or_internal()?.results().or_internal()
+        rows_of(&settle(statement.inner().all()).await?)
     }
 
     /// Runs a write; returns how many rows it changed. The raw error is kept so the caller
     /// can turn a constraint violation into a client error (`D1ResultExt::on_unique`).
     pub async fn run(&self, statement: worker::D1PreparedStatement) -> Result<usize, worker::Error> {
         self.count();
-        let result = statement.run().await?;
-        Ok(result.meta()?.and_then(|meta| meta.changes).unwrap_or(0))
+        Ok(changes_of(&settle(statement.inner().run()).await?))
     }
 
     /// Runs a batch atomically in one round trip (all or nothing).
     pub async fn batch(&self, batch: Batch) -> Result<BatchResults, worker::Error> {
         self.count();
-        Ok(BatchResults(self.d1.batch(batch.statements).await?))
+        let statements: js_sys::Array = batch.statements.iter().map(|statement| statement.inner().clone()).collect();
+        let database: &worker::worker_sys::D1Database = self.d1.unchecked_ref();
+        let results = settle(database.batch(statements)).await?;
+        Ok(BatchResults(results.dyn_into::<js_sys::Array>()?))
     }
+}
+
+/// Awaits a D1 promise. A rejection keeps D1's own words (its message and, when there is
+/// one, its cause's), so a UNIQUE violation can be told apart and the log says what failed.
+async fn settle(promise: Result<js_sys::Promise, JsValue>) -> Result<JsValue, worker::Error> {
+    let outcome = match promise {
+        Ok(promise) => worker::wasm_bindgen_futures::JsFuture::from(promise).await,
+        Err(err) => Err(err),
+    };
+    outcome.map_err(|err| {
+        let message = |value: &JsValue| value.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()));
+        let cause = err.dyn_ref::<js_sys::Error>().and_then(|e| message(&e.cause()));
+        worker::Error::RustError(match (message(&err), cause) {
+            (Some(outer), Some(cause)) if !outer.contains(&cause) => format!("{outer}: {cause}"),
+            (Some(outer), _) => outer,
+            (None, _) => err.as_string().unwrap_or_else(|| "D1 failed with a non-Error value".to_string()),
+        })
+    })
+}
+
+/// The rows of one D1 result object (`{results: [...], meta: {...}}`).
+fn rows_of<T: FromRow>(result: &JsValue) -> Result<Vec<T>, ApiError> {
+    let rows = js_sys::Reflect::get(result, &JsValue::from_str("results")).unwrap_or(JsValue::UNDEFINED);
+    match rows.dyn_ref::<js_sys::Array>() {
+        Some(rows) => rows.iter().map(|row| T::from_row(&Row(row))).collect(),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `meta.changes` of one D1 result object.
+fn changes_of(result: &JsValue) -> usize {
+    js_sys::Reflect::get(result, &JsValue::from_str("meta"))
+        .and_then(|meta| js_sys::Reflect::get(&meta, &JsValue::from_str("changes")))
+        .ok()
+        .and_then(|changes| integer(changes.as_f64()?))
+        .and_then(|changes| usize::try_from(changes).ok())
+        .unwrap_or(0)
 }
 
 /// Statements to run as one atomic batch. Each `push` returns the slot its rows are read
@@ -116,7 +262,7 @@ pub struct Batch {
     statements: Vec<worker::D1PreparedStatement>,
 }
 
-/// Where one statement's results sit in a batch, and what its rows deserialise to.
+/// Where one statement's results sit in a batch, and what its rows read into.
 pub struct Slot<T> {
     index: usize,
     row: PhantomData<fn() -> T>,
@@ -148,30 +294,26 @@ impl Batch {
     }
 }
 
-pub struct BatchResults(Vec<worker::D1Result>);
+/// The result objects of a batch, in statement order.
+pub struct BatchResults(js_sys::Array);
 
 impl BatchResults {
+    fn result<T>(&self, slot: Slot<T>) -> JsValue {
+        self.0.get(slot.index as u32)
+    }
+
     /// Every row of the statement in `slot`.
-    pub fn rows<T>(&self, slot: Slot<T>) -> Result<Vec<T>, ApiError>
-    where
-        T: for<'de> serde::Deserialize<'de>,
-    {
-        match self.0.get(slot.index) {
-            Some(result) => result.results().or_internal(),
-            None => Ok(Vec::new()),
-        }
+    pub fn rows<T: FromRow>(&self, slot: Slot<T>) -> Result<Vec<T>, ApiError> {
+        rows_of(&self.result(slot))
     }
 
     /// The first row of the statement in `slot`, if it returned any.
-    pub fn first<T>(&self, slot: Slot<T>) -> Result<Option<T>, ApiError>
-    where
-        T: for<'de> serde::Deserialize<'de>,
-    {
+    pub fn first<T: FromRow>(&self, slot: Slot<T>) -> Result<Option<T>, ApiError> {
         Ok(self.rows(slot)?.into_iter().next())
     }
 
     /// How many rows the statement in `slot` changed.
     pub fn changes<T>(&self, slot: Slot<T>) -> usize {
-        self.0.get(slot.index).and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0)
+        changes_of(&self.result(slot))
     }
 }

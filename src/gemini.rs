@@ -324,7 +324,7 @@ mod fetch {
     use futures_util::future::{select, Either};
     use std::time::Duration;
     use wasm_bindgen::JsValue;
-    use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+    use worker::{AbortController, Delay, Fetch};
 
     /// A request made once and sent by every call and retry of a generation: its body is a
     /// JS string, so `n` calls carrying 27 MB of inputs share one copy. It is put together
@@ -400,12 +400,8 @@ mod fetch {
 
     /// One HTTP call, aborted when `timeout_ms` passes. The key travels in a header only.
     async fn send(url: &str, api_key: &str, body: &JsValue, timeout_ms: u64) -> Result<(u16, Vec<u8>), Transient> {
-        let headers = Headers::new();
-        headers.set("content-type", "application/json").map_err(|_| Transient::Failed)?;
-        headers.set("x-goog-api-key", api_key).map_err(|_| Transient::Failed)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.clone()));
-        let request = Request::new_with_init(url, &init).map_err(|_| Transient::Failed)?;
+        let headers = [("content-type", "application/json"), ("x-goog-api-key", api_key)];
+        let request = crate::http::outbound_post(url, &headers, body, false).map_err(|_| Transient::Failed)?;
 
         let controller = AbortController::default();
         let signal = controller.signal();

@@ -134,6 +134,31 @@ pub async fn read_body(req: &mut Request, limit: usize) -> ApiResult<Vec<u8>> {
     Ok(body)
 }
 
+/// A POST to another server (Gemini, a webhook receiver), built on the platform's
+/// `RequestInit` directly: worker's own `RequestInit` carries every `cf` option (image
+/// resizing, minify, ...) and its conversion weighed 11 KB of wasm. With `manual_redirect`
+/// a 3xx comes back as the answer instead of being followed.
+pub fn outbound_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &wasm_bindgen::JsValue,
+    manual_redirect: bool,
+) -> worker::Result<Request> {
+    use worker::web_sys;
+    let header_list = web_sys::Headers::new()?;
+    for (name, value) in headers {
+        header_list.set(name, value)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&header_list);
+    init.set_body(body);
+    if manual_redirect {
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+    }
+    Ok(web_sys::Request::new_with_str_and_init(url, &init)?.into())
+}
+
 pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
     Ok(json_text(status, to_json(value)?)?)
 }

@@ -21,7 +21,6 @@ use crate::body::JsonObject;
 use crate::db::{self, Batch, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::RequestContext;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use worker::Response;
 
@@ -112,18 +111,20 @@ pub enum Begin {
     Replay(Stored),
 }
 
-/// The row `RETURNING 1 AS claimed` gives when this request took the key.
-#[derive(Deserialize)]
-struct Claimed {}
+crate::db::row! {
+    /// The row `RETURNING 1 AS claimed` gives when this request took the key.
+    struct Claimed {}
+}
 
-#[derive(Deserialize)]
-struct Record {
-    route: String,
-    fingerprint: String,
-    state: String,
-    response_status: Option<u16>,
-    response_body: Option<String>,
-    generation_id: Option<String>,
+crate::db::row! {
+    struct Record {
+        route: String,
+        fingerprint: String,
+        state: String,
+        response_status: Option<u16>,
+        response_body: Option<String>,
+        generation_id: Option<String>,
+    }
 }
 
 /// Claims the key for this request, or says how to answer instead. One D1 round trip.

@@ -8,7 +8,6 @@
 
 use crate::db::{self, Batch, BatchResults, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
-use serde::Deserialize;
 use worker::D1PreparedStatement;
 
 /// What is being throttled, and so whose attempts a window counts.
@@ -50,14 +49,16 @@ pub struct Window {
     pub window_ms: u64,
 }
 
-#[derive(Deserialize)]
-pub struct Taken {
-    id: i64,
+crate::db::row! {
+    pub struct Taken {
+        id: i64,
+    }
 }
 
-#[derive(Deserialize)]
-pub struct Oldest {
-    oldest: Option<i64>,
+crate::db::row! {
+    pub struct Oldest {
+        oldest: Option<i64>,
+    }
 }
 
 /// One attempt's statements in a batch, to read back with [`outcome`].

@@ -8,7 +8,7 @@ use crate::db::{self, Batch, D1ResultExt, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
 use crate::time::{date_from_millis, millis_from_date, MILLIS_PER_DAY};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use worker::{Request, Response};
 
 /// Longest range one usage request may cover.
@@ -35,9 +35,10 @@ pub struct Limits {
     pub deployment: u32,
 }
 
-#[derive(Deserialize)]
-pub struct Reserved {
-    pub image_count: i64,
+crate::db::row! {
+    pub struct Reserved {
+        pub image_count: i64,
+    }
 }
 
 /// Adds the statements that reserve a charge to `batch`, before any upstream work:
@@ -226,22 +227,24 @@ pub fn parse_range(from: Option<&str>, to: Option<&str>, now_ms: u64) -> ApiResu
     Ok(DateRange { from: date_from_millis(from_ms), to: date_from_millis(to_ms), days })
 }
 
-#[derive(Deserialize)]
-struct KeyRow {
-    id: String,
-    name: String,
-    prefix: String,
-    mode: KeyMode,
-    is_active: i64,
-    daily_image_quota: Option<i64>,
-    images_today: i64,
+crate::db::row! {
+    struct KeyRow {
+        id: String,
+        name: String,
+        prefix: String,
+        mode: KeyMode,
+        is_active: i64,
+        daily_image_quota: Option<i64>,
+        images_today: i64,
+    }
 }
 
-#[derive(Deserialize)]
-struct DayRow {
-    api_key_id: String,
-    usage_date: String,
-    image_count: i64,
+crate::db::row! {
+    struct DayRow {
+        api_key_id: String,
+        usage_date: String,
+        image_count: i64,
+    }
 }
 
 #[derive(Serialize)]

@@ -14,7 +14,7 @@ use crate::db;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use worker::{Request, Response};
 
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -122,22 +122,16 @@ impl Delivery {
 /// up after 10 seconds.
 pub async fn deliver(url: &str, secrets: &[String], webhook_id: &str, body: &str, now_ms: u64) -> Delivery {
     use futures_util::future::{select, Either};
-    use worker::{AbortController, Delay, Fetch, Headers, Method, RequestInit, RequestRedirect};
+    use worker::{AbortController, Delay, Fetch};
     let timestamp = now_ms / 1000;
-    let request = (|| {
-        let headers = Headers::new();
-        headers.set("content-type", "application/json")?;
-        headers.set("user-agent", "NanoBanana-Edge-Webhooks/1")?;
-        headers.set("webhook-id", webhook_id)?;
-        headers.set("webhook-timestamp", &timestamp.to_string())?;
-        headers.set("webhook-signature", &signature_header(secrets, webhook_id, timestamp, body))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_redirect(RequestRedirect::Manual)
-            .with_body(Some(body.into()));
-        Request::new_with_init(url, &init)
-    })();
+    let headers = [
+        ("content-type", "application/json"),
+        ("user-agent", "NanoBanana-Edge-Webhooks/1"),
+        ("webhook-id", webhook_id),
+        ("webhook-timestamp", &timestamp.to_string()),
+        ("webhook-signature", &signature_header(secrets, webhook_id, timestamp, body)),
+    ];
+    let request = crate::http::outbound_post(url, &headers, &body.into(), true);
     let Ok(request) = request else { return Delivery { status: None } };
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -157,10 +151,11 @@ pub async fn deliver(url: &str, secrets: &[String], webhook_id: &str, body: &str
 
 // ---------------------------------------------------------------- the account's secret
 
-#[derive(Deserialize)]
-pub struct SecretState {
-    pub webhook_secret_version: u32,
-    pub webhook_secret_rotated_at: Option<String>,
+crate::db::row! {
+    pub struct SecretState {
+        pub webhook_secret_version: u32,
+        pub webhook_secret_rotated_at: Option<String>,
+    }
 }
 
 /// An account's secret version and rotation time (None: no such account).

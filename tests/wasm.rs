@@ -58,3 +58,46 @@ fn synthetic_png_is_byte_identical_to_native() {
     // Same value as synthetic::tests::pinned_output natively.
     assert_eq!(hex::encode(Sha256::digest(&png)), "64d6a7d6393eadfd8247d21abcc63710bfe811612139240640773afe15068322");
 }
+
+#[wasm_bindgen_test]
+fn d1_columns_convert_strictly() {
+    use nanobanana::auth::Role;
+    use nanobanana::db::Row;
+    use worker::js_sys;
+    use worker::wasm_bindgen::JsValue;
+    let object = js_sys::Object::new();
+    let set = |name: &str, value: JsValue| {
+        js_sys::Reflect::set(&object, &JsValue::from_str(name), &value).unwrap();
+    };
+    set("text", JsValue::from_str("x"));
+    set("count", JsValue::from_f64(42.0));
+    set("half", JsValue::from_f64(1.5));
+    set("negative", JsValue::from_f64(-1.0));
+    set("huge", JsValue::from_f64(2f64.powi(60)));
+    set("nothing", JsValue::NULL);
+    set("role", JsValue::from_str("admin"));
+    set("unknown_role", JsValue::from_str("root"));
+    let row = Row::from_object(object.clone().into());
+
+    assert_eq!(row.get::<String>("text").unwrap(), "x");
+    assert_eq!(row.get::<i64>("count").unwrap(), 42);
+    assert_eq!(row.get::<u16>("count").unwrap(), 42);
+    assert_eq!(row.get::<Option<u32>>("count").unwrap(), Some(42));
+    assert_eq!(row.get::<Option<String>>("nothing").unwrap(), None);
+    assert_eq!(row.get::<Option<String>>("absent").unwrap(), None);
+    assert_eq!(row.get::<Role>("role").unwrap(), Role::Admin);
+    // Anything else is a 500 naming the column, never a silent default.
+    for (column, err) in [
+        ("text", row.get::<i64>("text").unwrap_err()),
+        ("count", row.get::<String>("count").unwrap_err()),
+        ("half", row.get::<i64>("half").unwrap_err()),
+        ("negative", row.get::<u32>("negative").unwrap_err()),
+        ("huge", row.get::<i64>("huge").unwrap_err()),
+        ("nothing", row.get::<String>("nothing").unwrap_err()),
+        ("absent", row.get::<i64>("absent").unwrap_err()),
+        ("unknown_role", row.get::<Role>("unknown_role").unwrap_err()),
+    ] {
+        assert_eq!(err.status(), 500, "{column}");
+        assert!(err.cause.as_deref().unwrap_or_default().contains(column), "{column}: {:?}", err.cause);
+    }
+}

@@ -12,18 +12,20 @@ use crate::http::{self, RequestContext};
 use crate::throttle;
 use email::Email;
 use password::Password;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use worker::{Request, Response};
 
-#[derive(Debug, Serialize, Deserialize)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-#[cfg_attr(test, schemars(deny_unknown_fields))]
-pub struct User {
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
-    pub id: String,
-    pub email: String,
-    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
-    pub created_at: String,
+crate::db::row! {
+    #[derive(Debug, Serialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
+    #[cfg_attr(test, schemars(deny_unknown_fields))]
+    pub struct User {
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
+        pub id: String,
+        pub email: String,
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
+        pub created_at: String,
+    }
 }
 
 #[derive(Serialize)]
@@ -140,11 +142,12 @@ pub struct CredentialsRequest {
     pub password: String,
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    id: String,
-    password_hash: String,
-    token_version: i64,
+crate::db::row! {
+    struct Credentials {
+        id: String,
+        password_hash: String,
+        token_version: i64,
+    }
 }
 
 /// Login attempts are throttled per client IP (any emails) and per email: both are taken,

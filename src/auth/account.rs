@@ -17,6 +17,18 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// As in the API and the `role` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+crate::db::text_column!(Role: Role::User, Role::Admin);
+
 /// The account behind a valid, unrevoked access token.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -30,14 +42,15 @@ pub struct Account {
     pub token_version: u32,
 }
 
-#[derive(Deserialize)]
-struct AccountRow {
-    email: String,
-    role: Role,
-    created_at: String,
-    suspended_at: Option<String>,
-    token_version: i64,
-    revoked: i64,
+crate::db::row! {
+    struct AccountRow {
+        email: String,
+        role: Role,
+        created_at: String,
+        suspended_at: Option<String>,
+        token_version: i64,
+        revoked: i64,
+    }
 }
 
 pub(super) async fn resolve(rc: &RequestContext, claims: TokenClaims) -> ApiResult<Account> {

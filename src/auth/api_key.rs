@@ -17,6 +17,8 @@ pub enum KeyMode {
     Test,
 }
 
+crate::db::text_column!(KeyMode: KeyMode::Live, KeyMode::Test);
+
 impl KeyMode {
     pub fn as_str(self) -> &'static str {
         match self {

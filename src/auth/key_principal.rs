@@ -8,7 +8,6 @@ use crate::db;
 use crate::error::{describe_worker_error, ApiError, ApiResult, Code};
 use crate::http::RequestContext;
 use crate::time::{date_from_millis, iso_from_millis};
-use serde::Deserialize;
 
 const LAST_USED_GRANULARITY_MS: u64 = 60_000;
 
@@ -31,18 +30,19 @@ pub struct KeyPrincipal {
     pub account_used_today: u32,
 }
 
-#[derive(Deserialize)]
-struct PrincipalRow {
-    id: String,
-    user_id: String,
-    is_active: i64,
-    expires_at: Option<String>,
-    last_used_at: Option<String>,
-    daily_image_quota: Option<i64>,
-    used_today: i64,
-    suspended_at: Option<String>,
-    account_quota: Option<i64>,
-    account_used_today: i64,
+crate::db::row! {
+    struct PrincipalRow {
+        id: String,
+        user_id: String,
+        is_active: i64,
+        expires_at: Option<String>,
+        last_used_at: Option<String>,
+        daily_image_quota: Option<i64>,
+        used_today: i64,
+        suspended_at: Option<String>,
+        account_quota: Option<i64>,
+        account_used_today: i64,
+    }
 }
 
 pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyPrincipal> {

@@ -140,18 +140,19 @@ pub async fn require_webhook_secret(rc: &RequestContext, user_id: &str) -> ApiRe
 
 // ---------------------------------------------------------------- settling without drawing
 
-/// What settling a generation reads of it: its charge, its status before, and what
-/// winding it up needs (its owner, webhook and queued inputs).
-#[derive(Deserialize)]
-struct Charged {
-    api_key_id: String,
-    user_id: String,
-    n: i64,
-    mode: Option<KeyMode>,
-    created_at: String,
-    status: Status,
-    webhook_url: Option<String>,
-    inputs: Option<String>,
+crate::db::row! {
+    /// What settling a generation reads of it: its charge, its status before, and what
+    /// winding it up needs (its owner, webhook and queued inputs).
+    struct Charged {
+        api_key_id: String,
+        user_id: String,
+        n: i64,
+        mode: Option<KeyMode>,
+        created_at: String,
+        status: Status,
+        webhook_url: Option<String>,
+        inputs: Option<String>,
+    }
 }
 
 /// Moves a generation from one of `from` to `to` and gives its reservation back, in one
@@ -243,22 +244,23 @@ pub async fn cancel(req: &mut Request, rc: &RequestContext, generation_id: &str)
 
 // ---------------------------------------------------------------- the consumer
 
-#[derive(Deserialize)]
-struct Taken {
-    api_key_id: String,
-    user_id: String,
-    prompt: String,
-    model: String,
-    size: String,
-    style: String,
-    n: u32,
-    mode: Option<KeyMode>,
-    aspect_ratio: Option<String>,
-    resolution: Option<String>,
-    inputs: Option<String>,
-    follows_inputs: i64,
-    webhook_url: Option<String>,
-    created_at: String,
+crate::db::row! {
+    struct Taken {
+        api_key_id: String,
+        user_id: String,
+        prompt: String,
+        model: String,
+        size: String,
+        style: String,
+        n: u32,
+        mode: Option<KeyMode>,
+        aspect_ratio: Option<String>,
+        resolution: Option<String>,
+        inputs: Option<String>,
+        follows_inputs: i64,
+        webhook_url: Option<String>,
+        created_at: String,
+    }
 }
 
 /// The queue handler: every message of a batch, concurrently. A message is acked once

@@ -24,7 +24,7 @@ use crate::synthetic::{render_png, SyntheticSpec};
 use crate::time::{date_from_millis, iso_from_millis};
 use crate::usage;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// A delivered image as the client receives it.
 #[derive(Debug, Serialize)]
@@ -65,15 +65,16 @@ impl Generated {
     }
 }
 
-#[derive(Deserialize)]
-struct Finished {
-    created_at: String,
-    object_keys: Option<String>,
-    mime_type: Option<String>,
-    n: i64,
-    width: Option<u32>,
-    height: Option<u32>,
-    inputs: Option<String>,
+crate::db::row! {
+    struct Finished {
+        created_at: String,
+        object_keys: Option<String>,
+        mime_type: Option<String>,
+        n: i64,
+        width: Option<u32>,
+        height: Option<u32>,
+        inputs: Option<String>,
+    }
 }
 
 /// The records of a generation's inputs, as stored (NULL: none).
@@ -562,15 +563,16 @@ pub const ABANDONED_AFTER_MS: u64 = 15 * 60 * 1000;
 /// Generations one cron run gives up, at most: a bounded batch whatever the backlog.
 const RECONCILE_BATCH: i64 = 50;
 
-#[derive(Deserialize)]
-struct Abandoned {
-    id: String,
-    api_key_id: String,
-    user_id: String,
-    n: i64,
-    mode: Option<KeyMode>,
-    created_at: String,
-    started_at: Option<String>,
+crate::db::row! {
+    struct Abandoned {
+        id: String,
+        api_key_id: String,
+        user_id: String,
+        n: i64,
+        mode: Option<KeyMode>,
+        created_at: String,
+        started_at: Option<String>,
+    }
 }
 
 /// The scheduled reconciliation (cron): gives up generations left pending (or running, for
@@ -631,10 +633,11 @@ pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, n
 /// Test generations whose images are kept, at most, per cron run.
 const EXPIRE_BATCH: i64 = 200;
 
-#[derive(Deserialize)]
-struct Expiring {
-    id: String,
-    n: i64,
+crate::db::row! {
+    struct Expiring {
+        id: String,
+        n: i64,
+    }
 }
 
 /// Test-key images are free to make, so they are not free to keep: after

@@ -21,31 +21,32 @@ const COLUMNS: &str =
 /// Rows the caller may see: its account's, narrowed to one key for an API key.
 const VISIBLE: &str = "user_id = ?1 AND (?2 IS NULL OR api_key_id = ?2)";
 
-#[derive(Deserialize)]
-struct Row {
-    id: String,
-    api_key_id: String,
-    status: Status,
-    prompt: String,
-    model: String,
-    size: String,
-    style: Style,
-    n: i64,
-    object_keys: Option<String>,
-    mime_type: Option<String>,
-    error_code: Option<String>,
-    created_at: String,
-    mode: Option<KeyMode>,
-    width: Option<u32>,
-    height: Option<u32>,
-    aspect_ratio: Option<String>,
-    resolution: Option<String>,
-    inputs: Option<String>,
-    error_message: Option<String>,
-    webhook_url: Option<String>,
-    webhook_attempts: u32,
-    webhook_last_status: Option<u16>,
-    webhook_delivered_at: Option<String>,
+crate::db::row! {
+    struct Row {
+        id: String,
+        api_key_id: String,
+        status: Status,
+        prompt: String,
+        model: String,
+        size: String,
+        style: Style,
+        n: i64,
+        object_keys: Option<String>,
+        mime_type: Option<String>,
+        error_code: Option<String>,
+        created_at: String,
+        mode: Option<KeyMode>,
+        width: Option<u32>,
+        height: Option<u32>,
+        aspect_ratio: Option<String>,
+        resolution: Option<String>,
+        inputs: Option<String>,
+        error_message: Option<String>,
+        webhook_url: Option<String>,
+        webhook_attempts: u32,
+        webhook_last_status: Option<u16>,
+        webhook_delivered_at: Option<String>,
+    }
 }
 
 /// `limit` from the query: 1 to 100, default 20.
@@ -122,6 +123,15 @@ pub enum Status {
     Failed,
     Canceled,
 }
+
+crate::db::text_column!(
+    Status: Status::Pending,
+    Status::Queued,
+    Status::Running,
+    Status::Succeeded,
+    Status::Failed,
+    Status::Canceled
+);
 
 impl Status {
     /// As in the API and the `status` column.
@@ -229,9 +239,10 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
     )
 }
 
-#[derive(Deserialize)]
-struct Found {
-    found: i64,
+crate::db::row! {
+    struct Found {
+        found: i64,
+    }
 }
 
 pub async fn get(req: &mut Request, rc: &RequestContext, id: &str) -> ApiResult<Response> {

@@ -332,12 +332,13 @@ pub fn digest(records: &[InputRecord]) -> Option<[u8; 32]> {
     Some(hasher.finalize().into())
 }
 
-#[derive(Deserialize)]
-struct Source {
-    id: String,
-    n: i64,
-    mode: Option<KeyMode>,
-    object_keys: Option<String>,
+crate::db::row! {
+    struct Source {
+        id: String,
+        n: i64,
+        mode: Option<KeyMode>,
+        object_keys: Option<String>,
+    }
 }
 
 fn not_found_error(param: &str, generation_id: &str) -> ApiError {

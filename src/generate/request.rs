@@ -86,7 +86,9 @@ impl Output {
             .filter(|ratio| offered.iter().any(|o| o == *ratio))
             .filter_map(|ratio| {
                 let (w, h) = ratio.split_once(':')?;
-                Some((*ratio, (log_ratio(w.parse().ok()?, h.parse().ok()?) - wanted).abs()))
+                // Whole numbers: `f64::from_str` would link core's float parser.
+                let (w, h): (u32, u32) = (w.parse().ok()?, h.parse().ok()?);
+                Some((*ratio, (log_ratio(f64::from(w), f64::from(h)) - wanted).abs()))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((ratio, _)) = nearest {
@@ -119,6 +121,8 @@ pub enum Style {
     Natural,
     Artistic,
 }
+
+crate::db::text_column!(Style: Style::Natural, Style::Artistic);
 
 impl Style {
     pub fn as_str(self) -> &'static str {

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, header, RequestContext};
 use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
 use crate::time::{iso_from_millis, MILLIS_PER_DAY};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use worker::{Request, Response};
 
 const DEFAULT_NAME: &str = "Default key";
@@ -37,18 +37,19 @@ pub struct KeyView {
     pub created_at: String,
 }
 
-#[derive(Deserialize)]
-struct KeyRow {
-    id: String,
-    name: String,
-    prefix: String,
-    mode: KeyMode,
-    is_active: i64,
-    last_used_at: Option<String>,
-    expires_at: Option<String>,
-    revoked_at: Option<String>,
-    daily_image_quota: Option<i64>,
-    created_at: String,
+crate::db::row! {
+    struct KeyRow {
+        id: String,
+        name: String,
+        prefix: String,
+        mode: KeyMode,
+        is_active: i64,
+        last_used_at: Option<String>,
+        expires_at: Option<String>,
+        revoked_at: Option<String>,
+        daily_image_quota: Option<i64>,
+        created_at: String,
+    }
 }
 
 impl From<KeyRow> for KeyView {
