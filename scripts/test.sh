@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
-# The release wasm's budget: 1 MiB raw. Over it, the run fails.
+# The release wasm's budget: 1 MiB raw and 300 KiB gzipped (the bundle is paid at every
+# cold start; issue 14). Over either, the run fails.
 WASM_LIMIT=1048576
+WASM_GZ_LIMIT=307200
 
 bash scripts/setup.sh --tests
 source scripts/env.sh
@@ -32,9 +34,13 @@ step "release build"
 bash scripts/build.sh
 wasm_raw=$(stat -c %s build/index_bg.wasm)
 wasm_gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
-echo "wasm: ${wasm_raw} bytes raw, ${wasm_gz} bytes gzipped (limit ${WASM_LIMIT} raw)"
+echo "wasm: ${wasm_raw} bytes raw, ${wasm_gz} bytes gzipped (limits ${WASM_LIMIT} raw, ${WASM_GZ_LIMIT} gzipped)"
 if [ "$wasm_raw" -gt "$WASM_LIMIT" ]; then
   echo "FAIL: the release wasm is ${wasm_raw} bytes, over the ${WASM_LIMIT}-byte budget" >&2
+  exit 1
+fi
+if [ "$wasm_gz" -gt "$WASM_GZ_LIMIT" ]; then
+  echo "FAIL: the release wasm is ${wasm_gz} bytes gzipped, over the ${WASM_GZ_LIMIT}-byte budget" >&2
   exit 1
 fi
 

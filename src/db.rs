@@ -68,9 +68,20 @@ impl Row {
     /// The value of `column`, or a 500 naming the column when it is missing or of
     /// another type (a schema and code out of step).
     pub fn get<T: Column>(&self, column: &'static str) -> Result<T, ApiError> {
-        let value = js_sys::Reflect::get(&self.0, &JsValue::from_str(column)).unwrap_or(JsValue::UNDEFINED);
-        T::from_js(&value).ok_or_else(|| ApiError::internal(format!("D1 column {column}: unexpected value")))
+        T::from_js(&self.value(column)).ok_or_else(|| unexpected_value(column))
     }
+
+    // Not generic and not inlined: every field of every row type calls this one copy.
+    #[inline(never)]
+    fn value(&self, column: &str) -> JsValue {
+        js_sys::Reflect::get(&self.0, &JsValue::from_str(column)).unwrap_or(JsValue::UNDEFINED)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unexpected_value(column: &str) -> ApiError {
+    ApiError::internal(format!("D1 column {column}: unexpected value"))
 }
 
 /// A type one D1 column converts to. NULL is only accepted by `Option`.

@@ -15,7 +15,7 @@ pub const PERIOD_MS: u64 = 60_000;
 
 /// Token bucket in fixed point: one token is `PERIOD_MS` units, and `limit` units flow in
 /// per millisecond, so a full refill takes exactly one period with integer arithmetic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenBucket {
     units: u64,
     updated_ms: u64,
@@ -96,6 +96,7 @@ mod object {
     use super::*;
     use crate::http::RequestContext;
     use std::cell::Cell;
+    use worker::wasm_bindgen::JsValue;
     use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
     const STORAGE_KEY: &str = "bucket";
@@ -119,12 +120,7 @@ mod object {
             let storage = self.state.storage();
             let mut bucket = match self.bucket.get() {
                 Some(bucket) => bucket,
-                None => storage
-                    .get::<TokenBucket>(STORAGE_KEY)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(TokenBucket::full(limit, now)),
+                None => stored_bucket(&storage).await.unwrap_or(TokenBucket::full(limit, now)),
             };
             let decision = bucket.take(limit, now);
             self.bucket.set(Some(bucket));
@@ -133,10 +129,31 @@ mod object {
             // spent half its budget (or is refused). Losing a fuller bucket to an eviction
             // resets it to full: at most half a minute's budget, once per eviction.
             if decision.remaining < limit / 2 || !decision.allowed {
-                storage.put(STORAGE_KEY, bucket).await?;
+                storage.put_raw(STORAGE_KEY, bucket_object(bucket)).await?;
             }
             Response::from_json(&decision)
         }
+    }
+
+    /// The stored bucket, if there is one: a plain object `{units, updated_ms}` (the form
+    /// serde_wasm_bindgen wrote it in before, read field by field without it).
+    async fn stored_bucket(storage: &worker::Storage) -> Option<TokenBucket> {
+        let found = storage.get_multiple(vec![STORAGE_KEY]).await.ok()?;
+        let object = found.get(&JsValue::from_str(STORAGE_KEY));
+        if object.is_undefined() {
+            return None;
+        }
+        let fields = crate::db::Row::from_object(object);
+        Some(TokenBucket { units: fields.get("units").ok()?, updated_ms: fields.get("updated_ms").ok()? })
+    }
+
+    fn bucket_object(bucket: TokenBucket) -> JsValue {
+        let object = worker::js_sys::Object::new();
+        for (field, value) in [("units", bucket.units), ("updated_ms", bucket.updated_ms)] {
+            // Both stay far below 2^53 (a limit of 4e9 a minute is 2.4e14 units).
+            let _ = worker::js_sys::Reflect::set(&object, &JsValue::from_str(field), &JsValue::from_f64(value as f64));
+        }
+        object.into()
     }
 
     /// Takes one request from the key's budget. If the limiter cannot be reached the request

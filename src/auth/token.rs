@@ -12,7 +12,8 @@ use crate::error::{ApiError, Code};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac_sha256::HMAC;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 pub const ISSUER: &str = "nanobanana";
 pub const AUDIENCE: &str = "nanobanana-api";
@@ -61,27 +62,6 @@ struct IssuedClaims<'a> {
     ver: u32,
 }
 
-/// The payload as read: every claim optional, so a missing one is refused by name below
-/// rather than by a parse error. Unknown claims are ignored.
-#[derive(Deserialize)]
-struct ReadClaims {
-    iat: Option<u64>,
-    exp: Option<u64>,
-    nbf: Option<u64>,
-    iss: Option<String>,
-    aud: Option<String>,
-    jti: Option<String>,
-    sub: Option<String>,
-    ver: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    /// A critical extension we do not implement must not be ignored (RFC 7515 4.1.11).
-    crit: Option<serde::de::IgnoredAny>,
-}
-
 fn signature(secret: &str, signed_part: &str) -> [u8; 32] {
     HMAC::mac(signed_part.as_bytes(), secret.as_bytes())
 }
@@ -123,35 +103,47 @@ pub fn verify(secret: &str, token: &str, now_secs: u64) -> Result<TokenClaims, A
     if !expected.finalize_verify(&given) {
         return Err(invalid_token());
     }
-    let header: Header = decode_part(header_b64)?;
-    if header.alg != "HS256" || header.crit.is_some() {
+    // Read as `serde_json::Value`, whose parser the wasm has anyway, rather than through
+    // derived structs that would each add their own.
+    let header = decode_part(header_b64)?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") || header.get("crit").is_some() {
         return Err(invalid_token());
     }
-    let claims: ReadClaims = decode_part(payload_b64)?;
-    if claims.iss.as_deref() != Some(ISSUER) || claims.aud.as_deref() != Some(AUDIENCE) {
+    let claims = decode_part(payload_b64)?;
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    // An absent time claim is None; one that is not a whole number is invalid.
+    let time = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or_else(invalid_token),
+    };
+    if text("iss") != Some(ISSUER) || text("aud") != Some(AUDIENCE) {
         return Err(invalid_token());
     }
     // Issued or valid only in the future (beyond the tolerated skew): not ours to accept.
     let in_future = |at: Option<u64>| at.is_some_and(|at| at > now_secs.saturating_add(LEEWAY_SECONDS));
-    if in_future(claims.iat) || in_future(claims.nbf) {
+    if in_future(time("iat")?) || in_future(time("nbf")?) {
         return Err(invalid_token());
     }
-    let expires_at_secs = claims.exp.ok_or_else(invalid_token)?;
+    let expires_at_secs = time("exp")?.ok_or_else(invalid_token)?;
     if now_secs > expires_at_secs.saturating_add(LEEWAY_SECONDS) {
         return Err(ApiError::new(Code::TokenExpired, "the access token has expired; log in again"));
     }
-    match (claims.sub, claims.jti, claims.ver) {
+    let version = claims.get("ver").and_then(Value::as_u64).and_then(|ver| u32::try_from(ver).ok());
+    match (text("sub"), text("jti"), version) {
         (Some(user_id), Some(jti), Some(version)) if !user_id.is_empty() && !jti.is_empty() => {
-            Ok(TokenClaims { user_id, jti, version, expires_at_secs })
+            Ok(TokenClaims { user_id: user_id.to_string(), jti: jti.to_string(), version, expires_at_secs })
         }
         _ => Err(invalid_token()),
     }
 }
 
-/// One base64url JSON part of a token whose signature already checked out.
-fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, ApiError> {
+/// One base64url JSON object of a token whose signature already checked out.
+fn decode_part(part: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
     let json = URL_SAFE_NO_PAD.decode(part).map_err(|_| invalid_token())?;
-    serde_json::from_slice(&json).map_err(|_| invalid_token())
+    match serde_json::from_slice(&json) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(invalid_token()),
+    }
 }
 
 fn invalid_token() -> ApiError {
@@ -238,6 +230,8 @@ mod tests {
             ),
             signed(r#"{"alg":"HS256"}"#, &payload("").replace(&format!(r#","exp":{}"#, NOW + 3600), "")),
             signed(r#"{"alg":"HS256"}"#, &payload("").replace(AUDIENCE, "elsewhere")),
+            signed(r#"{"alg":"HS256"}"#, &payload("").replace(&format!(r#""iat":{NOW}"#), r#""iat":"now""#)),
+            signed(r#"{"alg":"HS256"}"#, &payload("").replace(r#""ver":1"#, r#""ver":4294967296"#)),
             format!("{}.", signed(r#"{"alg":"HS256"}"#, &payload(""))),
             format!("{}{}", signed(r#"{"alg":"HS256"}"#, &payload("")), "A"),
             format!("x.{}", signed(r#"{"alg":"HS256"}"#, &payload(""))),
