@@ -112,6 +112,9 @@ class Target:
             assert r.status_code == status, r.text[:300]
 
         self.kinds = {
+            # No D1 and no auth: the floor of any request (runtime, routing, the log line).
+            "models (no D1)": lambda i: ok(api.get("/v1/models")),
+            # One D1 query and little else.
             "health": lambda i: ok(api.get("/health")),
             "API-key GET (history)": lambda i: ok(api.get("/v1/generations?limit=5", token=test_key)),
             "generate, test key": lambda i: ok(api.post("/v1/generate", {"prompt": f"bench {i}"}, token=test_key)),

@@ -47,10 +47,36 @@ crate::db::row! {
 
 pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyPrincipal> {
     let db = rc.db()?;
-    let row: Option<PrincipalRow> = db
-        .first(
-            db.prepare(
-                "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
+    let row = db.first(statement(rc, key)?).await?;
+    accept(rc, key.mode(), row)
+}
+
+/// An API key whose lookup rides in the route's own first batch, so authenticating and
+/// reading cost one D1 round trip. Its rows must not be used before [`PendingKey::resolve`]
+/// has accepted the key.
+pub struct PendingKey {
+    slot: db::Slot<PrincipalRow>,
+    mode: KeyMode,
+}
+
+impl PendingKey {
+    /// Puts the key's lookup into `batch`.
+    pub fn push(rc: &RequestContext, key: &ApiKey, batch: &mut db::Batch) -> ApiResult<PendingKey> {
+        Ok(PendingKey { slot: batch.push(statement(rc, key)?), mode: key.mode() })
+    }
+
+    /// The principal, or the refusal the key earns (invalid, revoked, expired, suspended).
+    pub fn resolve(self, rc: &RequestContext, results: &db::BatchResults) -> ApiResult<KeyPrincipal> {
+        accept(rc, self.mode, results.first(self.slot)?)
+    }
+}
+
+/// Key, owner, quotas and today's usage of both, by the key's hash.
+fn statement(rc: &RequestContext, key: &ApiKey) -> ApiResult<worker::D1PreparedStatement> {
+    let db = rc.db()?;
+    Ok(db
+        .prepare(
+            "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
                         COALESCE(u.image_count, 0) AS used_today,
                         o.suspended_at, o.daily_image_quota AS account_quota,
                         COALESCE(a.live_images, 0) AS account_used_today
@@ -59,10 +85,11 @@ pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyP
                  LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?2
                  LEFT JOIN account_usage a ON a.user_id = k.user_id AND a.usage_date = ?2
                  WHERE k.key_hash = ?1",
-            )
-            .bind(&[db::text(&key.hash()), db::text(&date_from_millis(rc.now_ms))])?,
         )
-        .await?;
+        .bind(&[db::text(&key.hash()), db::text(&date_from_millis(rc.now_ms))])?)
+}
+
+fn accept(rc: &RequestContext, mode: KeyMode, row: Option<PrincipalRow>) -> ApiResult<KeyPrincipal> {
     let row = row.ok_or_else(|| ApiError::new(Code::InvalidApiKey, "the API key is not valid"))?;
     if row.is_active == 0 {
         return Err(ApiError::new(Code::RevokedApiKey, "the API key has been revoked"));
@@ -80,7 +107,7 @@ pub(super) async fn resolve(rc: &RequestContext, key: &ApiKey) -> ApiResult<KeyP
     Ok(KeyPrincipal {
         key_id: row.id,
         user_id: row.user_id,
-        mode: key.mode(),
+        mode,
         daily_quota: row
             .daily_image_quota
             .map_or(config.daily_image_quota, count)

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{header, RequestContext};
 pub use account::{suspended, Account, Role};
 pub use api_key::{ApiKey, KeyMode};
-pub use key_principal::KeyPrincipal;
+pub use key_principal::{KeyPrincipal, PendingKey};
 use worker::Request;
 
 /// The bearer credential, or 401 `missing_authorization` / `malformed_authorization`.
@@ -87,6 +87,17 @@ pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<KeyPri
         ));
     }
     key_principal::resolve(rc, &ApiKey::parse(credential)?).await
+}
+
+/// The API key a request presents, checked for form only (no D1); None when the
+/// credential is missing or is not shaped like an API key (`require_caller` then says why).
+/// For routes that look the key up in their own first batch ([`PendingKey`]).
+pub fn api_key_credential(req: &Request) -> ApiResult<Option<ApiKey>> {
+    let authorization = header(req, "authorization");
+    match bearer(authorization.as_deref()) {
+        Ok(credential) if looks_like_api_key(credential) => ApiKey::parse(credential).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Deletes revocations whose tokens have expired anyway (cron). Through the expiry index.

@@ -273,9 +273,33 @@ def test_an_account_route_spends_one_d1_query_on_the_token_and_an_api_key_route_
     me = api.get("/v1/auth/me", token=token)
     assert api.worker.request_log(me.headers["x-request-id"])["d1_queries"] == 1
     history = api.get("/v1/generations", token=key)
-    assert api.worker.request_log(history.headers["x-request-id"])["d1_queries"] == 2, "auth + the page"
+    assert history.status_code == 200
+    # The key is looked up in the page's own batch.
+    assert api.worker.request_log(history.headers["x-request-id"])["d1_queries"] == 1, "auth and the page at once"
+    by_account = api.get("/v1/generations", token=token)
+    assert api.worker.request_log(by_account.headers["x-request-id"])["d1_queries"] == 2, "auth, then the page"
     generated = api.post("/v1/generate", {"prompt": f"count {tag()}"}, token=key)
     assert api.worker.request_log(generated.headers["x-request-id"])["d1_queries"] == 3
+
+
+def test_history_read_in_the_same_round_trip_as_the_key_shows_nothing_to_a_refused_key(api):
+    token = api.token()
+    key = api.create_key(token, mode="test")
+    assert api.post("/v1/generate", {"prompt": f"kept {tag()}"}, token=key["key"]).status_code == 200
+    assert len(api.get("/v1/generations", token=key["key"]).json()["data"]) == 1
+    assert api.delete(f"/v1/keys/{key['id']}", token=token).status_code == 204
+    r = api.get("/v1/generations", token=key["key"])
+    assert_error(r, 401, "revoked_api_key", "authentication_error")
+    assert "kept" not in r.text
+    unknown = "nb_test_" + "0" * 32
+    assert_error(api.get("/v1/generations", token=unknown), 401, "invalid_api_key")
+    # Who is asking is said before what is wrong with the request.
+    assert_error(api.get("/v1/generations?limit=0", token=unknown), 401, "invalid_api_key")
+    assert_error(api.get("/v1/generations?limit=x", token=key["key"]), 401, "revoked_api_key")
+    live = api.create_key(token, mode="test")["key"]
+    assert api.get("/v1/generations?limit=x", token=live).status_code == 422
+    # The account still sees the revoked key's generation.
+    assert len(api.get("/v1/generations", token=token).json()["data"]) == 1
 
 
 # --- no secret at rest ---
