@@ -10,6 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 source scripts/env.sh
-cargo test --release --locked --target wasm32-unknown-unknown --test bench -- --nocapture 2>&1 | grep "bench:" | sed 's/^.*bench: //'
+cargo test --release --locked --target wasm32-unknown-unknown --test bench -- --nocapture 2>&1 | grep -E "bench:|panicked|FAIL" | sed 's/^.*bench: //'
 bash scripts/build.sh
 NANOBANANA_SKIP_BUILD=1 .venv/bin/python scripts/cost_bench.py

@@ -119,6 +119,9 @@ class Target:
             "API-key GET (history)": lambda i: ok(api.get("/v1/generations?limit=5", token=test_key)),
             "generate, test key": lambda i: ok(api.post("/v1/generate", {"prompt": f"bench {i}"}, token=test_key)),
             "generate, live key": lambda i: ok(api.post("/v1/generate", {"prompt": f"bench {i}"}, token=live_key)),
+            # Gemini's answers are 1-2 MB of base64 per 1024x1024 image, not the fake's 8x8.
+            "generate, live key, 1.5 MB answer": lambda i: ok(api.post(
+                "/v1/generate", {"prompt": f"bench {i} #bigpng:1500"}, token=live_key)),
             "edit, two inputs": lambda i: ok(api.post("/v1/generate", {"prompt": f"bench edit {i}", "images": [
                 {"b64_json": SMALL_A, "mime_type": "image/png"}, {"b64_json": SMALL_B, "mime_type": "image/png"}]},
                 token=live_key)),

@@ -40,7 +40,10 @@ fn bench_synthetic_png() {
 #[wasm_bindgen_test]
 fn bench_gemini_response_decode() {
     // A 1.5 MB image inside Gemini's JSON, as base64: parsed and decoded once.
-    let image: Vec<u8> = (0..1_500_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    // A real PNG header (the type is read from the bytes), padded to 1.5 MB.
+    let spec = SyntheticSpec { prompt: "header", width: 64, height: 64, artistic: false, index: 0, inputs: None };
+    let mut image = render_png(&spec);
+    image.resize(1_500_000, 7);
     let body = serde_json::json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [
         {"text": "draft", "thought": true},
         {"inlineData": {"mimeType": "image/png", "data": base64::engine::general_purpose::STANDARD.encode(&image)}}
