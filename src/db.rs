@@ -103,7 +103,7 @@ impl Column for i64 {
 }
 
 /// A JS number as an integer: whole and within ±2^53, else None.
-pub fn integer(number: f64) -> Option<i64> {
+fn integer(number: f64) -> Option<i64> {
     const EXACT: f64 = 9_007_199_254_740_992.0;
     (number.fract() == 0.0 && number.abs() <= EXACT).then_some(number as i64)
 }
@@ -256,14 +256,10 @@ fn rows_of<T: FromRow>(result: &JsValue) -> Result<Vec<T>, ApiError> {
     }
 }
 
-/// `meta.changes` of one D1 result object.
+/// `meta.changes` of one D1 result object (0 when absent).
 fn changes_of(result: &JsValue) -> usize {
-    js_sys::Reflect::get(result, &JsValue::from_str("meta"))
-        .and_then(|meta| js_sys::Reflect::get(&meta, &JsValue::from_str("changes")))
-        .ok()
-        .and_then(|changes| integer(changes.as_f64()?))
-        .and_then(|changes| usize::try_from(changes).ok())
-        .unwrap_or(0)
+    let meta = Row(Row(result.clone()).value("meta"));
+    meta.get::<u64>("changes").ok().and_then(|changes| usize::try_from(changes).ok()).unwrap_or(0)
 }
 
 /// Statements to run as one atomic batch. Each `push` returns the slot its rows are read

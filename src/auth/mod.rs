@@ -134,11 +134,9 @@ impl Caller {
 
 /// Authenticates a route that takes an account token or an API key, told apart by shape.
 pub async fn require_caller(req: &Request, rc: &RequestContext) -> ApiResult<Caller> {
-    let authorization = header(req, "authorization");
-    if bearer(authorization.as_deref()).is_ok_and(looks_like_api_key) {
-        Ok(Caller::Key(require_key(req, rc).await?))
-    } else {
-        Ok(Caller::Account(require_account(req, rc).await?))
+    match api_key_credential(req)? {
+        Some(key) => Ok(Caller::Key(key_principal::resolve(rc, &key).await?)),
+        None => Ok(Caller::Account(require_account(req, rc).await?)),
     }
 }
 
