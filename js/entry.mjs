@@ -4,5 +4,11 @@ import RustWorker from "../build/index.js";
 import { guarded } from "./guard.mjs";
 
 export default guarded(RustWorker);
-// The Durable Object class behind the RATE_LIMITER binding (src/rate_limit.rs).
-export { RateLimiter } from "../build/index.js";
+
+// The retired rate-limiter Durable Object (the limit is in D1 now: src/rate_limit.rs).
+// Nothing binds it; it stays exported only for wrangler.toml's v1 migration (see there).
+export class RateLimiter {
+  fetch() {
+    return new Response("gone", { status: 410 });
+  }
+}

@@ -9,7 +9,7 @@ the others compare with: what workerd spends on any request before this Worker's
 
 BENCH_COMPARE=DIR also starts DIR's build (another checkout, already built) and measures
 both, kind by kind, in interleaved rounds: before/after figures from one run on the same
-machine. BENCH_ONLY=prefix,... measures only those kinds; BENCH_RATE_LIMIT sets
+machine. BENCH_ONLY="name-or-prefix|..." measures only those kinds (names hold commas, so "|" separates); BENCH_RATE_LIMIT sets
 RATE_LIMIT_PER_MINUTE (0: the limiter is off).
 
 Then the largest edit (issue 12): 14 inputs of about 1.4 MB (20 MB together, the limit),
@@ -150,8 +150,10 @@ def main() -> None:
     try:
         for label, root in roots:
             targets.append(Target(label, root, fake))
-        only = [k.strip() for k in os.environ.get("BENCH_ONLY", "").split(",") if k.strip()]
-        names = [n for n in targets[0].kinds if not only or any(n.startswith(k) for k in only)]
+        only = [k.strip() for k in os.environ.get("BENCH_ONLY", "").split("|") if k.strip()]
+        # A kind named exactly is that kind alone; otherwise a prefix picks every kind it starts.
+        names = [n for n in targets[0].kinds
+                 if not only or any(n == k or (k not in targets[0].kinds and n.startswith(k)) for k in only)]
         per_round = max(N // ROUNDS, 1)
         cpu = {(t.label, n): [] for t in targets for n in names}
         wall = {(t.label, n): [] for t in targets for n in names}

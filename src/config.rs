@@ -159,7 +159,7 @@ impl Config {
             model_caps,
             bcrypt_cost: number(&get, "BCRYPT_COST", 10, 4..=14)?,
             daily_image_quota: number(&get, "DAILY_IMAGE_QUOTA", 100, 1..=10_000_000)?,
-            // 0 switches the per-key limiter off (no Durable Object call at all).
+            // 0 switches the per-key limiter off (no bucket read or written at all).
             rate_limit_per_minute: number(&get, "RATE_LIMIT_PER_MINUTE", 60, 0..=1_000_000)?,
             image_url_ttl_seconds: number(&get, "IMAGE_URL_TTL_SECONDS", 3600, 1..=31_536_000)?,
             public_image_base,

@@ -1,16 +1,17 @@
-//! Per-key request rate on the generation routes (`RATE_LIMIT_PER_MINUTE`).
+//! Per-key request rate on the generation routes (`RATE_LIMIT_PER_MINUTE`, 0: off).
 //!
-//! Each API key has one Durable Object (`RATE_LIMITER`, named by the key id). A Durable
-//! Object is a single instance worldwide that handles its requests one at a time, so the
-//! count is exact across every isolate and location; an in-isolate map would not be.
-//! Inside it is a token bucket: `limit` tokens, refilled continuously at `limit` per minute,
-//! one taken per request. The bucket is kept in the object's storage, so it survives the
-//! object being evicted.
+//! A token bucket per API key: `limit` tokens, refilled continuously at `limit` per
+//! minute, one taken per request. It is kept on the key's own `api_keys` row
+//! (`rate_units`, `rate_updated_ms`) and taken in the same D1 batch that looks the key up,
+//! so the limit costs no round trip of its own, and it is exact across every isolate and
+//! location (D1 has one primary, and a batch is one transaction).
 
-use crate::error::{ApiError, Code};
-use serde::{Deserialize, Serialize};
+use crate::auth::{self, KeyPrincipal};
+use crate::db::{self, Batch, BatchResults, D1ResultExt, Db, Slot};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::http::RequestContext;
+use worker::Request;
 
-pub const BINDING: &str = "RATE_LIMITER";
 pub const PERIOD_MS: u64 = 60_000;
 
 /// Token bucket in fixed point: one token is `PERIOD_MS` units, and `limit` units flow in
@@ -21,7 +22,7 @@ pub struct TokenBucket {
     updated_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
     pub limit: u32,
@@ -90,93 +91,92 @@ fn duration(ms: u64) -> String {
     }
 }
 
-pub use object::{check, RateLimiter};
+// A token bucket as `api_keys` stores it (NULL, NULL: never used, so full).
+crate::db::row! {
+    struct StoredBucket {
+        rate_units: Option<i64>,
+        rate_updated_ms: Option<i64>,
+    }
+}
 
-mod object {
-    use super::*;
-    use crate::http::RequestContext;
-    use std::cell::Cell;
-    use worker::wasm_bindgen::JsValue;
-    use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+/// One request taken from a key's budget inside the key lookup's own D1 batch: the bucket
+/// as it was, then a conditional UPDATE that takes a token only if there is one. A batch is
+/// one transaction on D1's single primary, so concurrent requests on any isolate, anywhere,
+/// are counted exactly, and no statement writes for a refused request.
+pub struct Take {
+    before: Slot<StoredBucket>,
+    taken: Slot<()>,
+    limit: u32,
+    now_ms: u64,
+}
 
-    const STORAGE_KEY: &str = "bucket";
-
-    #[durable_object]
-    pub struct RateLimiter {
-        state: State,
-        bucket: Cell<Option<TokenBucket>>,
+impl Take {
+    /// Puts the take into `batch`; None when `RATE_LIMIT_PER_MINUTE` is 0 (no limiter).
+    pub fn push(batch: &mut Batch, db: &Db<'_>, key_hash: &str, limit: u32, now_ms: u64) -> ApiResult<Option<Take>> {
+        if limit == 0 {
+            return Ok(None);
+        }
+        let before = batch.push(
+            db.prepare("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?1")
+                .bind(&[db::text(key_hash)])?,
+        );
+        // TokenBucket::take in SQL. The elapsed time is capped at one period (a bucket is
+        // full again after one), so the arithmetic stays far inside 64-bit integers.
+        let rate = u64::from(limit);
+        let taken = batch.push(
+            db.prepare(
+                "UPDATE api_keys SET
+                        rate_units = MIN(?4, COALESCE(rate_units, ?4)
+                                             + MIN(MAX(?2 - COALESCE(rate_updated_ms, ?2), 0), ?5) * ?3) - ?5,
+                        rate_updated_ms = MAX(?2, COALESCE(rate_updated_ms, ?2))
+                 WHERE key_hash = ?1 AND is_active = 1
+                   AND MIN(?4, COALESCE(rate_units, ?4)
+                               + MIN(MAX(?2 - COALESCE(rate_updated_ms, ?2), 0), ?5) * ?3) >= ?5",
+            )
+            .bind(&[
+                db::text(key_hash),
+                db::int(now_ms as i64),
+                db::int(rate as i64),
+                db::int((rate * PERIOD_MS) as i64),
+                db::int(PERIOD_MS as i64),
+            ])?,
+        );
+        Ok(Some(Take { before, taken, limit, now_ms }))
     }
 
-    impl DurableObject for RateLimiter {
-        fn new(state: State, _env: Env) -> Self {
-            RateLimiter { state, bucket: Cell::new(None) }
-        }
-
-        /// `GET /take?limit=N`: takes one token; answers the `Decision` as JSON.
-        async fn fetch(&self, req: Request) -> Result<Response> {
-            let limit = crate::http::query_param(&req, "limit").ok().flatten().and_then(|v| v.parse::<u32>().ok());
-            let limit = limit.unwrap_or(60);
-            let now = crate::time::now_millis();
-            let storage = self.state.storage();
-            let mut bucket = match self.bucket.get() {
-                Some(bucket) => bucket,
-                None => stored_bucket(&storage).await.unwrap_or(TokenBucket::full(limit, now)),
-            };
-            let decision = bucket.take(limit, now);
-            self.bucket.set(Some(bucket));
-            // The bucket lives in memory while the object does; storage only matters if the
-            // object is evicted. It is written when losing it would matter: once the key has
-            // spent half its budget (or is refused). Losing a fuller bucket to an eviction
-            // resets it to full: at most half a minute's budget, once per eviction.
-            if decision.remaining < limit / 2 || !decision.allowed {
-                storage.put_raw(STORAGE_KEY, bucket_object(bucket)).await?;
-            }
-            Response::from_json(&decision)
-        }
-    }
-
-    /// The stored bucket, if there is one: a plain object `{units, updated_ms}` (the form
-    /// serde_wasm_bindgen wrote it in before, read field by field without it).
-    async fn stored_bucket(storage: &worker::Storage) -> Option<TokenBucket> {
-        let found = storage.get_multiple(vec![STORAGE_KEY]).await.ok()?;
-        let object = found.get(&JsValue::from_str(STORAGE_KEY));
-        if object.is_undefined() {
-            return None;
-        }
-        let fields = crate::db::Row::from_object(object);
-        Some(TokenBucket { units: fields.get("units").ok()?, updated_ms: fields.get("updated_ms").ok()? })
-    }
-
-    fn bucket_object(bucket: TokenBucket) -> JsValue {
-        let object = worker::js_sys::Object::new();
-        for (field, value) in [("units", bucket.units), ("updated_ms", bucket.updated_ms)] {
-            // Both stay far below 2^53 (a limit of 4e9 a minute is 2.4e14 units).
-            let _ = worker::js_sys::Reflect::set(&object, &JsValue::from_str(field), &JsValue::from_f64(value as f64));
-        }
-        object.into()
-    }
-
-    /// Takes one request from the key's budget. If the limiter cannot be reached the request
-    /// is let through (logged): an outage of the limiter must not take the API down.
-    /// `RATE_LIMIT_PER_MINUTE = 0` switches it off: no Durable Object call, no headers.
-    pub async fn check(rc: &RequestContext, key_id: &str) -> Option<Decision> {
-        if rc.config.rate_limit_per_minute == 0 {
-            return None;
-        }
-        let attempt = async {
-            let namespace = rc.env.durable_object(BINDING)?;
-            let stub = namespace.id_from_name(key_id)?.get_stub()?;
-            let url = format!("https://rate-limiter/take?limit={}", rc.config.rate_limit_per_minute);
-            stub.fetch_with_str(&url).await?.json::<Decision>().await
+    /// The decision, once the batch has run and the key was accepted. The headers are
+    /// worked out from the bucket as it was; whether a token was taken is what D1 did.
+    pub fn decide(self, results: &BatchResults) -> ApiResult<Decision> {
+        let mut bucket = match results.first(self.before)? {
+            Some(StoredBucket { rate_units: Some(units), rate_updated_ms: Some(updated_ms) }) => TokenBucket {
+                units: u64::try_from(units).unwrap_or(0),
+                updated_ms: u64::try_from(updated_ms).unwrap_or(0),
+            },
+            _ => TokenBucket::full(self.limit, self.now_ms),
         };
-        match attempt.await {
-            Ok(decision) => Some(decision),
-            Err(err) => {
-                crate::log::error_for(&rc.request_id, "rate limiter unavailable; request allowed", &err.to_string());
-                None
-            }
+        let mut decision = bucket.take(self.limit, self.now_ms);
+        let taken = results.changes(self.taken) == 1;
+        if decision.allowed != taken {
+            // Only a clock far behind the stored one could part them; D1 decided.
+            decision.allowed = taken;
+            decision.retry_after_ms = if taken { 0 } else { decision.retry_after_ms.max(1_000) };
         }
+        Ok(decision)
     }
+}
+
+/// Authenticates a generation request's API key and takes one request from the key's
+/// budget: one D1 round trip for both. An unknown, revoked, expired or suspended key is
+/// refused as such before the rate is looked at.
+pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<(KeyPrincipal, Option<Decision>)> {
+    let key = auth::api_key(req)?;
+    let db = rc.db()?;
+    let mut batch = Batch::new();
+    let pending = auth::PendingKey::push(rc, &key, &mut batch)?;
+    let take = Take::push(&mut batch, &db, &key.hash(), rc.config.rate_limit_per_minute, rc.now_ms)?;
+    let results = db.batch(batch).await.or_internal()?;
+    let principal = pending.resolve(rc, &results)?;
+    Ok((principal, take.map(|take| take.decide(&results)).transpose()?))
 }
 
 #[cfg(test)]

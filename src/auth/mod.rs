@@ -74,10 +74,10 @@ pub async fn require_admin(req: &Request, rc: &RequestContext, method: &str, pat
     }
 }
 
-/// Authenticates an API-key route. The key's form is checked before any query (a
-/// malformed key costs no D1 round trip); then one query resolves key, owner, quota and
-/// today's usage.
-pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<KeyPrincipal> {
+/// The API key an API-key-only route is called with, checked for form only (no D1): a
+/// malformed key costs no round trip. The route then looks it up ([`PendingKey`]), in its
+/// own first batch.
+pub fn api_key(req: &Request) -> ApiResult<ApiKey> {
     let authorization = header(req, "authorization");
     let credential = bearer(authorization.as_deref())?;
     if looks_like_jwt(credential) {
@@ -86,7 +86,7 @@ pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<KeyPri
             "this route takes an API key (nb_live_... or nb_test_...), not an account access token",
         ));
     }
-    key_principal::resolve(rc, &ApiKey::parse(credential)?).await
+    ApiKey::parse(credential)
 }
 
 /// The API key a request presents, checked for form only (no D1); None when the

@@ -181,12 +181,11 @@ pub async fn openai_edits(req: &mut Request, rc: &RequestContext) -> ApiResult<R
     handle(req, rc, Entry::ImagesEdits).await
 }
 
-/// Every generation route: authenticate, rate-limit, then generate. Every answer after
+/// Every generation route: authenticate and rate-limit (one D1 round trip), then generate. Every answer after
 /// authentication carries the rate-limit and quota headers, errors included; a fresh
 /// generation's own (post-charge) quota headers win over the ones read at authentication.
 async fn handle(req: &mut Request, rc: &RequestContext, entry: Entry) -> ApiResult<Response> {
-    let principal = auth::require_key(req, rc).await?;
-    let limit = rate_limit::check(rc, &principal.key_id).await;
+    let (principal, limit) = rate_limit::require_key(req, rc).await?;
     let mut common: HeaderList = limit.map(|d| d.headers().to_vec()).unwrap_or_default();
     common.push(("x-quota-limit-images", principal.daily_quota.to_string()));
     common.push(("x-quota-remaining-images", principal.daily_quota.saturating_sub(principal.used_today).to_string()));

@@ -1,6 +1,7 @@
 """Quotas, rate limits, login/registration throttling and idempotency, under concurrency."""
 
 import concurrent.futures
+import hashlib
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -70,7 +71,7 @@ def test_the_default_quota_applies_without_a_key_override(api):
     assert r.headers["x-quota-remaining-images"] == "99"
 
 
-# --- per-minute rate limit (Durable Object) ---
+# --- per-minute rate limit (a token bucket on the key's row, taken in its lookup batch) ---
 
 @pytest.fixture(scope="module")
 def rate_limited_api(worker_factory):
@@ -117,6 +118,50 @@ def test_the_limit_holds_under_a_concurrent_burst(rate_limited_api):
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         statuses = sorted(pool.map(call, range(10)))
     assert statuses == [200] * 3 + [429] * 7
+
+
+def test_an_exhausted_key_that_is_revoked_is_refused_as_revoked(rate_limited_api):
+    api = rate_limited_api
+    token = api.token()
+    key = api.create_key(token, mode="test")
+    for _ in range(4):
+        api.post("/v1/generate", {"prompt": "x"}, token=key["key"])
+    assert_error(api.post("/v1/generate", {"prompt": "x"}, token=key["key"]), 429, "rate_limit_exceeded")
+    assert api.delete(f"/v1/keys/{key['id']}", token=token).status_code == 204
+    r = api.post("/v1/generate", {"prompt": "x"}, token=key["key"])
+    assert_error(r, 401, "revoked_api_key", "authentication_error")
+    assert not any(name.startswith("x-ratelimit") for name in r.headers), "no budget is shown for a dead key"
+
+
+@pytest.fixture(scope="module")
+def fast_refill_api(worker_factory):
+    # 120 a minute: a token comes back every 500 ms.
+    return Api(worker_factory("rate-refill", vars={"RATE_LIMIT_PER_MINUTE": "120"}))
+
+
+def test_tokens_come_back_at_the_configured_rate_and_refusals_write_nothing(fast_refill_api):
+    api = fast_refill_api
+    key = api.test_key()
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    # A request refused for its body has still spent a token (the rate is taken first),
+    # and costs no image: the cheapest way to empty a bucket of 120.
+    for sent in range(1, 400):
+        r = api.post("/v1/generate", {"prompt": ""}, token=key)
+        if r.status_code == 429:
+            break
+        assert_error(r, 422, "prompt_required")
+    assert 120 <= sent < 400, "at least the whole bucket, then a refusal"
+    assert_error(r, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert r.headers["retry-after"] == "1" and r.headers["x-ratelimit-remaining-requests"] == "0"
+    stored = api.worker.sql("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?", (key_hash,))[0]
+    assert 0 <= stored["rate_units"] < 60_000, "less than one token (60000 units) left"
+    again = api.post("/v1/generate", {"prompt": ""}, token=key)
+    if again.status_code == 429:
+        unchanged = api.worker.sql("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?",
+                                   (key_hash,))[0]
+        assert unchanged == stored, "a refused request writes nothing"
+    time.sleep(0.6)
+    assert_error(api.post("/v1/generate", {"prompt": ""}, token=key), 422, "prompt_required")
 
 
 # --- login and registration throttling ---
