@@ -85,7 +85,7 @@ pub fn parse_object_keeping<'a>(
 }
 
 /// A JSON object whose fields are taken one by one; what is left over is unknown.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct JsonObject {
     map: Map<String, Value>,
 }

@@ -6,11 +6,10 @@
 //! so the limit costs no round trip of its own, and it is exact across every isolate and
 //! location (D1 has one primary, and a batch is one transaction).
 
-use crate::auth::{self, KeyPrincipal};
+use crate::auth::{self, ApiKey, KeyPrincipal};
 use crate::db::{self, Batch, BatchResults, D1ResultExt, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::RequestContext;
-use worker::Request;
 
 pub const PERIOD_MS: u64 = 60_000;
 
@@ -165,14 +164,13 @@ impl Take {
     }
 }
 
-/// Authenticates a generation request's API key and takes one request from the key's
-/// budget: one D1 round trip for both. An unknown, revoked, expired or suspended key is
-/// refused as such before the rate is looked at.
-pub async fn require_key(req: &Request, rc: &RequestContext) -> ApiResult<(KeyPrincipal, Option<Decision>)> {
-    let key = auth::api_key(req)?;
+/// Looks a generation request's API key up and takes one request from its budget: one
+/// D1 round trip for both. An unknown, revoked, expired or suspended key is refused as
+/// such before the rate is looked at.
+pub async fn authenticate(rc: &RequestContext, key: &ApiKey) -> ApiResult<(KeyPrincipal, Option<Decision>)> {
     let db = rc.db()?;
     let mut batch = Batch::new();
-    let pending = auth::PendingKey::push(rc, &key, &mut batch)?;
+    let pending = auth::PendingKey::push(rc, key, &mut batch)?;
     let take = Take::push(&mut batch, &db, &key.hash(), rc.config.rate_limit_per_minute, rc.now_ms)?;
     let results = db.batch(batch).await.or_internal()?;
     let principal = pending.resolve(rc, &results)?;

@@ -4,6 +4,7 @@
 
 use crate::auth;
 use crate::auth::KeyMode;
+use crate::config::Config;
 use crate::db::{self, Batch, D1ResultExt, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
@@ -41,9 +42,36 @@ crate::db::row! {
     }
 }
 
+/// The key a reservation charges, as the batch finds it: by id once the key has been
+/// looked up, or by the hash of the presented key when the lookup rides in the same batch.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyRef<'a> {
+    Id(&'a str),
+    Hash(&'a str),
+}
+
+/// What a reservation charges: `n` images of a key (and, for a live key, of its account
+/// and of the deployment) on one UTC day. The key's and the account's ceilings are read
+/// from their rows inside the batch, so a key revoked, expired or suspended since it was
+/// looked up charges nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation<'a> {
+    pub key: KeyRef<'a>,
+    pub day: &'a str,
+    pub n: u32,
+    pub mode: KeyMode,
+    /// Now, as the key's `expires_at` is compared.
+    pub now_iso: &'a str,
+    /// True when the statement just before is the rate limit's take: nothing is reserved
+    /// unless it took a token (`changes() = 1`).
+    pub after_rate_take: bool,
+}
+
 /// Adds the statements that reserve a charge to `batch`, before any upstream work:
 /// - the key's count, by a conditional UPSERT that changes one row (and returns the new
-///   count) only while it stays within the key's quota;
+///   count) only for a usable key (active, unexpired, owner not suspended) and while it
+///   stays within the key's quota (its own, else `DAILY_IMAGE_QUOTA`, never above
+///   `MAX_KEY_DAILY_IMAGE_QUOTA`);
 /// - for a live key, the account's live count, and the deployment's; each runs only if
 ///   the statement before it changed a row (`changes() = 1`), and a CHECK constraint
 ///   fails it when it would pass its ceiling, which rolls back the whole batch.
@@ -52,35 +80,52 @@ crate::db::row! {
 /// next may test `changes() = 1` to run only when everything was reserved. A refusal by
 /// the key's quota shows as no `Reserved` row; by the account or deployment ceiling, as
 /// the batch's error ([`ceiling_refusal`] names it).
-pub fn reserve(batch: &mut Batch, db: &Db, charge: Charge, limits: Limits) -> ApiResult<Slot<Reserved>> {
+pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config) -> ApiResult<Slot<Reserved>> {
+    let (key_column, key) = match charge.key {
+        KeyRef::Id(id) => ("id", id),
+        KeyRef::Hash(hash) => ("key_hash", hash),
+    };
+    let gate = if charge.after_rate_take { " AND changes() = 1" } else { "" };
     let n = db::int(charge.n.into());
     let day = db::text(charge.day);
     let reserved = batch.push(
-        db.prepare(
+        db.prepare(&format!(
             "INSERT INTO usage (api_key_id, usage_date, image_count)
-             SELECT ?1, ?2, ?3 WHERE ?3 <= ?4
+             SELECT k.id, ?2, ?3 FROM api_keys k JOIN users o ON o.id = k.user_id
+              WHERE k.{key_column} = ?1 AND k.is_active = 1 AND (k.expires_at IS NULL OR k.expires_at > ?4)
+                AND o.suspended_at IS NULL AND ?3 <= MIN(COALESCE(k.daily_image_quota, ?5), ?6){gate}
              ON CONFLICT (api_key_id, usage_date)
              DO UPDATE SET image_count = image_count + excluded.image_count
-             WHERE usage.image_count + excluded.image_count <= ?4
+             WHERE usage.image_count + excluded.image_count <=
+                   (SELECT MIN(COALESCE(daily_image_quota, ?5), ?6) FROM api_keys WHERE {key_column} = ?1)
              RETURNING image_count",
-        )
-        .bind(&[db::text(charge.key_id), day.clone(), n.clone(), db::int(limits.key.into())])?,
+        ))
+        .bind(&[
+            db::text(key),
+            day.clone(),
+            n.clone(),
+            db::text(charge.now_iso),
+            db::int(config.daily_image_quota.into()),
+            db::int(config.max_key_daily_image_quota.into()),
+        ])?,
     );
-    let deployment_budget = db::int(limits.deployment.into());
+    let deployment_budget = db::int(config.deployment_daily_live_images.into());
     match charge.mode {
         KeyMode::Live => {
             batch.push::<()>(
-                db.prepare(
+                db.prepare(&format!(
                     "INSERT INTO account_usage (user_id, usage_date, live_images, live_limit)
-                     SELECT ?1, ?2, ?3, ?4 WHERE changes() = 1
+                     SELECT k.user_id, ?2, ?3, COALESCE(o.daily_image_quota, ?4)
+                       FROM api_keys k JOIN users o ON o.id = k.user_id
+                      WHERE k.{key_column} = ?1 AND changes() = 1
                      ON CONFLICT (user_id, usage_date) DO UPDATE SET
                          live_images = live_images + excluded.live_images, live_limit = excluded.live_limit",
-                )
+                ))
                 .bind(&[
-                    db::text(charge.user_id),
+                    db::text(key),
                     day.clone(),
                     n.clone(),
-                    db::int(limits.account.into()),
+                    db::int(config.account_daily_image_quota.into()),
                 ])?,
             );
             batch.push::<()>(
@@ -151,6 +196,11 @@ fn release_where(batch: &mut Batch, db: &Db, charge: Charge, guard: &str) -> Api
 }
 
 /// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed.
+/// Whether a failed reservation batch was refused by the account or deployment ceiling.
+pub fn is_ceiling(cause: &str) -> bool {
+    cause.contains("account_daily_limit") || cause.contains("deployment_daily_budget")
+}
+
 pub fn ceiling_refusal(cause: &str, limits: Limits, n: u32, now_ms: u64) -> Option<ApiError> {
     if cause.contains("account_daily_limit") {
         Some(account_quota_exceeded(limits.account, n, now_ms))

@@ -188,7 +188,7 @@ impl<'r> Generation<'r> {
         }
         Ok(Generation {
             db: rc.db()?,
-            id: format!("gen_{}", crate::random::uuid_v4()?),
+            id: new_id()?,
             day: date_from_millis(rc.now_ms),
             rc,
             principal,
@@ -204,6 +204,17 @@ impl<'r> Generation<'r> {
     pub async fn run(mut self) -> ApiResult<Generated> {
         let inputs = self.read_inputs().await?;
         let used_after = self.reserve("pending").await?;
+        self.deliver(inputs, used_after).await
+    }
+
+    /// Runs one whose reservation and pending record were written already, in the batch
+    /// that authenticated it ([`Generation::reserved`]): draw, deliver, store, finish.
+    pub async fn run_reserved(self, used_after: u32) -> ApiResult<Generated> {
+        self.deliver(Vec::new(), used_after).await
+    }
+
+    /// Everything after the reservation; on failure, gives it back.
+    async fn deliver(self, inputs: Vec<Input>, used_after: u32) -> ApiResult<Generated> {
         match self.complete(inputs).await {
             Ok(images) => {
                 let quota = self.principal.daily_quota;
@@ -259,6 +270,20 @@ impl<'r> Generation<'r> {
             ("x-quota-remaining-images", quota.saturating_sub(used_after).to_string()),
         ];
         Ok((self.id, headers))
+    }
+
+    /// A text-only generation whose reservation and pending record (`id`, charged to
+    /// `day`) rode in the batch that authenticated its key ([`push_reservation`] with the
+    /// key's hash). Only the drawing and the finish are left: [`Generation::run_reserved`].
+    pub fn reserved(
+        rc: &'r RequestContext,
+        principal: &'r KeyPrincipal,
+        request: GenerationRequest,
+        id: String,
+        day: String,
+        origin: String,
+    ) -> ApiResult<Self> {
+        Self::resumed(rc, principal, request, id, day, origin, Vec::new())
     }
 
     /// A queued generation taken by the queue consumer: its reservation and record exist
@@ -338,35 +363,24 @@ impl<'r> Generation<'r> {
     /// (`changes() = 1`). Returns the key's count for today after the reservation.
     async fn reserve(&self, status: &str) -> ApiResult<u32> {
         let (db, request, principal) = (&self.db, &self.request, self.principal);
-        let inputs =
-            (!self.input_records.is_empty()).then(|| serde_json::to_string(&self.input_records).unwrap_or_default());
         let mut batch = Batch::new();
-        let reserved = usage::reserve(&mut batch, db, self.charge(), self.limits())?;
-        batch.push::<()>(
-            db.prepare(
-                "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode,
-                                          aspect_ratio, resolution, inputs, follows_inputs, webhook_url)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?14, ?9, ?10, ?11, ?12, ?13, ?15, ?16 WHERE changes() = 1",
-            )
-            .bind(&[
-                db::text(&self.id),
-                db::text(&principal.key_id),
-                db::text(&principal.user_id),
-                db::text(&request.prompt),
-                db::text(&request.model),
-                db::text(&request.output.label()),
-                db::text(request.style.as_str()),
-                db::int(request.n.into()),
-                db::text(&iso_from_millis(self.rc.now_ms)),
-                db::text(principal.mode.as_str()),
-                db::text(request.output.aspect_ratio),
-                db::text(request.output.resolution.as_str()),
-                db::opt_text(inputs.as_deref()),
-                db::text(status),
-                db::int(i64::from(request.output.follows_inputs)),
-                db::opt_text(request.webhook_url.as_deref()),
-            ])?,
-        );
+        let now_iso = iso_from_millis(self.rc.now_ms);
+        let reserved = push_reservation(
+            &mut batch,
+            db,
+            &self.rc.config,
+            Pending {
+                id: &self.id,
+                key: usage::KeyRef::Id(&principal.key_id),
+                after_rate_take: false,
+                mode: principal.mode,
+                day: &self.day,
+                now_iso: &now_iso,
+                request,
+                input_records: &self.input_records,
+                status,
+            },
+        )?;
         let results = match db.batch(batch).await {
             Ok(results) => results,
             Err(err) => {
@@ -375,11 +389,7 @@ impl<'r> Generation<'r> {
                     .unwrap_or_else(|| ApiError::internal(cause)));
             }
         };
-        match results.first(reserved)? {
-            Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
-            // Someone else's concurrent request took what was left.
-            None => Err(usage::quota_exceeded(principal.daily_quota, principal.daily_quota, request.n, self.rc.now_ms)),
-        }
+        reserved_count(results.first(reserved)?, principal, request.n, self.rc.now_ms)
     }
 
     /// Draws and stores the images, then marks the generation succeeded. On any failure
@@ -543,6 +553,101 @@ fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 
 
 /// Gemini's key for a live key (503 when the deployment has none); None for a test key,
 /// which draws synthetic images.
+/// A new generation id: `gen_` and a UUID v4.
+pub fn new_id() -> ApiResult<String> {
+    Ok(format!("gen_{}", crate::random::uuid_v4()?))
+}
+
+/// A generation about to be reserved: what its record says, and which key it charges.
+pub struct Pending<'a> {
+    pub id: &'a str,
+    pub key: usage::KeyRef<'a>,
+    /// The rate limit's take is the statement just before (see [`usage::Reservation`]).
+    pub after_rate_take: bool,
+    pub mode: KeyMode,
+    pub day: &'a str,
+    pub now_iso: &'a str,
+    pub request: &'a GenerationRequest,
+    pub input_records: &'a [InputRecord],
+    /// `pending` (synchronous) or `queued`.
+    pub status: &'a str,
+}
+
+/// Pushes a generation's reservation (key, account, deployment) and its record into
+/// `batch`; the record is written only if every reservation took (`changes() = 1`). The
+/// key is found by id or by hash inside the batch, so the key lookup may ride in the same
+/// batch (the text-only synchronous path: one round trip for authentication, rate limit
+/// and reservation).
+pub fn push_reservation(
+    batch: &mut Batch,
+    db: &Db<'_>,
+    config: &crate::config::Config,
+    pending: Pending<'_>,
+) -> ApiResult<db::Slot<usage::Reserved>> {
+    let request = pending.request;
+    let reservation = usage::Reservation {
+        key: pending.key,
+        day: pending.day,
+        n: request.n,
+        mode: pending.mode,
+        now_iso: pending.now_iso,
+        after_rate_take: pending.after_rate_take,
+    };
+    let reserved = usage::reserve(batch, db, reservation, config)?;
+    let (key_column, key) = match pending.key {
+        usage::KeyRef::Id(id) => ("id", id),
+        usage::KeyRef::Hash(hash) => ("key_hash", hash),
+    };
+    let inputs =
+        (!pending.input_records.is_empty()).then(|| serde_json::to_string(pending.input_records).unwrap_or_default());
+    batch.push::<()>(
+        db.prepare(&format!(
+            "INSERT INTO generations (id, api_key_id, user_id, prompt, model, size, style, n, status, created_at, mode,
+                                      aspect_ratio, resolution, inputs, follows_inputs, webhook_url)
+             SELECT ?1, k.id, k.user_id, ?3, ?4, ?5, ?6, ?7, ?13, ?8, ?9, ?10, ?11, ?12, ?14, ?15
+               FROM api_keys k WHERE k.{key_column} = ?2 AND changes() = 1",
+        ))
+        .bind(&[
+            db::text(pending.id),
+            db::text(key),
+            db::text(&request.prompt),
+            db::text(&request.model),
+            db::text(&request.output.label()),
+            db::text(request.style.as_str()),
+            db::int(request.n.into()),
+            db::text(pending.now_iso),
+            db::text(pending.mode.as_str()),
+            db::text(request.output.aspect_ratio),
+            db::text(request.output.resolution.as_str()),
+            db::opt_text(inputs.as_deref()),
+            db::text(pending.status),
+            db::int(i64::from(request.output.follows_inputs)),
+            db::opt_text(request.webhook_url.as_deref()),
+        ])?,
+    );
+    Ok(reserved)
+}
+
+/// The key's count for today after a reservation, or the refusal of its quota (no row: the
+/// request asked for more than was left, or a concurrent request took it).
+pub fn reserved_count(
+    reserved: Option<usage::Reserved>,
+    principal: &KeyPrincipal,
+    n: u32,
+    now_ms: u64,
+) -> ApiResult<u32> {
+    match reserved {
+        Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
+        // If the count read with the key leaves room, a concurrent request took it since
+        // (or, rarely, the key was revoked since: it is not charged either way).
+        None => {
+            let quota = principal.daily_quota;
+            let used = if principal.used_today.saturating_add(n) > quota { principal.used_today } else { quota };
+            Err(usage::quota_exceeded(quota, used, n, now_ms))
+        }
+    }
+}
+
 fn provider_key(rc: &RequestContext, principal: &KeyPrincipal) -> ApiResult<Option<String>> {
     match principal.mode {
         KeyMode::Live => Ok(Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string())),

@@ -181,42 +181,160 @@ pub async fn openai_edits(req: &mut Request, rc: &RequestContext) -> ApiResult<R
     handle(req, rc, Entry::ImagesEdits).await
 }
 
-/// Every generation route: authenticate and rate-limit (one D1 round trip), then generate. Every answer after
-/// authentication carries the rate-limit and quota headers, errors included; a fresh
-/// generation's own (post-charge) quota headers win over the ones read at authentication.
+/// Every generation route: authenticate and rate-limit (one D1 round trip), then generate.
+/// Every answer after authentication carries the rate-limit and quota headers, errors
+/// included; a fresh generation's own (post-charge) quota headers win over the ones read
+/// at authentication.
+///
+/// A small synchronous text-only request (the common one) is read before its key is
+/// looked up, so that the lookup, the rate limit and the reservation share one round trip
+/// ([`generate_folded`]); its answers are the same, in the same order of precedence.
 async fn handle(req: &mut Request, rc: &RequestContext, entry: Entry) -> ApiResult<Response> {
-    let (principal, limit) = rate_limit::require_key(req, rc).await?;
+    let key = auth::api_key(req)?;
+    let mut body = None;
+    if foldable(req, rc, entry, &key) {
+        let read = entry.read(req).await;
+        if let Ok((fields, images)) = &read {
+            let parsed = match images.is_empty() {
+                true => GenerationRequest::parse(fields.clone(), Vec::new(), &rc.config, entry.shape()).ok(),
+                false => None,
+            };
+            if let Some(request) = parsed.filter(|request| request.webhook_url.is_none()) {
+                if let Some(response) = generate_folded(req, rc, &key, entry, request).await? {
+                    return Ok(response);
+                }
+            }
+        }
+        body = Some(read);
+    }
+    let (principal, limit) = rate_limit::authenticate(rc, &key).await?;
+    let common = common_headers(&principal, limit);
+    let result = match limit {
+        Some(decision) if !decision.allowed => Err(decision.exceeded()),
+        _ => generate_idempotently(req, rc, &principal, entry, body).await,
+    };
+    with_common_headers(result, &common)
+}
+
+/// Whether a request may be read before its key is looked up: a JSON route, a declared
+/// body of at most 64 KiB (text: an unauthenticated client gets no more read than any
+/// JSON route reads), no Idempotency-Key or Prefer header, and a key whose provider is
+/// configured (else the refusal of that comes after authentication, as it should).
+fn foldable(req: &Request, rc: &RequestContext, entry: Entry, key: &auth::ApiKey) -> bool {
+    let small = http::header(req, "content-length")
+        .and_then(|len| len.trim().parse::<usize>().ok())
+        .is_some_and(|len| len <= crate::body::JSON_BODY_LIMIT);
+    entry != Entry::ImagesEdits
+        && small
+        && http::header(req, idempotency::HEADER).is_none()
+        && http::header(req, "prefer").is_none()
+        && (key.mode() == auth::KeyMode::Test || rc.config.google_api_key().is_some())
+}
+
+/// A synchronous text-only generation whose key lookup, rate limit and reservation (with
+/// its pending record) are one D1 batch; then the engine draws and finishes it. None when
+/// an account or deployment ceiling refused the reservation: that rolls the whole batch
+/// back, the lookup included, so the ordinary path runs and says which.
+async fn generate_folded(
+    req: &Request,
+    rc: &RequestContext,
+    key: &auth::ApiKey,
+    entry: Entry,
+    request: GenerationRequest,
+) -> ApiResult<Option<Response>> {
+    let origin = http::origin(req);
+    let db = rc.db()?;
+    let (id, day) = (engine::new_id()?, crate::time::date_from_millis(rc.now_ms));
+    let now_iso = crate::time::iso_from_millis(rc.now_ms);
+    let key_hash = key.hash();
+    let mut batch = crate::db::Batch::new();
+    let pending = auth::PendingKey::push(rc, key, &mut batch)?;
+    let take = rate_limit::Take::push(&mut batch, &db, &key_hash, rc.config.rate_limit_per_minute, rc.now_ms)?;
+    let reserved = engine::push_reservation(
+        &mut batch,
+        &db,
+        &rc.config,
+        engine::Pending {
+            id: &id,
+            key: crate::usage::KeyRef::Hash(&key_hash),
+            after_rate_take: take.is_some(),
+            mode: key.mode(),
+            day: &day,
+            now_iso: &now_iso,
+            request: &request,
+            input_records: &[],
+            status: "pending",
+        },
+    )?;
+    let results = match db.batch(batch).await {
+        Ok(results) => results,
+        Err(err) => {
+            let cause = crate::error::describe_worker_error(&err);
+            return match crate::usage::is_ceiling(&cause) {
+                true => Ok(None),
+                false => Err(crate::error::ApiError::internal(cause)),
+            };
+        }
+    };
+    let principal = pending.resolve(rc, &results)?;
+    let limit = take.map(|take| take.decide(&results)).transpose()?;
+    let common = common_headers(&principal, limit);
+    let result = match limit {
+        Some(decision) if !decision.allowed => Err(decision.exceeded()),
+        _ => match engine::reserved_count(results.first(reserved)?, &principal, request.n, rc.now_ms) {
+            Ok(used_after) => {
+                let shape = entry.shape();
+                match origin.and_then(|origin| Generation::reserved(rc, &principal, request, id, day, origin)) {
+                    Ok(generation) => generation.run_reserved(used_after).await,
+                    Err(err) => Err(err),
+                }
+                .and_then(|generated| {
+                    Ok((http::json_text(200, generated.render(shape)?)?, generated.quota_headers().to_vec()))
+                })
+            }
+            Err(err) => Err(err),
+        },
+    };
+    with_common_headers(result, &common).map(Some)
+}
+
+/// The rate-limit headers and the quota read at authentication, for every answer after it.
+fn common_headers(principal: &auth::KeyPrincipal, limit: Option<rate_limit::Decision>) -> HeaderList {
     let mut common: HeaderList = limit.map(|d| d.headers().to_vec()).unwrap_or_default();
     common.push(("x-quota-limit-images", principal.daily_quota.to_string()));
     common.push(("x-quota-remaining-images", principal.daily_quota.saturating_sub(principal.used_today).to_string()));
+    common
+}
 
-    let result = match limit {
-        Some(decision) if !decision.allowed => Err(decision.exceeded()),
-        _ => generate_idempotently(req, rc, &principal, entry).await,
-    };
+/// The answer with the common headers added wherever it did not set its own.
+fn with_common_headers(result: ApiResult<(Response, HeaderList)>, common: &HeaderList) -> ApiResult<Response> {
     match result {
         Ok((mut response, mut headers)) => {
-            http::add_missing(&mut headers, &common);
+            http::add_missing(&mut headers, common);
             http::set_headers(&mut response, &headers)?;
             Ok(response)
         }
         Err(mut err) => {
-            http::add_missing(&mut err.headers, &common);
+            http::add_missing(&mut err.headers, common);
             Err(err)
         }
     }
 }
 
-/// Parses the request, claims its Idempotency-Key, runs the generation and records the
-/// answer. Returns the response and the headers it sets itself.
+/// Parses the request (read already, if `body` is Some), claims its Idempotency-Key, runs
+/// the generation and records the answer. Returns the response and the headers it sets itself.
 async fn generate_idempotently(
     req: &mut Request,
     rc: &RequestContext,
     principal: &auth::KeyPrincipal,
     entry: Entry,
+    body: Option<ApiResult<(JsonObject, Vec<InputSpec>)>>,
 ) -> ApiResult<(Response, HeaderList)> {
     let idempotency_key = IdempotencyKey::parse(http::header(req, idempotency::HEADER).as_deref())?;
-    let (body, images) = entry.read(req).await?;
+    let (body, images) = match body {
+        Some(read) => read?,
+        None => entry.read(req).await?,
+    };
     let (route, shape) = (entry.route(), entry.shape());
     let fingerprint = idempotency::fingerprint_with(route, &body, &inputs::fingerprint_parts(&images));
     let request = GenerationRequest::parse(body, images, &rc.config, shape)?;

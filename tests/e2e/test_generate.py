@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from conftest import JWT_SECRET, Api, assert_error
-from fake_gemini import FINAL_PNG, GOOGLE_KEY, JPEG_BYTES
+from fake_gemini import FINAL_PNG, GOOGLE_KEY, JPEG_BYTES, png_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -143,10 +143,36 @@ def test_n_images_are_requested_concurrently_and_all_stored(api, fake_gemini):
     assert usage_today(api, key) == 3
 
 
-def test_a_successful_generation_takes_three_d1_round_trips(api):
-    r = api.post("/v1/generate", {"prompt": f"count {tag()}"}, token=api.test_key())
-    assert r.status_code == 200
-    assert api.worker.request_log(r.headers["x-request-id"])["d1_queries"] == 3
+def test_a_text_generation_takes_two_d1_round_trips_and_other_requests_three(api):
+    key = api.test_key()
+
+    def round_trips(response) -> int:
+        assert response.status_code == 200, response.text
+        return api.worker.request_log(response.headers["x-request-id"])["d1_queries"]
+
+    # Key lookup + rate limit + reservation in one batch, then the finish.
+    assert round_trips(api.post("/v1/generate", {"prompt": f"count {tag()}"}, token=key)) == 2
+    assert round_trips(api.post("/v1/images/generations", {"prompt": f"count {tag()}"}, token=key)) == 2
+    # With a reference image, the key is looked up before the body is read: one more.
+    image = {"b64_json": base64.b64encode(png_bytes(8, 8)).decode(), "mime_type": "image/png"}
+    assert round_trips(api.post("/v1/generate", {"prompt": f"count {tag()}", "images": [image]}, token=key)) == 3
+    # An Idempotency-Key adds its claim and its record.
+    assert round_trips(api.post("/v1/generate", {"prompt": f"count {tag()}"}, token=key,
+                                headers={"Idempotency-Key": f"count-{tag()}"})) == 5
+
+
+def test_a_refused_key_leaves_nothing_behind_when_its_lookup_and_reservation_share_a_batch(api):
+    token = api.token()
+    key = api.create_key(token, mode="test")
+    assert api.delete(f"/v1/keys/{key['id']}", token=token).status_code == 204
+    prompt = f"refused {tag()}"
+    assert_error(api.post("/v1/generate", {"prompt": prompt}, token=key["key"]), 401, "revoked_api_key")
+    unknown = "nb_test_" + "0" * 32
+    assert_error(api.post("/v1/generate", {"prompt": prompt}, token=unknown), 401, "invalid_api_key")
+    # Authentication comes first even when the body is also wrong.
+    assert_error(api.post("/v1/generate", {"prompt": ""}, token=unknown), 401, "invalid_api_key")
+    assert api.worker.sql("SELECT id FROM generations WHERE prompt = ?", (prompt,)) == []
+    assert api.worker.sql("SELECT image_count FROM usage WHERE api_key_id = ?", (key["id"],)) == []
 
 
 # --- test keys: the synthetic provider ---
