@@ -187,7 +187,9 @@ def main() -> None:
         last = targets[-1]
         d1 = last.worker.request_log(last.api.post("/v1/generate", {"prompt": "iterate", "images": [
             {"generation_id": last.source_id}]}, token=last.live_key).headers["x-request-id"])["d1_queries"]
-        print(f"D1 round trips: an edit reading one generation_id input makes {d1}")
+        text = last.worker.request_log(last.api.post("/v1/generate", {"prompt": "count"}, token=last.live_key)
+                                       .headers["x-request-id"])["d1_queries"]
+        print(f"D1 round trips: a text generation makes {text}; an edit reading one generation_id input makes {d1}")
     finally:
         for target in targets:
             target.worker.stop()

@@ -117,8 +117,10 @@ def test_an_edit_of_an_earlier_image_costs_one_more_d1_round_trip(api):
     edit = generate(api, key, prompt="edit", images=[{"generation_id": source.json()["id"]},
                                                      {"generation_id": source.json()["id"]}])
     assert edit.status_code == 200, edit.text
-    # authenticate, reserve + pending record, finish; the edit adds one query for all its inputs.
-    assert api.worker.request_log(source.headers["x-request-id"])["d1_queries"] == 3
+    # Text only: authenticate + reserve + pending record in one batch, then finish.
+    assert api.worker.request_log(source.headers["x-request-id"])["d1_queries"] == 2
+    # An edit authenticates before reading its body, then one query for all its inputs,
+    # the reservation and the finish.
     assert api.worker.request_log(edit.headers["x-request-id"])["d1_queries"] == 4
 
 
