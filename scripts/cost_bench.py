@@ -9,7 +9,8 @@ the others compare with: what workerd spends on any request before this Worker's
 
 BENCH_COMPARE=DIR also starts DIR's build (another checkout, already built) and measures
 both, kind by kind, in interleaved rounds: before/after figures from one run on the same
-machine. BENCH_ONLY="name-or-prefix|..." measures only those kinds (names hold commas, so "|" separates); BENCH_RATE_LIMIT sets
+machine. BENCH_ONLY="name-or-prefix|..." measures only those kinds (names hold commas, so
+"|" separates); BENCH_ROUNDS sets how many interleaved rounds (3); BENCH_RATE_LIMIT sets
 RATE_LIMIT_PER_MINUTE (0: the limiter is off).
 
 Then the largest edit (issue 12): 14 inputs of about 1.4 MB (20 MB together, the limit),
@@ -82,7 +83,7 @@ VARS = {
     "DEPLOYMENT_DAILY_LIVE_IMAGES": "100000000", "REGISTER_MAX_PER_IP": "1000000",
     "LOGIN_MAX_FAILURES": "1000", "LOGIN_MAX_FAILURES_PER_IP": "1000000",
 }
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 class Target:
