@@ -208,7 +208,7 @@ impl<'r> Generation<'r> {
     }
 
     /// Runs one whose reservation and pending record were written already, in the batch
-    /// that authenticated it ([`Generation::reserved`]): draw, deliver, store, finish.
+    /// that authenticated it ([`Generation::resumed`]): draw, deliver, store, finish.
     pub async fn run_reserved(self, used_after: u32) -> ApiResult<Generated> {
         self.deliver(Vec::new(), used_after).await
     }
@@ -272,22 +272,11 @@ impl<'r> Generation<'r> {
         Ok((self.id, headers))
     }
 
-    /// A text-only generation whose reservation and pending record (`id`, charged to
-    /// `day`) rode in the batch that authenticated its key ([`push_reservation`] with the
-    /// key's hash). Only the drawing and the finish are left: [`Generation::run_reserved`].
-    pub fn reserved(
-        rc: &'r RequestContext,
-        principal: &'r KeyPrincipal,
-        request: GenerationRequest,
-        id: String,
-        day: String,
-        origin: String,
-    ) -> ApiResult<Self> {
-        Self::resumed(rc, principal, request, id, day, origin, Vec::new())
-    }
-
-    /// A queued generation taken by the queue consumer: its reservation and record exist
-    /// already (`status = 'running'`), so only the drawing and the finish are left.
+    /// A generation whose reservation and record exist already, so only the drawing and
+    /// the finish are left: a queued one taken by the queue consumer (`status =
+    /// 'running'`), or a text-only one reserved (`id`, charged to `day`) in the batch that
+    /// authenticated its key ([`push_reservation`] by the key's hash; then
+    /// [`Generation::run_reserved`]).
     pub fn resumed(
         rc: &'r RequestContext,
         principal: &'r KeyPrincipal,

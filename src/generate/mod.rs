@@ -284,7 +284,9 @@ async fn generate_folded(
         _ => match engine::reserved_count(results.first(reserved)?, &principal, request.n, rc.now_ms) {
             Ok(used_after) => {
                 let shape = entry.shape();
-                match origin.and_then(|origin| Generation::reserved(rc, &principal, request, id, day, origin)) {
+                match origin
+                    .and_then(|origin| Generation::resumed(rc, &principal, request, id, day, origin, Vec::new()))
+                {
                     Ok(generation) => generation.run_reserved(used_after).await,
                     Err(err) => Err(err),
                 }
