@@ -28,14 +28,6 @@ pub struct Charge<'a> {
     pub mode: KeyMode,
 }
 
-/// The ceilings a reservation must stay within.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub key: u32,
-    pub account: u32,
-    pub deployment: u32,
-}
-
 crate::db::row! {
     pub struct Reserved {
         pub image_count: i64,
@@ -48,6 +40,16 @@ crate::db::row! {
 pub enum KeyRef<'a> {
     Id(&'a str),
     Hash(&'a str),
+}
+
+impl<'a> KeyRef<'a> {
+    /// The `api_keys` column to find the key by (`k.{column} = ?`), and its value.
+    pub fn column_and_value(self) -> (&'static str, &'a str) {
+        match self {
+            KeyRef::Id(id) => ("id", id),
+            KeyRef::Hash(hash) => ("key_hash", hash),
+        }
+    }
 }
 
 /// What a reservation charges: `n` images of a key (and, for a live key, of its account
@@ -81,10 +83,7 @@ pub struct Reservation<'a> {
 /// the key's quota shows as no `Reserved` row; by the account or deployment ceiling, as
 /// the batch's error ([`ceiling_refusal`] names it).
 pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config) -> ApiResult<Slot<Reserved>> {
-    let (key_column, key) = match charge.key {
-        KeyRef::Id(id) => ("id", id),
-        KeyRef::Hash(hash) => ("key_hash", hash),
-    };
+    let (key_column, key) = charge.key.column_and_value();
     let gate = if charge.after_rate_take { " AND changes() = 1" } else { "" };
     let n = db::int(charge.n.into());
     let day = db::text(charge.day);
@@ -195,16 +194,22 @@ fn release_where(batch: &mut Batch, db: &Db, charge: Charge, guard: &str) -> Api
     Ok(())
 }
 
-/// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed.
+/// The CHECK constraints of the account's and the deployment's daily rows
+/// (migrations/0003), as D1 names them when one fails.
+const ACCOUNT_CEILING: &str = "account_daily_limit";
+const DEPLOYMENT_CEILING: &str = "deployment_daily_budget";
+
 /// Whether a failed reservation batch was refused by the account or deployment ceiling.
 pub fn is_ceiling(cause: &str) -> bool {
-    cause.contains("account_daily_limit") || cause.contains("deployment_daily_budget")
+    cause.contains(ACCOUNT_CEILING) || cause.contains(DEPLOYMENT_CEILING)
 }
 
-pub fn ceiling_refusal(cause: &str, limits: Limits, n: u32, now_ms: u64) -> Option<ApiError> {
-    if cause.contains("account_daily_limit") {
-        Some(account_quota_exceeded(limits.account, n, now_ms))
-    } else if cause.contains("deployment_daily_budget") {
+/// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed
+/// (`account_quota` is the account's ceiling, for the message).
+pub fn ceiling_refusal(cause: &str, account_quota: u32, n: u32, now_ms: u64) -> Option<ApiError> {
+    if cause.contains(ACCOUNT_CEILING) {
+        Some(account_quota_exceeded(account_quota, n, now_ms))
+    } else if cause.contains(DEPLOYMENT_CEILING) {
         Some(deployment_budget_exhausted(now_ms))
     } else {
         None

@@ -339,14 +339,6 @@ impl<'r> Generation<'r> {
         }
     }
 
-    fn limits(&self) -> usage::Limits {
-        usage::Limits {
-            key: self.principal.daily_quota,
-            account: self.principal.account_quota,
-            deployment: self.rc.config.deployment_daily_live_images,
-        }
-    }
-
     /// Reserves the images (key, account, deployment) and records the pending generation
     /// in one atomic batch; the generation row is written only if every reservation took
     /// (`changes() = 1`). Returns the key's count for today after the reservation.
@@ -374,7 +366,7 @@ impl<'r> Generation<'r> {
             Ok(results) => results,
             Err(err) => {
                 let cause = describe_worker_error(&err);
-                return Err(usage::ceiling_refusal(&cause, self.limits(), request.n, self.rc.now_ms)
+                return Err(usage::ceiling_refusal(&cause, principal.account_quota, request.n, self.rc.now_ms)
                     .unwrap_or_else(|| ApiError::internal(cause)));
             }
         };
@@ -540,8 +532,6 @@ fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 
     Image { mime_type: "image/png".to_string(), bytes: render_png(&spec) }
 }
 
-/// Gemini's key for a live key (503 when the deployment has none); None for a test key,
-/// which draws synthetic images.
 /// A new generation id: `gen_` and a UUID v4.
 pub fn new_id() -> ApiResult<String> {
     Ok(format!("gen_{}", crate::random::uuid_v4()?))
@@ -583,10 +573,7 @@ pub fn push_reservation(
         after_rate_take: pending.after_rate_take,
     };
     let reserved = usage::reserve(batch, db, reservation, config)?;
-    let (key_column, key) = match pending.key {
-        usage::KeyRef::Id(id) => ("id", id),
-        usage::KeyRef::Hash(hash) => ("key_hash", hash),
-    };
+    let (key_column, key) = pending.key.column_and_value();
     let inputs =
         (!pending.input_records.is_empty()).then(|| serde_json::to_string(pending.input_records).unwrap_or_default());
     batch.push::<()>(
@@ -637,6 +624,8 @@ pub fn reserved_count(
     }
 }
 
+/// Gemini's key for a live key (503 when the deployment has none); None for a test key,
+/// which draws synthetic images.
 fn provider_key(rc: &RequestContext, principal: &KeyPrincipal) -> ApiResult<Option<String>> {
     match principal.mode {
         KeyMode::Live => Ok(Some(rc.config.google_api_key().ok_or_else(provider_not_configured)?.to_string())),

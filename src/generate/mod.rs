@@ -279,25 +279,16 @@ async fn generate_folded(
     let principal = pending.resolve(rc, &results)?;
     let limit = take.map(|take| take.decide(&results)).transpose()?;
     let common = common_headers(&principal, limit);
-    let result = match limit {
-        Some(decision) if !decision.allowed => Err(decision.exceeded()),
-        _ => match engine::reserved_count(results.first(reserved)?, &principal, request.n, rc.now_ms) {
-            Ok(used_after) => {
-                let shape = entry.shape();
-                match origin
-                    .and_then(|origin| Generation::resumed(rc, &principal, request, id, day, origin, Vec::new()))
-                {
-                    Ok(generation) => generation.run_reserved(used_after).await,
-                    Err(err) => Err(err),
-                }
-                .and_then(|generated| {
-                    Ok((http::json_text(200, generated.render(shape)?)?, generated.quota_headers().to_vec()))
-                })
-            }
-            Err(err) => Err(err),
-        },
+    let result = async {
+        if let Some(decision) = limit.filter(|decision| !decision.allowed) {
+            return Err(decision.exceeded());
+        }
+        let used_after = engine::reserved_count(results.first(reserved)?, &principal, request.n, rc.now_ms)?;
+        let generation = Generation::resumed(rc, &principal, request, id, day, origin?, Vec::new())?;
+        let generated = generation.run_reserved(used_after).await?;
+        Ok((http::json_text(200, generated.render(entry.shape())?)?, generated.quota_headers().to_vec()))
     };
-    with_common_headers(result, &common).map(Some)
+    with_common_headers(result.await, &common).map(Some)
 }
 
 /// The rate-limit headers and the quota read at authentication, for every answer after it.
