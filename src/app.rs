@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{self, RequestContext};
 use crate::log::RequestLine;
 use crate::routes::{self, Route, RouteError};
-use crate::{accounts, admin, generate, health, keys, openapi, storage, usage, webhooks};
+use crate::{accounts, admin, catalog, generate, health, keys, openapi, storage, usage, webhooks};
 use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -67,18 +67,18 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::CreateKey => keys::create(req, rc).await,
         Route::ListKeys => keys::list(req, rc).await,
         Route::RevokeKey(id) => keys::revoke(req, rc, &id).await,
-        Route::Generate => generate::generate(req, rc).await,
-        Route::ImagesGenerations => generate::openai_images(req, rc).await,
-        Route::ImagesEdits => generate::openai_edits(req, rc).await,
+        Route::Generate => generate::routes::generate(req, rc).await,
+        Route::ImagesGenerations => generate::routes::openai_images(req, rc).await,
+        Route::ImagesEdits => generate::routes::openai_edits(req, rc).await,
         Route::GetImage(id) => storage::serve(req, rc, &id).await,
-        Route::ListGenerations => generate::history::list(req, rc).await,
-        Route::GetGeneration(id) => generate::history::get(req, rc, &id).await,
-        Route::CancelGeneration(id) => generate::background::cancel(req, rc, &id).await,
+        Route::ListGenerations => generate::routes::list(req, rc).await,
+        Route::GetGeneration(id) => generate::routes::get(req, rc, &id).await,
+        Route::CancelGeneration(id) => generate::routes::cancel(req, rc, &id).await,
         Route::GetWebhookSecret => webhooks::get(req, rc).await,
         Route::RotateWebhookSecret => webhooks::rotate(req, rc).await,
         Route::Usage => usage::get(req, rc).await,
         Route::OpenApi => openapi::serve(rc).await,
-        Route::Models => generate::catalog::list(&rc.config),
+        Route::Models => catalog::list(&rc.config),
         Route::Logout => accounts::logout(req, rc).await,
         Route::ChangePassword => accounts::change_password(req, rc).await,
         Route::Admin(route) => admin::handle(req, rc, route).await,

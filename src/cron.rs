@@ -12,10 +12,10 @@ pub async fn run(d1: worker::D1Database, bucket: Option<worker::Bucket>, config:
     let db = Db::new(d1, &queries, config.log_sql);
     let bucket = bucket.as_ref();
     let steps: [(&str, ApiResult<usize>); 5] = [
-        ("abandoned", generate::reconcile_abandoned(&db, bucket, now_ms).await),
+        ("abandoned", generate::maintenance::reconcile_abandoned(&db, bucket, now_ms).await),
         (
             "test_images_expired",
-            generate::engine::expire_test_images(&db, bucket, config.test_image_retention_days, now_ms).await,
+            generate::maintenance::expire_test_images(&db, bucket, config.test_image_retention_days, now_ms).await,
         ),
         ("revoked_tokens_pruned", auth::prune_revoked_tokens(&db, now_ms).await),
         ("throttle_pruned", throttle::prune(&db, config, now_ms).await),

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod catalog;
 pub mod config;
 pub mod cron;
 pub mod db;
@@ -45,11 +46,11 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
 }
 
 /// The queue consumer (`[[queues.consumers]]`): queued generations, webhook retries, and
-/// their dead letters (`generate::background`).
+/// their dead letters (`generate::queue`).
 #[event(queue)]
 pub async fn queue(batch: worker::MessageBatch<String>, env: Env, ctx: Context) -> worker::Result<()> {
     panic_hook::install();
-    generate::background::consume(batch, env, ctx).await;
+    generate::queue::consume(batch, env, ctx).await;
     Ok(())
 }
 

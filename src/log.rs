@@ -68,6 +68,38 @@ pub fn request(line: &RequestLine) {
     emit(&Tagged { level, event: "request", line });
 }
 
+/// The one line of a queue message: which message, which job of which generation, how it
+/// ended (`acked`, or `retried` with the cause). A queue batch logs one line per message;
+/// `request_id` is the consumer invocation's, shared by its messages.
+#[derive(Serialize)]
+pub struct QueueLine<'a> {
+    pub request_id: &'a str,
+    pub queue: &'a str,
+    pub message_id: &'a str,
+    /// `generate`, `webhook`, or `unreadable`.
+    pub job: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_id: Option<&'a str>,
+    pub outcome: &'a str,
+    /// The generation's failure code, when the job ran and the generation failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'a str>,
+}
+
+pub fn queue_message(line: &QueueLine) {
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        level: &'static str,
+        event: &'static str,
+        #[serde(flatten)]
+        line: &'a QueueLine<'a>,
+    }
+    let level = if line.outcome == "acked" { "info" } else { "error" };
+    emit(&Tagged { level, event: "queue_message", line });
+}
+
 fn emit<T: Serialize>(line: &T) {
     // Serialising strings and numbers cannot fail.
     let text = serde_json::to_string(line).unwrap_or_default();

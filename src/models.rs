@@ -2,7 +2,7 @@
 //! ratios and the most reference images it takes. Configuration, not code: defaults by
 //! model family from Google's documentation (2026-11), and `GEMINI_MODEL_CAPS` (JSON) to
 //! override any of them per model. A leaf: `config` builds the table, `GET /v1/models`
-//! (`generate::catalog`) lists it.
+//! (`catalog`) lists it.
 
 use serde::Serialize;
 

@@ -2,8 +2,8 @@
 //! (suspended or not), the key's and the account's quotas and today's usage of both. `last_used_at` is written after the response, at most once a
 //! minute per key, so a busy key is not a write per request.
 
-use super::ApiKey;
-use super::KeyMode;
+use super::account;
+use super::api_key::{ApiKey, KeyMode};
 use crate::db;
 use crate::error::{describe_worker_error, ApiError, ApiResult, Code};
 use crate::http::RequestContext;
@@ -99,7 +99,7 @@ fn accept(rc: &RequestContext, mode: KeyMode, row: Option<PrincipalRow>) -> ApiR
         return Err(ApiError::new(Code::ExpiredApiKey, "the API key has expired"));
     }
     if row.suspended_at.is_some() {
-        return Err(super::suspended());
+        return Err(account::suspended());
     }
     touch_last_used(rc, &row.id, row.last_used_at.as_deref())?;
     let config = &rc.config;

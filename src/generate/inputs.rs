@@ -4,18 +4,15 @@
 //! `POST /v1/generate`, or the files of `POST /v1/images/edits`): bytes sent inline
 //! (`{b64_json, mime_type}`, a `data:` URL, or a multipart file), or an image this account
 //! generated earlier (`{generation_id, index}`), read back from R2. Parsing is pure and
-//! checks what it can without I/O; [`resolve`] reads the earlier images (one D1 round trip
-//! for all of them, then R2) and applies the limits that need their bytes.
+//! checks what it can without I/O; the engine then reads the earlier images (one D1 round
+//! trip for all of them, then R2) and applies the limits that need their bytes. Pure.
 //!
 //! Limits, each a 4xx whose `param` names the input (`images[2]`): PNG, JPEG or WebP by
 //! their magic bytes (a declared type must agree); at most [`MAX_INPUT_BYTES`] each and
 //! [`MAX_INPUTS_TOTAL_BYTES`] together, decoded; at most the model's
 //! `max_input_images` (checked by the request parser).
 
-use crate::auth::{KeyMode, KeyPrincipal};
-use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::storage;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -332,96 +329,9 @@ pub fn digest(records: &[InputRecord]) -> Option<[u8; 32]> {
     Some(hasher.finalize().into())
 }
 
-crate::db::row! {
-    struct Source {
-        id: String,
-        n: i64,
-        mode: Option<KeyMode>,
-        object_keys: Option<String>,
-    }
-}
-
-fn not_found_error(param: &str, generation_id: &str) -> ApiError {
-    ApiError::not_found(format!("{param}: no generation {generation_id} of this account has images to read"))
-        .with_param(param)
-}
-
-/// The inputs' bytes, in order: inline ones as sent, earlier generations read from R2
-/// (one D1 round trip for all of them, then one R2 read each, in parallel). An id that is
-/// not this account's succeeded generation, or whose images are gone, is 404; an index
-/// past its images is 422. Inputs together are held to [`MAX_INPUTS_TOTAL_BYTES`].
-pub async fn resolve(
-    db: &Db<'_>,
-    bucket: Option<&worker::Bucket>,
-    principal: &KeyPrincipal,
-    specs: Vec<InputSpec>,
-) -> ApiResult<Vec<Input>> {
-    let wanted: Vec<&str> = specs
-        .iter()
-        .filter_map(|spec| match spec {
-            InputSpec::Generation { generation_id, .. } => Some(generation_id.as_str()),
-            InputSpec::Inline(_) => None,
-        })
-        .collect();
-    let sources: Vec<Source> = if wanted.is_empty() {
-        Vec::new()
-    } else {
-        let ids = serde_json::to_string(&wanted).unwrap_or_default();
-        db.all(
-            db.prepare(
-                "SELECT id, n, mode, object_keys FROM generations
-                 WHERE user_id = ?1 AND status = 'succeeded' AND id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(&[db::text(&principal.user_id), db::text(&ids)])?,
-        )
-        .await?
-    };
-    let mut reads = Vec::new();
-    for (position, spec) in specs.iter().enumerate() {
-        let InputSpec::Generation { generation_id, index } = spec else { continue };
-        let param = param(position);
-        let not_found = not_found_error(&param, generation_id);
-        let source = sources.iter().find(|s| s.id == *generation_id).ok_or_else(|| not_found.clone())?;
-        let Some(bucket) = bucket.filter(|_| source.object_keys.is_some()) else { return Err(not_found) };
-        if i64::from(*index) >= source.n {
-            let param = format!("{param}.index");
-            let message = format!("{param} must be below {}, the number of images of {generation_id}", source.n);
-            return Err(ApiError::validation(Code::OutOfRange, &param, message));
-        }
-        let key = storage::object_key(generation_id, *index as usize, source.mode.unwrap_or(KeyMode::Live));
-        reads.push(async move {
-            let bytes = storage::read(bucket, key).await?.ok_or(not_found)?;
-            Ok::<_, ApiError>((position, bytes))
-        });
-    }
-    let mut read = futures_util::future::try_join_all(reads).await?.into_iter();
-    let mut next_read = read.next();
-    let mut inputs = Vec::with_capacity(specs.len());
-    let mut total = 0;
-    for (position, spec) in specs.into_iter().enumerate() {
-        let input = match spec {
-            InputSpec::Inline(input) => input,
-            InputSpec::Generation { generation_id, index } => {
-                let bytes = match next_read.take() {
-                    Some((at, bytes)) if at == position => bytes,
-                    _ => return Err(ApiError::internal("input reads out of order")),
-                };
-                next_read = read.next();
-                let mut input = Input::from_upload(position, None, bytes)?;
-                input.record = InputRecord {
-                    generation_id: Some(generation_id),
-                    index: Some(index),
-                    source: "generation".into(),
-                    ..input.record
-                };
-                input
-            }
-        };
-        total += input.bytes.len();
-        check_total(position, total)?;
-        inputs.push(input);
-    }
-    Ok(inputs)
+/// The records of a generation's inputs, as stored (NULL: none).
+pub fn parse_records(stored: Option<&str>) -> Vec<InputRecord> {
+    stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
 }
 
 #[cfg(test)]

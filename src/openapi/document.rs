@@ -1,7 +1,7 @@
 //! Writes `public/openapi.json` from the Rust types: the response structs the handlers
 //! serialise and the documented request bodies (whose fields a test holds against what
-//! the parsers really read). Runs as a native test; `cargo test` rewrites the file and
-//! fails when the committed one was stale, so CI catches a forgotten update.
+//! the parsers really read). Runs as a native test that fails when the committed file is
+//! stale, so CI catches a forgotten update; `UPDATE_OPENAPI=1 cargo test openapi` rewrites it.
 
 use crate::error::Code;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -159,10 +159,10 @@ fn id_param() -> Value {
 pub fn build() -> Value {
     use crate::accounts::{CredentialsRequest, LoginResponse, Me, PasswordChange, RegisterResponse};
     use crate::admin::{AccountUpdateRequest, AdminAccount, AdminAccountList, DeploymentUsage};
-    use crate::generate::background::WebhookEvent;
-    use crate::generate::history::{GenerationList, GenerationRecord};
+    use crate::generate::notify::WebhookEvent;
+    use crate::generate::render::{GenerationList, GenerationRecord};
+    use crate::generate::render::{GenerationResponse, OpenAiImagesResponse};
     use crate::generate::request::{GenerateRequestDoc, OpenAiEditRequestDoc, OpenAiImagesRequestDoc};
-    use crate::generate::{GenerationResponse, OpenAiImagesResponse};
     use crate::keys::{CreatedKey, KeyCreateRequest, KeyList};
 
     let mut s = Schemas::new();
@@ -190,7 +190,7 @@ pub fn build() -> Value {
             "operationId": "listModels", "tags": ["meta"], "security": [],
             "summary": "The models a request may name here, with their resolutions, aspect ratios and reference-image limits",
             "responses": responses(
-                &[("200", json_response("the models", s.response::<crate::generate::catalog::ModelList>(), None))],
+                &[("200", json_response("the models", s.response::<crate::catalog::ModelList>(), None))],
                 e.refs(&error, &[], None))}},
         "/v1/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
@@ -411,8 +411,12 @@ fn the_committed_document_is_the_one_the_types_describe() {
     let fresh = render();
     let committed = std::fs::read_to_string(PATH).unwrap_or_default();
     if committed != fresh {
-        std::fs::write(PATH, &fresh).unwrap();
-        panic!("public/openapi.json was stale and has been rewritten from the Rust types: review it and commit it");
+        // Written only when asked: a test run never changes the work tree by itself.
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(PATH, &fresh).unwrap();
+            return;
+        }
+        panic!("public/openapi.json is stale: `UPDATE_OPENAPI=1 cargo test openapi` rewrites it from the Rust types; review it and commit it");
     }
 }
 
