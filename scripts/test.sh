@@ -21,7 +21,7 @@ cargo clippy --locked --all-targets --target wasm32-unknown-unknown -- -D warnin
 step "cargo deny: banned crates, duplicate majors, licenses, sources (deny.toml)"
 cargo deny --log-level error check bans licenses sources
 
-step "unit tests, native (they also rewrite src/openapi.json from the Rust types and fail if it was stale)"
+step "unit tests, native (public/openapi.json, the module graph and the configuration docs are checked here too)"
 cargo test --locked
 
 step "wasm-bindgen tests, in Node"

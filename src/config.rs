@@ -2,7 +2,11 @@
 //! README's configuration table documents.
 //!
 //! Parsed from a lookup function so the rules (defaults, ranges, what counts as missing)
-//! are tested natively. Secrets are kept only as long as a request needs them.
+//! are tested natively. Secrets live in the isolate's cached `Config` for the isolate's
+//! life (a new deployment or `wrangler secret put` starts new isolates); they never reach
+//! a log, an error or a `Debug` line. `docs/operations.md` documents every setting, and
+//! `tests/config_docs.rs` fails when a name, default or range there, here or in
+//! wrangler.toml differs.
 
 use crate::error::ApiError;
 
@@ -59,11 +63,12 @@ pub struct Config {
     /// (`QUEUE_DELAY_SECONDS`, default 0): room to smooth bursts, or to cancel.
     pub queue_delay_seconds: u32,
     /// `QUEUE_DUPLICATE_DELIVERY = "true"` sends every generation message twice: a fault
-    /// drill for at-least-once delivery (the tests use it). Never on in production.
+    /// drill for at-least-once delivery (the tests use it). Refused unless
+    /// `ALLOW_TEST_DRILLS = "true"`.
     pub queue_duplicate_delivery: bool,
     /// `QUEUE_FAIL_GENERATION_JOBS = "true"`: the consumer fails every generation job before
     /// taking it, as if D1 were down, so each is retried until it dead-letters: a drill of
-    /// the dead-letter path (the tests use it). Never on in production.
+    /// the dead-letter path (the tests use it). Refused unless `ALLOW_TEST_DRILLS = "true"`.
     pub queue_fail_generation_jobs: bool,
     /// Keys webhook signing secrets (`WEBHOOK_SECRET_KEY`, a secret); unset, they derive
     /// from JWT_SECRET, and rotating that changes every account's webhook secret.
@@ -194,8 +199,8 @@ impl Config {
                 }
             },
             queue_delay_seconds: number(&get, "QUEUE_DELAY_SECONDS", 0, 0..=43_200)?,
-            queue_duplicate_delivery: get("QUEUE_DUPLICATE_DELIVERY").as_deref() == Some("true"),
-            queue_fail_generation_jobs: get("QUEUE_FAIL_GENERATION_JOBS").as_deref() == Some("true"),
+            queue_duplicate_delivery: drill(&get, "QUEUE_DUPLICATE_DELIVERY")?,
+            queue_fail_generation_jobs: drill(&get, "QUEUE_FAIL_GENERATION_JOBS")?,
             webhook_secret_key: get("WEBHOOK_SECRET_KEY"),
         })
     }
@@ -239,6 +244,17 @@ where
             Ok(value) if range.contains(&value) => Ok(value),
             _ => Err(InvalidSetting(name)),
         },
+    }
+}
+
+/// A fault drill (`true` turns it on). Drills break things on purpose for the tests, so
+/// each is refused as a misconfiguration unless `ALLOW_TEST_DRILLS = "true"` says this
+/// deployment is a test one.
+fn drill(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, InvalidSetting> {
+    match get(name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") if get("ALLOW_TEST_DRILLS").as_deref() == Some("true") => Ok(true),
+        Some(_) => Err(InvalidSetting(name)),
     }
 }
 
@@ -313,6 +329,17 @@ mod tests {
             .unwrap();
         assert_eq!(c.gemini_api_base, "http://127.0.0.1:9");
         assert_eq!(c.public_image_base.as_deref(), Some("https://img.example"));
+    }
+
+    #[test]
+    fn drills_need_the_test_flag() {
+        for drill in ["QUEUE_DUPLICATE_DELIVERY", "QUEUE_FAIL_GENERATION_JOBS"] {
+            assert_eq!(config(&[(drill, "true")]).unwrap_err(), InvalidSetting(drill), "{drill} alone is refused");
+            assert_eq!(config(&[(drill, "yes"), ("ALLOW_TEST_DRILLS", "true")]).unwrap_err(), InvalidSetting(drill));
+            assert!(config(&[(drill, "false")]).is_ok());
+        }
+        let c = config(&[("QUEUE_DUPLICATE_DELIVERY", "true"), ("ALLOW_TEST_DRILLS", "true")]).unwrap();
+        assert!(c.queue_duplicate_delivery && !c.queue_fail_generation_jobs);
     }
 
     #[test]

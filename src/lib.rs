@@ -56,7 +56,7 @@ pub async fn queue(batch: worker::MessageBatch<String>, env: Env, ctx: Context) 
 
 /// Cron (`[triggers]` in wrangler.toml): reconciliation and retention (`cron.rs`).
 #[event(scheduled)]
-pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+pub async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     panic_hook::install();
     let config = match config::Config::for_env(&env) {
         Ok(config) => config,
@@ -64,7 +64,12 @@ pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) 
     };
     match env.d1("DB") {
         Ok(d1) => {
-            let summary = cron::run(d1, env.bucket(storage::BUCKET_BINDING).ok(), &config, time::now_millis()).await;
+            // The cron's clock is its event's scheduled time (the run's own moment).
+            let now_ms = match event.schedule() {
+                ms if ms.is_finite() && ms > 0.0 => ms as u64,
+                _ => time::now_millis(),
+            };
+            let summary = cron::run(d1, env.bucket(storage::BUCKET_BINDING).ok(), &config, now_ms).await;
             log::info("cron", &summary);
         }
         Err(err) => log::error("cron: D1 binding DB is missing", &error::describe_worker_error(&err)),

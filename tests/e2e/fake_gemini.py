@@ -22,12 +22,17 @@ chosen by directives in the prompt, so concurrent tests never share state:
     #svgaspng                 the same SVG bytes, declared image/png
     #retrydelay:VALUE:TAG     429 with RetryInfo retryDelay "VALUE" (any text, e.g. 1e300s),
                               every time
+    #hold:TAG                 do not answer until the test calls `release(TAG)` (or 120 s
+                              pass): orders a test by what it can observe, not by sleeping
+    #barrier:N:TAG            answer no call carrying TAG until N of them have arrived (or
+                              60 s pass, then 500): proves N calls were in flight at once
 
 Input images (`inlineData` parts before the text) are checked as Gemini checks them: an
 image/* mimeType and base64 data that decodes, else 400 INVALID_ARGUMENT. The recorded
 request keeps the parts' types and sizes under "inputs".
 
-Every request is recorded (path, headers, parsed body) for tests to inspect.
+Every request is recorded (path, headers, parsed body) for tests to inspect, and
+`expect(TEXT, calls=N)` holds a test to an exact number of calls carrying TEXT.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import struct
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GOOGLE_KEY = "fake-google-key-for-tests"
@@ -103,6 +109,8 @@ class FakeGemini:
         self.requests: list[dict] = []
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._holds: dict[str, threading.Event] = {}
+        self._arrived = threading.Condition()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -140,6 +148,37 @@ class FakeGemini:
         with self._lock:
             return [r for r in self.requests if text in r.get("prompt", "")]
 
+    def calls(self, text: str) -> int:
+        """How many calls carried `text` in their prompt."""
+        return len(self.requests_with(text))
+
+    @contextmanager
+    def expect(self, text: str, calls: int):
+        """Holds the block to exactly `calls` upstream calls carrying `text`."""
+        before = self.calls(text)
+        yield
+        made = self.calls(text) - before
+        assert made == calls, f"expected {calls} upstream call(s) carrying {text!r}, the fake saw {made}"
+
+    def wait_for_calls(self, text: str, count: int, timeout: float = 60) -> list[dict]:
+        """Blocks until `count` calls carrying `text` have arrived (an observable order,
+        never a sleep); fails after `timeout`, far past any expected time."""
+        deadline = time.time() + timeout
+        with self._arrived:
+            while self.calls(text) < count and time.time() < deadline:
+                self._arrived.wait(0.2)
+        found = self.requests_with(text)
+        assert len(found) >= count, f"{len(found)} call(s) carrying {text!r} arrived, expected {count}"
+        return found
+
+    def _hold(self, tag: str) -> threading.Event:
+        with self._lock:
+            return self._holds.setdefault(tag, threading.Event())
+
+    def release(self, tag: str) -> None:
+        """Lets every call held by `#hold:TAG` answer."""
+        self._hold(tag).set()
+
     def _count(self, tag: str) -> int:
         with self._lock:
             self._counts[tag] = self._counts.get(tag, 0) + 1
@@ -176,6 +215,8 @@ class FakeGemini:
                     if "inlineData" in part:
                         part["inlineData"]["data"] = f"<{len(part['inlineData'].get('data', ''))} base64 chars>"
             self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "prompt": prompt, "inputs": inputs, "at": time.time()})
+        with self._arrived:
+            self._arrived.notify_all()
 
         if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):
             return 404, "application/json", error_body(404, "NOT_FOUND", f"unknown path {path}")
@@ -189,6 +230,16 @@ class FakeGemini:
         if bad_input:
             return 400, "application/json", error_body(400, "INVALID_ARGUMENT", bad_input)
 
+        if m := re.search(r"#hold:(\w+)", prompt):
+            self._hold(m.group(1)).wait(120)
+        if m := re.search(r"#barrier:(\d+):(\w+)", prompt):
+            needed, tag = int(m.group(1)), m.group(2)
+            deadline = time.time() + 60
+            with self._arrived:
+                while self.calls(f"#barrier:{needed}:{tag}") < needed and time.time() < deadline:
+                    self._arrived.wait(0.2)
+            if self.calls(f"#barrier:{needed}:{tag}") < needed:
+                return 500, "application/json", error_body(500, "INTERNAL", "barrier: the other calls never came")
         if m := re.search(r"#slow:([\d.]+)", prompt):
             time.sleep(float(m.group(1)))
         if m := re.search(r"#status:(\d{3}):(\d+):(\w+)", prompt):

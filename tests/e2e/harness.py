@@ -119,23 +119,30 @@ class WorkerInstance:
                 self.proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    # --- the local D1, read and written the way an operator would: wrangler d1 execute ---
+    # --- the local D1, read and written beside the running Worker ---
 
     def sql(self, command: str, params: tuple | list = ()) -> list[dict]:
-        """Runs SQL on the local D1 with `?` parameters. Reads open the SQLite file read-only
-        (fast) and bind the parameters; writes go through `wrangler d1 execute --local`, as an
-        operator would, which takes no bind parameters, so they are inlined as SQL literals by
-        `sql_literal` (never by string formatting in a test)."""
+        """Runs SQL on the local D1 with `?` parameters. Reads open the SQLite file
+        read-only; writes open it read-write with a busy timeout, so that a write that
+        meets workerd's own transaction waits for it instead of failing (as `wrangler d1
+        execute`, a second miniflare on the same file, once did). A write may hold several
+        statements; its parameters are inlined as SQL literals by `bind_literals`."""
         if command.lstrip().upper().startswith("SELECT"):
             return self._read(command, params)
-        out = self.wrangler("d1", "execute", "DB", "--local", "--persist-to", str(self.state), "--json",
-                            "--command", bind_literals(command, params))
-        results = json.loads(out.stdout)
-        return results[0].get("results", []) if results else []
+        db = sqlite3.connect(self._d1_path(), timeout=30)
+        try:
+            db.executescript(bind_literals(command, params))
+            db.commit()
+        finally:
+            db.close()
+        return []
+
+    def _d1_path(self) -> Path:
+        [path] = [p for p in (self.state / "v3" / "d1").rglob("*.sqlite") if p.name != "metadata.sqlite"]
+        return path
 
     def _read(self, query: str, params=()) -> list[dict]:
-        [path] = [p for p in (self.state / "v3" / "d1").rglob("*.sqlite") if p.name != "metadata.sqlite"]
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{self._d1_path()}?mode=ro", uri=True, timeout=30)
         db.row_factory = sqlite3.Row
         try:
             return [dict(row) for row in db.execute(query, tuple(params)).fetchall()]

@@ -5,14 +5,12 @@ import base64
 import hashlib
 import re
 import time
-import uuid
 
 import pytest
 import requests
 
-from conftest import Api, assert_error
 from fake_gemini import SVG_BYTES
-from test_generate import PNG_MAGIC, tag, usage_today
+from helpers import Api, assert_error, PNG_MAGIC, tag, usage_today
 
 
 def throttle_rows(api: Api) -> int:

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from conftest import JWT_SECRET, Api, assert_error
 from jwt_util import make_jwt
+from helpers import Api, assert_error, JWT_SECRET
 
 
 def unique_email(prefix="user"):

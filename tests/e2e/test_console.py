@@ -6,7 +6,7 @@ labelled; screenshots in test-output/."""
 import subprocess
 
 from harness import OUTPUT_DIR, ROOT
-from test_operators import promote
+from helpers import promote
 
 
 def test_console_in_headless_chromium(api):

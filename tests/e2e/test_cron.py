@@ -4,36 +4,44 @@ table it still runs, and no statement it or a hot path issues scans a large tabl
 
 import re
 import sqlite3
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import Api
-from test_generate import tag
+from helpers import Api, run_cron, tag
 
 
-def run_cron(api: Api) -> None:
-    r = api.get("/__scheduled?cron=*/10+*+*+*+*")
-    assert r.status_code == 200, r.text
+@pytest.fixture(scope="module")
+def cron_api(worker_factory):
+    """An instance of its own: its cron runs days ahead of the clock, which would expire
+    and prune what other tests' generations on the shared instance still hold."""
+    return Api(worker_factory("cron"))
 
 
-def iso(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def test_an_abandoned_generation_gives_back_its_charge_and_its_images(api):
+def test_an_abandoned_generation_gives_back_its_charge_and_its_images(cron_api):
+    api = cron_api
     token = api.token()
     key = api.create_key(token, mode="live")
     body = api.post("/v1/generate", {"prompt": f"left behind {tag()}", "n": 2}, token=key["key"]).json()
     assert len(api.worker.r2_objects(f"images/{body['id']}/")) == 2
-    # What a Worker that died after storing, before finishing, leaves: a pending row, 20 minutes old.
-    started = datetime.now(timezone.utc) - timedelta(minutes=20)
-    api.worker.sql("UPDATE generations SET status = 'pending', object_keys = NULL, created_at = ? WHERE id = ?",
-                   (iso(started), body["id"]))
-    day = started.strftime("%Y-%m-%d")
+    # What a Worker that died after storing, before finishing, leaves: a pending row.
+    api.worker.sql("UPDATE generations SET status = 'pending', object_keys = NULL WHERE id = ?", (body["id"],))
+    [stored] = api.worker.sql("SELECT created_at, reserved_at FROM generations WHERE id = ?", (body["id"],))
+    day = stored["created_at"][:10]  # the day it was charged to, as stored
     user_id = api.get("/v1/auth/me", token=token).json()["id"]
     before = api.worker.sql("SELECT live_images FROM deployment_usage WHERE usage_date = ?", (day,))
 
+    # Reserved ten minutes ago, the cron leaves it alone; twenty minutes ago, it gives it up.
+    # (created_at stays: it names the day the charge is on.)
+    def reserved_ago(minutes: int) -> None:
+        api.worker.sql("UPDATE generations SET reserved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE id = ?",
+                       (f"-{minutes} minutes", body["id"]))
+    reserved_ago(10)
+    run_cron(api)
+    assert api.worker.sql("SELECT status FROM generations WHERE id = ?", (body["id"],))[0]["status"] == "pending"
+    reserved_ago(20)
+    api.worker.sql("UPDATE generations SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-20 minutes') "
+                   "WHERE id = ? AND strftime('%Y-%m-%d', 'now', '-20 minutes') = substr(created_at, 1, 10)",
+                   (body["id"],))
     run_cron(api)
 
     [row] = api.worker.sql("SELECT status, error_code FROM generations WHERE id = ?", (body["id"],))
@@ -48,16 +56,17 @@ def test_an_abandoned_generation_gives_back_its_charge_and_its_images(api):
     assert after[0]["live_images"] == before[0]["live_images"] - 2
 
 
-def test_test_key_images_live_under_their_own_prefix_and_expire(api):
+def test_test_key_images_live_under_their_own_prefix_and_expire(cron_api):
+    api = cron_api
     key = api.test_key()
     body = api.post("/v1/generate", {"prompt": f"ephemeral {tag()}"}, token=key).json()
     assert "_t0?" in body["url"]
     assert [o["key"] for o in api.worker.r2_objects(f"test-images/{body['id']}/")] == [f"test-images/{body['id']}/0"]
     assert api.worker.r2_objects(f"images/{body['id']}/") == []
     assert api.http.get(body["url"], timeout=30).status_code == 200
-    # Eight days later (TEST_IMAGE_RETENTION_DAYS is 7):
-    old = iso(datetime.now(timezone.utc) - timedelta(days=8))
-    api.worker.sql("UPDATE generations SET created_at = ? WHERE id = ?", (old, body["id"]))
+    # Made eight days ago (TEST_IMAGE_RETENTION_DAYS is 7):
+    api.worker.sql("UPDATE generations SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days') WHERE id = ?",
+                   (body["id"],))
     run_cron(api)
     assert api.worker.r2_objects(f"test-images/{body['id']}/") == []
     [row] = api.worker.sql("SELECT status, object_keys FROM generations WHERE id = ?", (body["id"],))
@@ -128,25 +137,28 @@ def test_the_cron_and_the_hot_paths_use_indexes_with_100000_generations(seeded):
     api, token, key = seeded
     # The hot paths, then the cron, each at least once.
     account = api.register()
-    api.post("/v1/auth/login", {"email": account["user"]["email"], "password": account["password"]})
-    api.post("/v1/auth/login", {"email": account["user"]["email"], "password": "wrong password"})
+    ok = lambda r, status=200: r.status_code == status or pytest.fail(f"{r.request.method} {r.url}: {r.status_code} {r.text[:200]}")  # noqa: E731
+    ok(api.post("/v1/auth/login", {"email": account["user"]["email"], "password": account["password"]}))
+    ok(api.post("/v1/auth/login", {"email": account["user"]["email"], "password": "wrong password"}), 401)
     live = api.create_key(token, mode="live")["key"]
-    api.post("/v1/keys", {"mode": "test"}, token=token, headers={"Idempotency-Key": tag()})
-    api.get("/v1/keys", token=token)
+    ok(api.post("/v1/keys", {"mode": "test"}, token=token, headers={"Idempotency-Key": tag()}), 201)
+    ok(api.get("/v1/keys", token=token))
     for credential in (key["key"], live):
         assert api.post("/v1/generate", {"prompt": f"plan {tag()}"}, token=credential,
                         headers={"Idempotency-Key": tag()}).status_code == 200
         # Without one, the key lookup and the reservation share a batch (by the key's hash).
         assert api.post("/v1/generate", {"prompt": f"plan {tag()}"}, token=credential).status_code == 200
-    api.post("/v1/generate", {"prompt": f"refused {tag()} #block"}, token=live)
-    page = api.get("/v1/generations?limit=5", token=token).json()
-    api.get(f"/v1/generations?limit=5&starting_after={page['last_id']}", token=key["key"])
-    api.get(f"/v1/generations/{page['data'][0]['id']}", token=token)
-    api.get("/v1/usage", token=token)
-    api.get("/v1/usage", token=key["key"])
-    api.post("/v1/auth/password", {"current_password": "correct horse battery", "new_password": "another password"},
-             token=token)
-    api.post("/v1/auth/logout", token=account["access_token"])
+    ok(api.post("/v1/generate", {"prompt": f"refused {tag()} #block"}, token=live), 400)
+    page = api.get("/v1/generations?limit=5", token=token)
+    ok(page)
+    page = page.json()
+    ok(api.get(f"/v1/generations?limit=5&starting_after={page['last_id']}", token=key["key"]))
+    ok(api.get(f"/v1/generations/{page['data'][0]['id']}", token=token))
+    ok(api.get("/v1/usage", token=token))
+    ok(api.get("/v1/usage", token=key["key"]))
+    ok(api.post("/v1/auth/password", {"current_password": "correct horse battery", "new_password": "another password"},
+                token=token))
+    ok(api.post("/v1/auth/logout", token=account["access_token"]), 204)
 
     run_cron(api)
     pending = api.worker.sql("SELECT COUNT(*) AS n FROM generations WHERE status = 'pending'")[0]["n"]

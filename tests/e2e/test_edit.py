@@ -9,9 +9,8 @@ import io
 import openai
 import pytest
 
-from conftest import assert_error
+from helpers import assert_error, data_url, generations_of, PNG_MAGIC, tag, usage_today
 from fake_gemini import JPEG_BYTES, png_bytes
-from test_generate import PNG_MAGIC, generations_of, tag, usage_today
 
 WIDE = png_bytes(16, 8, (10, 200, 30))  # 2:1, nearest Gemini ratio 16:9
 TALL = png_bytes(8, 16, (200, 10, 30))
@@ -20,10 +19,6 @@ MAX_INPUT = 7_000_000
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{b64(data)}"
 
 
 def sha(data: bytes) -> str:

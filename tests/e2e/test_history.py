@@ -4,9 +4,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from helpers import assert_error, fetch, tag
 
-from conftest import assert_error
-from test_generate import fetch, tag
 
 
 def today() -> str:

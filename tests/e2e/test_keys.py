@@ -4,8 +4,8 @@ import re
 import uuid
 
 import pytest
+from helpers import assert_error
 
-from conftest import assert_error
 
 KEY_FORMAT = re.compile(r"^nb_(live|test)_[0-9a-f]{32}$")
 LIST_FIELDS = {"id", "name", "prefix", "mode", "is_active", "last_used_at", "expires_at", "revoked_at",

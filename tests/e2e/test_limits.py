@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import Api, assert_error
-from test_generate import tag, usage_today
+from helpers import Api, assert_error, tag, usage_today
 
 
 def seconds_to_utc_midnight() -> float:
@@ -155,12 +154,17 @@ def test_tokens_come_back_at_the_configured_rate_and_refusals_write_nothing(fast
     assert r.headers["retry-after"] == "1" and r.headers["x-ratelimit-remaining-requests"] == "0"
     stored = api.worker.sql("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?", (key_hash,))[0]
     assert 0 <= stored["rate_units"] < 60_000, "less than one token (60000 units) left"
-    again = api.post("/v1/generate", {"prompt": ""}, token=key)
-    if again.status_code == 429:
-        unchanged = api.worker.sql("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?",
-                                   (key_hash,))[0]
-        assert unchanged == stored, "a refused request writes nothing"
-    time.sleep(0.6)
+    # The bucket's clock is its stored timestamp: set it an hour ahead and no token can
+    # come back during the check, however slow the machine.
+    ahead = int(time.time() * 1000) + 3_600_000
+    api.worker.sql("UPDATE api_keys SET rate_units = 0, rate_updated_ms = ? WHERE key_hash = ?", (ahead, key_hash))
+    frozen = {"rate_units": 0, "rate_updated_ms": ahead}
+    assert_error(api.post("/v1/generate", {"prompt": ""}, token=key), 429, "rate_limit_exceeded")
+    unchanged = api.worker.sql("SELECT rate_units, rate_updated_ms FROM api_keys WHERE key_hash = ?", (key_hash,))[0]
+    assert unchanged == frozen, "a refused request writes nothing"
+    # Half a second ago: one token (500 ms at 120 a minute) has come back since.
+    api.worker.sql("UPDATE api_keys SET rate_updated_ms = ? WHERE key_hash = ?",
+                   (int(time.time() * 1000) - 600, key_hash))
     assert_error(api.post("/v1/generate", {"prompt": ""}, token=key), 422, "prompt_required")
 
 
@@ -264,15 +268,19 @@ def without_urls(generation: dict) -> dict:
     return {**generation, "url": None, "images": [{**i, "url": None} for i in generation["images"]]}
 
 
-def test_same_key_while_the_first_is_running_is_409(api):
+def test_same_key_while_the_first_is_running_is_409(api, fake_gemini):
     key = api.live_key()
     t = tag()
     headers = {"Idempotency-Key": f"idem-{t}"}
-    body = {"prompt": f"slow {t} #slow:2"}
+    body = {"prompt": f"slow {t} #hold:{t}"}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(lambda: Api(api.worker).post("/v1/generate", body, token=key, headers=headers))
-        time.sleep(0.7)
-        second = Api(api.worker).post("/v1/generate", body, token=key, headers=headers)
+        try:
+            # The first is upstream (the fake holds it), so it is certainly still running.
+            fake_gemini.wait_for_calls(t, 1)
+            second = Api(api.worker).post("/v1/generate", body, token=key, headers=headers)
+        finally:
+            fake_gemini.release(t)
         first = first.result()
     assert first.status_code == 200, first.text
     assert_error(second, 409, "idempotency_in_progress", "conflict_error")
@@ -287,10 +295,12 @@ def test_two_concurrent_requests_with_one_key_generate_once(api, fake_gemini):
     t = tag()
     headers = {"Idempotency-Key": f"idem-{t}"}
     body = {"prompt": f"race {t} #slow:1"}
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: Api(api.worker).post("/v1/generate", body, token=key, headers=headers), range(2)))
-    assert sorted(r.status_code for r in results) == [200, 409]
-    assert len(fake_gemini.requests_with(t)) == 1
+    with fake_gemini.expect(t, calls=1):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: Api(api.worker).post("/v1/generate", body, token=key, headers=headers),
+                                    range(2)))
+    # 409 while the first runs; a replay (200) if the second came after it ended.
+    assert sorted(r.status_code for r in results) in ([200, 409], [200, 200])
     assert usage_today(api, key) == 1
 
 

@@ -1,7 +1,7 @@
 """What the Worker logs: one JSON line per request, and a 5xx logged exactly once, with its
 request id and cause, while the client sees only the generic envelope."""
 
-from conftest import Api, assert_error
+from helpers import Api, assert_error
 
 
 def test_a_d1_failure_is_one_log_line_with_request_id_and_cause_and_a_bare_500(worker_factory):

@@ -2,8 +2,8 @@
 
 import pytest
 from openai import OpenAI
+from helpers import Api
 
-from conftest import Api
 
 
 def test_the_allowed_models_with_their_capabilities(api):

@@ -4,8 +4,8 @@ import base64
 
 import openai
 import pytest
+from helpers import tag
 
-from test_generate import tag
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,23 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import Api, assert_error
+from helpers import Api, assert_error, promote, tag
 from harness import ROOT
-from test_generate import tag
 
 
 def today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
-
-
-def promote(worker, email: str) -> None:
-    """Makes an account an admin the documented way: scripts/admin.sh, over wrangler d1."""
-    out = subprocess.run(
-        ["bash", "scripts/admin.sh", "promote", email, "--",
-         "-c", str(worker.config_path), "--persist-to", str(worker.state)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    assert f"{email} is now: admin" in out.stdout
 
 
 @pytest.fixture(scope="module")

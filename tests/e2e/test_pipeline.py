@@ -1,8 +1,8 @@
 """The request pipeline every route shares: request ids, envelopes, 404/405/413/415/400."""
 
 import re
+from helpers import assert_error
 
-from conftest import assert_error
 
 REQ_ID = re.compile(r"^req_[0-9a-f]{24}$")
 
