@@ -189,22 +189,20 @@ impl<'r> Reserved<'r> {
         Reserved { generation, used_after }
     }
 
-    /// A queued generation the consumer has taken (`queued -> running`).
+    /// A queued generation the consumer has taken (`queued -> running`), with the records
+    /// of its inputs (whose bytes wait in R2).
     pub fn taken(
         rc: &'r RequestContext,
         db: Db<'r>,
         principal: &'r KeyPrincipal,
         request: GenerationRequest,
-        (id, day): (String, String),
+        id_and_day: (String, String),
         origin: String,
         input_records: Vec<InputRecord>,
     ) -> Self {
-        let generation = Generation { rc, db, principal, request, id, day, origin, input_records };
-        Reserved { generation, used_after: 0 }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.generation.id
+        let mut taken = Reserved::folded(rc, db, principal, request, id_and_day, origin, 0);
+        taken.generation.input_records = input_records;
+        taken
     }
 
     /// Draws, stores and finishes it; on any failure, gives the reservation back.

@@ -42,12 +42,8 @@ pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, n
         abandoned.iter().zip(moves).filter(|(_, moved)| results.changes(*moved) == 1).map(|(g, _)| g).collect();
     // One line per generation given up, so an operator can follow each one.
     for generation in &given_up {
-        let detail = format!(
-            "{} ({} image(s) on {} given back)",
-            generation.id,
-            generation.n,
-            &generation.created_at[..10.min(generation.created_at.len())]
-        );
+        let charge = generation.charge();
+        let detail = format!("{} ({} image(s) on {} given back)", generation.id, charge.n, charge.day);
         crate::log::info("cron: abandoned generation failed", &detail);
     }
     if let Some(bucket) = bucket {

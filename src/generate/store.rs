@@ -272,16 +272,28 @@ crate::db::row! {
 }
 
 impl Charged {
-    /// What it reserved, on the day it reserved it. Rows from before the mode column count
-    /// as live: releasing a charge that was never made changes nothing (counts stop at 0).
+    /// What it reserved, on the day it reserved it.
     pub fn charge(&self) -> usage::Charge<'_> {
-        usage::Charge {
-            key_id: &self.api_key_id,
-            user_id: &self.user_id,
-            day: self.created_at.get(..10).unwrap_or_default(),
-            n: u32::try_from(self.n).unwrap_or(0),
-            mode: self.mode.unwrap_or(KeyMode::Live),
-        }
+        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, self.n, self.mode)
+    }
+}
+
+/// What a stored generation reserved: `n` images of its key (and account, for a live key)
+/// on the UTC day it was created. Rows from before the mode column count as live:
+/// releasing a charge that was never made changes nothing (counts stop at 0).
+fn stored_charge<'a>(
+    key_id: &'a str,
+    user_id: &'a str,
+    created_at: &'a str,
+    n: i64,
+    mode: Option<KeyMode>,
+) -> usage::Charge<'a> {
+    usage::Charge {
+        key_id,
+        user_id,
+        day: created_at.get(..10).unwrap_or_default(),
+        n: u32::try_from(n).unwrap_or(0),
+        mode: mode.unwrap_or(KeyMode::Live),
     }
 }
 
@@ -554,13 +566,7 @@ impl Unfinished {
     }
 
     pub fn charge(&self) -> usage::Charge<'_> {
-        usage::Charge {
-            key_id: &self.api_key_id,
-            user_id: &self.user_id,
-            day: self.created_at.get(..10).unwrap_or_default(),
-            n: u32::try_from(self.n).unwrap_or(0),
-            mode: self.mode.unwrap_or(KeyMode::Live),
-        }
+        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, self.n, self.mode)
     }
 }
 
