@@ -24,8 +24,7 @@ const EXPIRE_BATCH: i64 = 200;
 /// inputs, are deleted. Returns how many it gave up.
 pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, now_ms: u64) -> ApiResult<usize> {
     let cutoff = iso_from_millis(now_ms.saturating_sub(ABANDONED_AFTER_MS));
-    let candidates = store::unfinished_before(db, &cutoff, RECONCILE_BATCH).await?;
-    let abandoned: Vec<_> = candidates.into_iter().filter(|g| g.held_since() < cutoff.as_str()).collect();
+    let abandoned = store::unfinished_before(db, &cutoff, RECONCILE_BATCH).await?;
     if abandoned.is_empty() {
         return Ok(0);
     }

@@ -552,34 +552,26 @@ crate::db::row! {
         pub n: i64,
         pub mode: Option<KeyMode>,
         pub created_at: String,
-        pub reserved_at: Option<String>,
-        pub started_at: Option<String>,
         pub inputs: Option<String>,
     }
 }
 
 impl Unfinished {
-    /// When its current holder took it: a queued generation from when a consumer started
-    /// it, any other from its reservation (rows from before `reserved_at`: their start).
-    pub fn held_since(&self) -> &str {
-        self.started_at.as_deref().or(self.reserved_at.as_deref()).unwrap_or(&self.created_at)
-    }
-
     pub fn charge(&self) -> usage::Charge<'_> {
         stored_charge(&self.api_key_id, &self.user_id, &self.created_at, self.n, self.mode)
     }
 }
 
-/// Up to `limit` pending or running generations held since before `cutoff` (see
-/// [`Unfinished::held_since`]), oldest first. `created_at` is never later than the other
-/// two, so its partial index (`generations_unfinished`) narrows the rows first.
+/// Up to `limit` pending or running generations whose current holder has had them since
+/// before `cutoff`, longest held first: a queued generation from when a consumer started it,
+/// any other from its reservation (rows from before `reserved_at`: their start). The
+/// expression is the one the partial index `generations_held` is built on, word for word.
 pub async fn unfinished_before(db: &Db<'_>, cutoff: &str, limit: i64) -> ApiResult<Vec<Unfinished>> {
     db.all(
         db.prepare(
-            "SELECT id, api_key_id, user_id, n, mode, created_at, reserved_at, started_at, inputs FROM generations
-             WHERE status IN ('pending', 'running') AND created_at < ?1
-               AND COALESCE(started_at, reserved_at, created_at) < ?1
-             ORDER BY created_at LIMIT ?2",
+            "SELECT id, api_key_id, user_id, n, mode, created_at, inputs FROM generations
+             WHERE status IN ('pending', 'running') AND COALESCE(started_at, reserved_at, created_at) < ?1
+             ORDER BY COALESCE(started_at, reserved_at, created_at) LIMIT ?2",
         )
         .bind(&[db::text(cutoff), db::int(limit)])?,
     )
@@ -647,26 +639,17 @@ mod tests {
     }
 
     #[test]
-    fn the_cron_judges_a_generation_from_when_it_was_reserved_or_taken() {
-        let row = |reserved: Option<&str>, started: Option<&str>| Unfinished {
+    fn an_abandoned_generation_gives_back_the_day_it_was_charged_to() {
+        let row = Unfinished {
             id: "gen_1".into(),
             api_key_id: "k".into(),
             user_id: "u".into(),
             n: 2,
             mode: None,
-            created_at: "2026-11-30T00:00:00.000Z".into(),
-            reserved_at: reserved.map(String::from),
-            started_at: started.map(String::from),
+            created_at: "2026-11-30T23:59:00.000Z".into(),
             inputs: None,
         };
-        assert_eq!(row(None, None).held_since(), "2026-11-30T00:00:00.000Z");
-        assert_eq!(row(Some("2026-11-30T00:05:00.000Z"), None).held_since(), "2026-11-30T00:05:00.000Z");
-        assert_eq!(
-            row(Some("2026-11-30T00:05:00.000Z"), Some("2026-11-30T01:00:00.000Z")).held_since(),
-            "2026-11-30T01:00:00.000Z"
-        );
-        let charged = row(None, None);
-        let charge = charged.charge();
+        let charge = row.charge();
         assert_eq!((charge.day, charge.n, charge.mode), ("2026-11-30", 2, KeyMode::Live));
     }
 }

@@ -125,6 +125,18 @@ def sign(image_id: str, expires: int) -> str:
     return hmac.new(url_key, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
+def unsigned(value):
+    """A response body with every signed image URL cut at its query: a replay signs its URLs afresh,
+    so two answers for one generation differ in `expires` whenever a second ticks between them."""
+    if isinstance(value, dict):
+        return {k: unsigned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsigned(v) for v in value]
+    if isinstance(value, str) and "/v1/images/" in value and "?expires=" in value:
+        return value.split("?", 1)[0]
+    return value
+
+
 def fetch(api: Api, url: str, **kwargs):
     return api.http.get(url, timeout=30, **kwargs)
 
