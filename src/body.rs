@@ -49,39 +49,157 @@ fn not_json(err: &serde_json::Error) -> ApiError {
     ApiError::invalid_json(format!("the request body is not valid JSON (line {}, column {})", err.line(), err.column()))
 }
 
-/// Parses the raw body into a JSON object of at most `limit` bytes, except field `kept`,
+/// Parses the raw body (at most `limit` bytes) into a JSON object, except field `kept`,
 /// which is returned as its raw JSON text, borrowed from `raw`: a field of megabytes (the
-/// images of a generation) is never copied into the tree.
+/// images of a generation) is never copied into the tree. The other fields together may
+/// take [`JSON_BODY_LIMIT`] bytes, as on any JSON route, checked as each one is read: no
+/// tree is built for a body that only looks like a big image request.
 pub fn parse_object_keeping<'a>(
     raw: &'a [u8],
     limit: usize,
     kept: &str,
 ) -> Result<(JsonObject, Option<&'a serde_json::value::RawValue>), ApiError> {
-    use serde_json::value::RawValue;
     if raw.len() > limit {
         return Err(ApiError::payload_too_large(limit));
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok((JsonObject::default(), None));
     }
-    let fields: std::collections::BTreeMap<String, &RawValue> = match serde_json::from_slice(raw) {
-        Ok(fields) => fields,
-        // Valid JSON, but not an object.
-        Err(err) if err.classify() == serde_json::error::Category::Data => return Err(not_an_object()),
-        Err(err) => return Err(not_json(&err)),
-    };
-    let mut object = JsonObject::default();
-    let mut kept_value = None;
-    for (name, value) in fields {
-        if name == kept {
-            kept_value = Some(value);
-        } else {
-            // Already checked as JSON: this cannot fail.
-            let value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
-            object.map.insert(name, value);
-        }
+    match split_object(raw, kept, JSON_BODY_LIMIT) {
+        Ok((map, kept)) => Ok((JsonObject { map }, kept)),
+        Err(Split::NotAnObject) => Err(not_an_object()),
+        Err(Split::Syntax(err)) => Err(not_json(&err)),
+        Err(Split::TooDeep) => Err(ApiError::invalid_json(format!(
+            "the request body nests arrays and objects more than {MAX_NESTING} deep"
+        ))),
+        Err(Split::TooLarge(field)) => Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "the fields other than {kept} may take at most {JSON_BODY_LIMIT} bytes together; {field} passes that"
+            ),
+        )
+        .with_param(field)),
     }
-    Ok((object, kept_value))
+}
+
+/// How deep a body's arrays and objects may nest. A request is three levels deep.
+pub const MAX_NESTING: usize = 32;
+
+/// Whether `raw`'s arrays and objects nest at most `max` deep, judged in one pass over the
+/// bytes with nothing allocated. serde_json skips a value it keeps as raw text by pushing
+/// a byte per level, so `[[[[...` of 27 MB would cost 27 MB (twice, as the buffer grows).
+pub fn nesting_within(raw: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while at < raw.len() {
+        match raw[at] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                // Skip the string: to its closing quote, past escaped characters.
+                at += 1;
+                while at < raw.len() {
+                    match raw[at] {
+                        b'\\' => at += 1,
+                        b'"' => break,
+                        _ => {}
+                    }
+                    at += 1;
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    true
+}
+
+/// Why [`split_object`] refused.
+#[derive(Debug)]
+pub enum Split {
+    NotAnObject,
+    /// Nested deeper than [`MAX_NESTING`].
+    TooDeep,
+    Syntax(serde_json::Error),
+    /// This field's name and value took the others past their limit.
+    TooLarge(String),
+}
+
+/// An object's field `kept` as raw text borrowed from `raw`, and every other field as a
+/// tree, built only while their names and raw values together stay within `others_limit`
+/// bytes. A tree costs a few dozen bytes per value of raw JSON (`[0,0,0,...]` is 32 bytes
+/// an element), so without the limit a 26 MB body became 700 MB of wasm memory. Nothing
+/// is allocated for the fields between the one that crosses the limit and the end.
+pub fn split_object<'a>(
+    raw: &'a [u8],
+    kept: &str,
+    others_limit: usize,
+) -> Result<(Map<String, Value>, Option<&'a serde_json::value::RawValue>), Split> {
+    use serde::de::DeserializeSeed;
+    if !nesting_within(raw, MAX_NESTING) {
+        return Err(Split::TooDeep);
+    }
+    let crossed = std::cell::RefCell::new(None);
+    let seed = SplitSeed { kept, others_limit, crossed: &crossed };
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let result = seed.deserialize(&mut deserializer).and_then(|split| deserializer.end().map(|()| split));
+    match result {
+        Ok(split) => Ok(split),
+        Err(_) if crossed.borrow().is_some() => Err(Split::TooLarge(crossed.take().unwrap_or_default())),
+        Err(err) if err.classify() == serde_json::error::Category::Data => Err(Split::NotAnObject),
+        Err(err) => Err(Split::Syntax(err)),
+    }
+}
+
+struct SplitSeed<'s> {
+    kept: &'s str,
+    others_limit: usize,
+    /// Set to the field that crossed `others_limit` (serde's errors carry only text).
+    crossed: &'s std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SplitSeed<'_> {
+    type Value = (Map<String, Value>, Option<&'de serde_json::value::RawValue>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SplitSeed<'_> {
+    type Value = (Map<String, Value>, Option<&'de serde_json::value::RawValue>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut others = Map::new();
+        let mut kept = None;
+        let mut used = 0usize;
+        while let Some(name) = access.next_key::<String>()? {
+            let value: &'de serde_json::value::RawValue = access.next_value()?;
+            if name == self.kept {
+                kept = Some(value);
+                continue;
+            }
+            used = used.saturating_add(name.len() + value.get().len());
+            if used > self.others_limit {
+                *self.crossed.borrow_mut() = Some(name);
+                return Err(A::Error::custom("fields over their limit"));
+            }
+            // Valid JSON already, and small: this cannot fail.
+            let value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
+            others.insert(name, value);
+        }
+        Ok((others, kept))
+    }
 }
 
 /// A JSON object whose fields are taken one by one; what is left over is unknown.
@@ -168,10 +286,12 @@ impl JsonObject {
         }
     }
 
-    /// The remaining fields as JSON with sorted keys (serde_json's map is ordered), so two
-    /// bodies that differ only in formatting or key order serialise the same.
-    pub fn canonical_json(&self) -> String {
-        serde_json::to_string(&self.map).unwrap_or_default()
+    /// Writes the remaining fields as JSON with sorted keys (serde_json's map is ordered)
+    /// into `out`, so two bodies that differ only in formatting or key order write the same.
+    /// Streamed: a fingerprint hashes it without holding a second copy of the body.
+    pub fn write_canonical(&self, out: impl std::io::Write) {
+        // Writing to a hasher cannot fail, and a map of JSON values always serialises.
+        let _ = serde_json::to_writer(out, &self.map);
     }
 
     /// Drops a field the route accepts but does not act on (OpenAI's optional hints).
@@ -287,6 +407,35 @@ mod tests {
         assert_eq!((err.status(), err.code.as_str()), (422, "prompt_required"));
         assert_eq!(obj("{}").optional_u32("n", 1..=4).unwrap(), None);
         assert_eq!(obj(r#"{"n": 3}"#).optional_u32("n", 1..=4).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn nesting_is_judged_outside_strings() {
+        assert!(nesting_within(br#"{"a":[{"b":[]}]}"#, 4));
+        assert!(!nesting_within(br#"{"a":[{"b":[[]]}]}"#, 4));
+        assert!(nesting_within(br#"{"a":"[[[[[[\"[[[[["}"#, 1), "brackets in strings, escaped quotes");
+        assert!(nesting_within(b"]]]]}}", 0), "unbalanced closers are for the parser to refuse");
+    }
+
+    #[test]
+    fn the_kept_field_is_free_and_the_others_are_bounded() {
+        let image = "A".repeat(JSON_BODY_LIMIT * 4);
+        let raw = format!(r#"{{"prompt":"x","images":["{image}"]}}"#);
+        let (mut fields, kept) = parse_object_keeping(raw.as_bytes(), usize::MAX, "images").unwrap();
+        assert_eq!(kept.map(|k| k.get().len()), Some(image.len() + 4));
+        assert_eq!(fields.optional_str("prompt").unwrap().as_deref(), Some("x"));
+
+        let raw = format!(r#"{{"images":[],"prompt":"x","zz":"{}"}}"#, "y".repeat(JSON_BODY_LIMIT));
+        let err = parse_object_keeping(raw.as_bytes(), usize::MAX, "images").unwrap_err();
+        assert_eq!((err.status(), err.code.as_str(), err.param.as_deref()), (413, "payload_too_large", Some("zz")));
+
+        let deep = format!(r#"{{"images":{}{}}}"#, "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        let err = parse_object_keeping(deep.as_bytes(), usize::MAX, "images").unwrap_err();
+        assert_eq!((err.status(), err.code.as_str()), (400, "invalid_json"));
+        for (bad, code) in [("[1]", "invalid_json"), (r#"{"a":1} x"#, "invalid_json"), (r#"{"a":}"#, "invalid_json")] {
+            let err = parse_object_keeping(bad.as_bytes(), usize::MAX, "images").unwrap_err();
+            assert_eq!((err.status(), err.code.as_str()), (400, code), "{bad}");
+        }
     }
 
     #[test]

@@ -59,12 +59,26 @@ pub fn fingerprint_with(route: &str, body: &JsonObject, extra: &[String]) -> Str
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
     hasher.update(b"\n");
-    hasher.update(body.canonical_json().as_bytes());
+    body.write_canonical(HashWriter(&mut hasher));
     for part in extra {
         hasher.update(b"\n");
         hasher.update(part.as_bytes());
     }
     hex::encode(hasher.finalize())
+}
+
+/// Feeds what is written into a SHA-256, so a body is hashed as it serialises.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whose records these are: the credential that made the request.

@@ -7,7 +7,7 @@
 //! by painting inside a mask.
 
 use super::inputs::{self, Input, InputSpec};
-use crate::body::JsonObject;
+use crate::body::{JsonObject, JSON_BODY_LIMIT};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::multipart::{self, Part};
 use serde_json::Value;
@@ -37,6 +37,7 @@ fn from_parts(parts: Vec<Part<'_>>) -> ApiResult<(JsonObject, Vec<InputSpec>)> {
     let mut fields = JsonObject::default();
     let mut files = Vec::new();
     let mut total = 0;
+    let mut text_total = 0usize;
     for part in parts {
         match part.name.as_str() {
             "mask" => return Err(ApiError::new(Code::UnsupportedParameter, NO_MASKS).with_param("mask")),
@@ -64,6 +65,19 @@ fn from_parts(parts: Vec<Part<'_>>) -> ApiResult<(JsonObject, Vec<InputSpec>)> {
                 ))
             }
             _ => {
+                // The text fields together are held to the JSON routes' limit before any is
+                // copied: a 27 MB "prompt" is refused here, not after it is fingerprinted.
+                text_total = text_total.saturating_add(part.name.len() + part.body.len());
+                if text_total > JSON_BODY_LIMIT {
+                    return Err(ApiError::new(
+                        Code::PayloadTooLarge,
+                        format!(
+                            "the text fields may take at most {JSON_BODY_LIMIT} bytes together; {} passes that",
+                            part.name
+                        ),
+                    )
+                    .with_param(&part.name));
+                }
                 let text = String::from_utf8(part.body.to_vec()).map_err(|_| {
                     ApiError::new(Code::InvalidMultipart, format!("field {} is not UTF-8 text", part.name))
                 })?;

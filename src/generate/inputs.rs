@@ -139,45 +139,28 @@ fn too_large(param: &str, message: String) -> ApiError {
     ApiError::validation(Code::ImageTooLarge, param, message)
 }
 
-/// The `images` field of a JSON request: absent, null or `[]` is no inputs.
+/// The `images` field of a JSON request as a tree: absent, null or `[]` is no inputs. The
+/// same as [`parse_raw`], which is what the route uses.
 pub fn parse_json(value: Option<Value>) -> ApiResult<Vec<InputSpec>> {
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => parse_items(items.len(), items.into_iter().map(Ok)),
-        Some(_) => Err(not_an_array()),
-    }
+    let text = value.map(|value| value.to_string());
+    let raw = text.as_deref().map(serde_json::from_str::<&RawValue>).transpose().map_err(|_| not_an_array())?;
+    parse_raw(raw)
 }
 
-/// [`parse_json`] from the field's raw JSON text, as `/v1/generate` reads it: each item is
-/// made a tree, decoded and dropped in turn, so the base64 of all the inputs is never
-/// copied out of the request body at once.
+/// The `images` field from its raw JSON text, as `/v1/generate` reads it. Nothing is
+/// built for more than [`MAX_LISTED_INPUTS`] items (the count is checked while the array
+/// is read), and each item is decoded and dropped in turn, so the base64 of all the inputs
+/// is never copied out of the request body at once.
 pub fn parse_raw(value: Option<&RawValue>) -> ApiResult<Vec<InputSpec>> {
     crate::body::asked::record("images");
     let Some(value) = value else { return Ok(Vec::new()) };
-    let items: Option<Vec<&RawValue>> = serde_json::from_str(value.get()).map_err(|_| not_an_array())?;
-    let items = items.unwrap_or_default();
-    let values = items.iter().map(|item| serde_json::from_str::<Value>(item.get()).map_err(|_| not_an_array()));
-    parse_items(items.len(), values)
-}
-
-fn not_an_array() -> ApiError {
-    ApiError::validation(Code::InvalidType, "images", "images must be an array")
-}
-
-fn parse_items(count: usize, items: impl Iterator<Item = ApiResult<Value>>) -> ApiResult<Vec<InputSpec>> {
-    if count > MAX_LISTED_INPUTS {
-        return Err(ApiError::validation(
-            Code::UnsupportedByModel,
-            "images",
-            format!("images lists {count} inputs; no model takes more than {MAX_LISTED_INPUTS}"),
-        ));
-    }
+    let items = list_items(value.get())?;
     let mut total = 0;
-    let mut specs = Vec::with_capacity(count);
+    let mut specs = Vec::with_capacity(items.len());
     // Each item is dropped as soon as it is decoded: its base64 text and its bytes never
     // live side by side for more than one input.
-    for (position, item) in items.enumerate() {
-        let spec = parse_item(position, item?)?;
+    for (position, item) in items.into_iter().enumerate() {
+        let spec = parse_item(position, item)?;
         if let InputSpec::Inline(input) = &spec {
             total += input.bytes.len();
             check_total(position, total)?;
@@ -185,6 +168,69 @@ fn parse_items(count: usize, items: impl Iterator<Item = ApiResult<Value>>) -> A
         specs.push(spec);
     }
     Ok(specs)
+}
+
+/// The items of the `images` array, borrowed; null is none. Reading stops at the first item
+/// past [`MAX_LISTED_INPUTS`] (`[0,0,0,...]` of 26 MB would otherwise be a list of 13
+/// million).
+fn list_items(text: &str) -> ApiResult<Vec<&RawValue>> {
+    use serde::de::DeserializeSeed;
+    let too_many = std::cell::Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let items = ItemsSeed { too_many: &too_many }.deserialize(&mut deserializer);
+    match items {
+        Ok(items) => Ok(items.unwrap_or_default()),
+        Err(_) if too_many.get() => Err(ApiError::validation(
+            Code::UnsupportedByModel,
+            "images",
+            format!("images lists more than {MAX_LISTED_INPUTS} inputs; no model takes more"),
+        )),
+        Err(_) => Err(not_an_array()),
+    }
+}
+
+struct ItemsSeed<'s> {
+    too_many: &'s std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = access.next_element::<&'de RawValue>()? {
+            if items.len() == MAX_LISTED_INPUTS {
+                self.too_many.set(true);
+                return Err(serde::de::Error::custom("too many items"));
+            }
+            items.push(item);
+        }
+        Ok(Some(items))
+    }
+}
+
+fn not_an_array() -> ApiError {
+    ApiError::validation(Code::InvalidType, "images", "images must be an array")
 }
 
 /// Inputs together may not pass [`MAX_INPUTS_TOTAL_BYTES`]; `position` crossed it.
@@ -199,18 +245,35 @@ pub fn check_total(position: usize, total: usize) -> ApiResult<()> {
     Ok(())
 }
 
-fn parse_item(position: usize, item: Value) -> ApiResult<InputSpec> {
+/// The fields of one item other than `b64_json` may take this many bytes of JSON: a
+/// generation id, an index and a type are a few dozen.
+const ITEM_FIELDS_LIMIT: usize = 1024;
+
+fn parse_item(position: usize, item: &RawValue) -> ApiResult<InputSpec> {
     let param = param(position);
-    let mut fields = match item {
-        Value::String(url) => return parse_data_url(position, &url).map(InputSpec::Inline),
-        Value::Object(fields) => fields,
-        _ => {
-            return Err(ApiError::validation(
-                Code::InvalidType,
-                &param,
-                format!("{param} must be a data: URL, {{b64_json, mime_type}} or {{generation_id, index}}"),
-            ))
+    let wrong_shape = || {
+        ApiError::validation(
+            Code::InvalidType,
+            &param,
+            format!("{param} must be a data: URL, {{b64_json, mime_type}} or {{generation_id, index}}"),
+        )
+    };
+    let (mut fields, b64) = match item.get().as_bytes().first() {
+        Some(b'"') => {
+            let url: String = serde_json::from_str(item.get()).map_err(|_| wrong_shape())?;
+            return parse_data_url(position, &url).map(InputSpec::Inline);
         }
+        Some(b'{') => crate::body::split_object(item.get().as_bytes(), "b64_json", ITEM_FIELDS_LIMIT).map_err(
+            |why| match why {
+                crate::body::Split::TooLarge(name) => invalid_image(
+                    &format!("{param}.{name}"),
+                    format!("{param}'s fields besides b64_json may take at most {ITEM_FIELDS_LIMIT} bytes"),
+                ),
+                _ => wrong_shape(),
+            },
+        )?,
+        // Nothing else is an input; no tree is built to say so.
+        _ => return Err(wrong_shape()),
     };
     let text = |fields: &mut serde_json::Map<String, Value>, name: &str| match fields.remove(name) {
         None | Some(Value::Null) => Ok(None),
@@ -221,7 +284,16 @@ fn parse_item(position: usize, item: Value) -> ApiResult<InputSpec> {
             format!("{param}.{name} must be a string"),
         )),
     };
-    let b64 = text(&mut fields, "b64_json")?;
+    let b64: Option<String> = match b64 {
+        None => None,
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+            ApiError::validation(
+                Code::InvalidType,
+                format!("{param}.b64_json"),
+                format!("{param}.b64_json must be a string"),
+            )
+        })?,
+    };
     let mime_type = text(&mut fields, "mime_type")?;
     let generation_id = text(&mut fields, "generation_id")?;
     let index = match fields.remove("index") {
