@@ -22,6 +22,11 @@ const BACKOFF_CAP_MS: u64 = 8_000;
 /// The longest upstream `retryDelay` honoured; longer ones count as this (and so usually
 /// do not fit the deadline: the request fails fast instead of waiting).
 const MAX_RETRY_DELAY_MS: u64 = 120_000;
+/// The largest answer read: a 4K image is at most about 20 MB as base64. Anything from
+/// upstream is untrusted, and a bigger one would be copied into the wasm memory whole.
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// An error envelope's details are read as a tree; Google's are a few hundred bytes.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 // ---------------------------------------------------------------- request
 
@@ -99,8 +104,9 @@ fn inline_part(mime_type: &str, bytes: &[u8]) -> String {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GenerateContentResponse<'a> {
-    #[serde(default, borrow)]
-    candidates: Vec<Candidate<'a>>,
+    /// Only the first candidate is read; the others are skipped without a tree.
+    #[serde(default, borrow, rename = "candidates", deserialize_with = "first_candidate")]
+    candidate: Option<Candidate<'a>>,
     prompt_feedback: Option<PromptFeedback>,
 }
 
@@ -120,8 +126,10 @@ struct Candidate<'a> {
 
 #[derive(Deserialize)]
 struct Content<'a> {
-    #[serde(default, borrow)]
-    parts: Vec<Part<'a>>,
+    /// The last non-thought image part, kept as the parts stream by: a million empty parts
+    /// from a hostile upstream cost nothing.
+    #[serde(default, borrow, rename = "parts", deserialize_with = "last_image")]
+    final_image: Option<InlineData<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +148,47 @@ struct InlineData<'a> {
     /// Borrowed unless the JSON escapes something in it (base64 never needs to).
     #[serde(borrow)]
     data: std::borrow::Cow<'a, str>,
+}
+
+/// Reads a JSON array one element at a time, handing each to `F`.
+struct Fold<T, F>(F, std::marker::PhantomData<fn(T)>);
+
+impl<'de, T: Deserialize<'de>, F: FnMut(T)> serde::de::Visitor<'de> for Fold<T, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut access: A) -> Result<(), A::Error> {
+        while let Some(item) = access.next_element::<T>()? {
+            (self.0)(item);
+        }
+        Ok(())
+    }
+}
+
+fn first_candidate<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Candidate<'de>>, D::Error> {
+    let mut first = None;
+    let mut keep = |candidate: Option<Candidate<'de>>| {
+        if first.is_none() {
+            first = candidate;
+        }
+    };
+    // Later candidates are read the same bounded way and dropped at once.
+    deserializer.deserialize_seq(Fold(&mut keep, std::marker::PhantomData))?;
+    Ok(first)
+}
+
+fn last_image<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<InlineData<'de>>, D::Error> {
+    let mut last = None;
+    let mut keep = |part: Part<'de>| {
+        if let Some(data) = part.inline_data.filter(|data| !part.thought && data.mime_type.starts_with("image/")) {
+            last = Some(data);
+        }
+    };
+    deserializer.deserialize_seq(Fold(&mut keep, std::marker::PhantomData))?;
+    Ok(last)
 }
 
 #[derive(Deserialize)]
@@ -205,16 +254,11 @@ fn interpret_success(body: &[u8]) -> Attempt {
     if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
         return Attempt::Fail(refused(&format!("the prompt was blocked ({reason})")));
     }
-    let Some(candidate) = response.candidates.into_iter().next() else {
+    let Some(candidate) = response.candidate else {
         return Attempt::Fail(upstream_failed("the image provider returned no candidates"));
     };
     let finish = candidate.finish_reason.unwrap_or_else(|| "STOP".to_string());
-    let parts = candidate.content.map(|c| c.parts).unwrap_or_default();
-    let final_image = parts
-        .into_iter()
-        .filter(|part| !part.thought)
-        .filter_map(|part| part.inline_data)
-        .rfind(|data| data.mime_type.starts_with("image/"));
+    let final_image = candidate.content.and_then(|content| content.final_image);
     match final_image {
         Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
             // The type is what the bytes are, not what upstream declares: only PNG, JPEG
@@ -238,11 +282,21 @@ fn refused(reason: &str) -> ApiError {
         .with_param("prompt")
 }
 
+/// An answer over [`MAX_ANSWER_BYTES`]: not read, not retried.
+pub fn oversized() -> ApiError {
+    upstream_failed("the image provider sent an answer too large to read")
+        .caused_by(format!("gemini answered more than {MAX_ANSWER_BYTES} bytes"))
+}
+
 fn upstream_failed(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::UpstreamError, message)
 }
 
+/// Google's error envelope; one larger than any Google sends is not read.
 fn google_error(body: &[u8]) -> Option<GoogleError> {
+    if body.len() > MAX_ERROR_BYTES {
+        return None;
+    }
     serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
 }
 
@@ -369,7 +423,7 @@ mod fetch {
             let attempt_started = crate::time::now_millis();
             let outcome = match send(url, api_key, body, remaining).await {
                 Ok((status, bytes)) => interpret(status, &bytes),
-                Err(why) => Attempt::Retry { why, retry_after_ms: None },
+                Err(outcome) => outcome,
             };
             match outcome {
                 Attempt::Image(image) => {
@@ -399,34 +453,47 @@ mod fetch {
     }
 
     /// One HTTP call, aborted when `timeout_ms` passes. The key travels in a header only.
-    async fn send(url: &str, api_key: &str, body: &JsValue, timeout_ms: u64) -> Result<(u16, Vec<u8>), Transient> {
+    /// Fails with the attempt's outcome when there is no answer to interpret: a network
+    /// error or the deadline (retried), or an answer too big to read (not).
+    async fn send(url: &str, api_key: &str, body: &JsValue, timeout_ms: u64) -> Result<(u16, Vec<u8>), Attempt> {
+        let retry = |why| Attempt::Retry { why, retry_after_ms: None };
         let headers = [("content-type", "application/json"), ("x-goog-api-key", api_key)];
-        let request = crate::http::outbound_post(url, &headers, body, false).map_err(|_| Transient::Failed)?;
+        let request = crate::http::outbound_post(url, &headers, body, false).map_err(|_| retry(Transient::Failed))?;
 
         let controller = AbortController::default();
         let signal = controller.signal();
         let exchange = async {
             let response = Fetch::Request(request).send_with_signal(&signal).await?;
             let status = response.status_code();
+            // An answer that says it is too big is not read at all.
+            let declared = response.headers().get("content-length").ok().flatten();
+            if declared.and_then(|length| length.parse::<usize>().ok()).is_some_and(|length| length > MAX_ANSWER_BYTES)
+            {
+                return Ok(Err(oversized()));
+            }
             // The whole body as one ArrayBuffer, copied into the wasm memory once at its
             // exact size. (`Response::bytes` appends stream chunks to a growing Vec: with
             // n answers of 16 MB streaming at once, that held several doubling buffers.)
             let response: worker::web_sys::Response = response.into();
             let buffer = worker::wasm_bindgen_futures::JsFuture::from(response.array_buffer()?).await?;
-            let bytes = worker::js_sys::Uint8Array::new(&buffer).to_vec();
-            Ok::<_, worker::Error>((status, bytes))
+            let array = worker::js_sys::Uint8Array::new(&buffer);
+            if array.length() as usize > MAX_ANSWER_BYTES {
+                return Ok(Err(oversized()));
+            }
+            Ok::<_, worker::Error>(Ok((status, array.to_vec())))
         };
         let timeout = Delay::from(Duration::from_millis(timeout_ms));
         futures_util::pin_mut!(exchange);
         match select(exchange, timeout).await {
-            Either::Left((Ok(answer), _)) => Ok(answer),
+            Either::Left((Ok(Ok(answer)), _)) => Ok(answer),
+            Either::Left((Ok(Err(unreadable)), _)) => Err(Attempt::Fail(unreadable)),
             Either::Left((Err(err), _)) => {
                 crate::log::error("gemini: network error", &err.to_string());
-                Err(Transient::Failed)
+                Err(retry(Transient::Failed))
             }
             Either::Right(_) => {
                 controller.abort();
-                Err(Transient::TimedOut)
+                Err(retry(Transient::TimedOut))
             }
         }
     }

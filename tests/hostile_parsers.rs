@@ -287,3 +287,30 @@ proptest! {
         }
     }
 }
+
+/// Anything from upstream is untrusted too: an answer of a million parts, or of a million
+/// candidates, costs no more than one of each.
+#[test]
+fn a_hostile_upstream_answer_is_read_in_bounded_memory() {
+    use nanobanana::gemini::{interpret, Attempt};
+    let png = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        nanobanana::png::encode_rgb(8, 8, |_, _| {}),
+    );
+    let image = format!(r#"{{"inlineData":{{"mimeType":"image/png","data":"{png}"}}}}"#);
+    let parts = repeated(r#"{"candidates":[{"content":{"parts":["#, "{},", &format!(",{image}]}}}}]}}"), 8 * MIB);
+    let (outcome, peak) = peak_of(|| interpret(200, &parts));
+    assert!(matches!(outcome, Attempt::Image(_)), "{outcome:?}");
+    assert!(peak <= 64 * 1024, "{peak} for {} bytes of parts", parts.len());
+
+    let candidate = r#"{"content":{"parts":[{"text":"x"}]}},"#;
+    let candidates = repeated(r#"{"candidates":["#, candidate, "]}", 8 * MIB);
+    let (outcome, peak) = peak_of(|| interpret(200, &candidates));
+    assert!(matches!(outcome, Attempt::Fail(_)), "{outcome:?}");
+    assert!(peak <= 64 * 1024, "{peak} for {} bytes of candidates", candidates.len());
+
+    let details = repeated(r#"{"error":{"message":"x","details":["#, "{},", "]}}", 8 * MIB);
+    let (outcome, peak) = peak_of(|| interpret(429, &details));
+    assert!(matches!(outcome, Attempt::Retry { .. }), "{outcome:?}");
+    assert!(peak <= 64 * 1024, "{peak} for {} bytes of error details", details.len());
+}
