@@ -227,6 +227,13 @@ async fn update_account(
             ),
         );
     }
+    // Suspending ends the account's queued generations in the same batch (their charges
+    // back); the consumer refuses any it would take after.
+    let now_iso = iso_from_millis(rc.now_ms);
+    let stopped = match update.suspended {
+        Some(true) => Some(crate::generate::store::push_stop_queued_of(&mut batch, &db, id, &now_iso)?),
+        _ => None,
+    };
     if let Some(quota) = update.daily_image_quota {
         changed.push(
             batch.push::<()>(
@@ -239,6 +246,16 @@ async fn update_account(
         let results = db.batch(batch).await.or_internal()?;
         if changed.into_iter().any(|slot| results.changes(slot) == 0) {
             return Err(ApiError::not_found("no account with this id"));
+        }
+        if let Some(slot) = stopped {
+            let canceled = results.rows(slot)?;
+            crate::log::info("admin: suspension canceled queued generations", &canceled.len().to_string());
+            if let Some(bucket) = crate::storage::bucket(rc) {
+                for generation in canceled {
+                    let count = crate::generate::inputs::parse_records(generation.inputs.as_deref()).len();
+                    crate::storage::delete_inputs(&bucket, &generation.id, count).await;
+                }
+            }
         }
     }
     http::json(200, &account(rc, id).await?)

@@ -155,13 +155,16 @@ crate::db::row! {
     pub struct SecretState {
         pub webhook_secret_version: u32,
         pub webhook_secret_rotated_at: Option<String>,
+        /// A suspended account is sent nothing.
+        pub suspended_at: Option<String>,
     }
 }
 
-/// An account's secret version and rotation time (None: no such account).
+/// An account's secret version and rotation time, and whether it is suspended (None: no
+/// such account).
 pub async fn secret_state(db: &db::Db<'_>, user_id: &str) -> ApiResult<Option<SecretState>> {
     db.first(
-        db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at FROM users WHERE id = ?1")
+        db.prepare("SELECT webhook_secret_version, webhook_secret_rotated_at, suspended_at FROM users WHERE id = ?1")
             .bind(&[db::text(user_id)])?,
     )
     .await

@@ -18,7 +18,8 @@ use serde::Serialize;
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct WebhookEvent<'a> {
-    /// `generation.succeeded` or `generation.failed`.
+    /// `generation.succeeded`, `generation.failed`, or `generation.canceled` (its key was
+    /// revoked before it ran).
     #[serde(rename = "type")]
     #[cfg_attr(test, schemars(schema_with = "event_type_schema"))]
     kind: &'static str,
@@ -30,15 +31,15 @@ pub struct WebhookEvent<'a> {
 
 #[cfg(test)]
 fn event_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "string", "enum": ["generation.succeeded", "generation.failed"]})
+    schemars::json_schema!({"type": "string", "enum": ["generation.succeeded", "generation.failed", "generation.canceled"]})
 }
 
 /// The event type a generation's end announces.
 pub fn event_type(status: Status) -> &'static str {
-    if status == Status::Succeeded {
-        "generation.succeeded"
-    } else {
-        "generation.failed"
+    match status {
+        Status::Succeeded => "generation.succeeded",
+        Status::Canceled => "generation.canceled",
+        _ => "generation.failed",
     }
 }
 
@@ -96,7 +97,11 @@ pub async fn deliver(
     let db = rc.db()?;
     let now = crate::time::now_millis();
     let secrets = match webhooks::secret_state(&db, user_id).await? {
-        Some(state) => state.secrets(rc.config.webhook_secret_key()?, user_id, now),
+        Some(state) if state.suspended_at.is_none() => state.secrets(rc.config.webhook_secret_key()?, user_id, now),
+        Some(_) => {
+            crate::log::info("webhook: not sent, the account is suspended", generation_id);
+            return Ok(());
+        }
         None => return Ok(()), // the account is gone
     };
     let delivery = webhooks::deliver(url, &secrets, webhook_id, &body, now).await;
@@ -133,7 +138,7 @@ mod tests {
     fn events_are_named_by_how_the_generation_ended_and_keep_one_id() {
         assert_eq!(event_type(Status::Succeeded), "generation.succeeded");
         assert_eq!(event_type(Status::Failed), "generation.failed");
-        assert_eq!(event_type(Status::Canceled), "generation.failed");
+        assert_eq!(event_type(Status::Canceled), "generation.canceled");
         assert_eq!(webhook_id("gen_3f2b"), "msg_3f2b");
         assert_eq!(webhook_id("gen_3f2b"), webhook_id("gen_3f2b"), "every attempt carries the same id");
     }

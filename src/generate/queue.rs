@@ -101,7 +101,9 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
     }
     let db = rc.db()?;
     let now_iso = iso_from_millis(crate::time::now_millis());
-    let Some(taken) = store::take(&db, generation_id, &now_iso).await? else { return Ok(None) };
+    let Some(taken) = store::take(&db, generation_id, &now_iso).await? else {
+        return stop(rc, &db, origin, generation_id, &now_iso).await;
+    };
     let principal = KeyPrincipal {
         key_id: taken.api_key_id,
         user_id: taken.user_id,
@@ -137,6 +139,23 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
     };
     wind_up(rc, origin, generation_id, &principal.user_id, taken.webhook_url.as_deref(), input_count).await?;
     Ok(outcome.err().map(|err| err.code.as_str()))
+}
+
+/// A queued generation the take passed over: a duplicate delivery or a cancel (nothing to
+/// do), or one whose account was suspended or key revoked since it was queued, which ends
+/// `canceled` with its reservation back and never reaches Gemini. A revoked key's owner
+/// still hears of it by webhook; a suspended account is sent nothing.
+async fn stop(
+    rc: &RequestContext,
+    db: &crate::db::Db<'_>,
+    origin: &str,
+    generation_id: &str,
+    now_iso: &str,
+) -> Handled {
+    let Some(stopped) = store::stop_blocked(db, generation_id, now_iso).await? else { return Ok(None) };
+    let url = stopped.webhook_url.as_deref().filter(|_| stopped.why != store::Stopped::AccountSuspended);
+    wind_up(rc, origin, generation_id, &stopped.user_id, url, stopped.input_count).await?;
+    Ok(Some(stopped.why.code()))
 }
 
 async fn read_inputs(

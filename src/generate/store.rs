@@ -339,18 +339,167 @@ crate::db::row! {
     }
 }
 
-/// Takes a queued generation (`queued -> running`, conditional: a duplicate delivery, or a
-/// canceled generation, takes nothing).
+/// Takes a queued generation (`queued -> running`), only while its account is not
+/// suspended and its key not revoked, checked in the same statement. A duplicate delivery,
+/// a canceled generation or a stopped one takes nothing (see [`stop_blocked`]).
 pub async fn take(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<Taken>> {
     db.first(
-        db.prepare(
+        db.prepare(&format!(
             "UPDATE generations SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'
+               AND {MAY_RUN}
              RETURNING api_key_id, user_id, prompt, model, size, style, n, mode, aspect_ratio, resolution,
-                       inputs, follows_inputs, webhook_url, created_at",
-        )
+                       inputs, follows_inputs, webhook_url, created_at"
+        ))
         .bind(&[db::text(id), db::text(now_iso)])?,
     )
     .await
+}
+
+/// Whether the generation (`generations` in scope) may still run: its account is not
+/// suspended and its key is not revoked. Fixed SQL, no input.
+const MAY_RUN: &str =
+    "NOT EXISTS (SELECT 1 FROM users u WHERE u.id = generations.user_id AND u.suspended_at IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM api_keys k WHERE k.id = generations.api_key_id AND k.is_active = 1)";
+
+/// Why queued work stopped before it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    AccountSuspended,
+    KeyRevoked,
+}
+
+impl Stopped {
+    pub fn code(self) -> &'static str {
+        match self {
+            Stopped::AccountSuspended => "account_suspended",
+            Stopped::KeyRevoked => "key_revoked",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Stopped::AccountSuspended => "the account was suspended before this generation ran",
+            Stopped::KeyRevoked => "the API key was revoked before this generation ran",
+        }
+    }
+}
+
+crate::db::row! {
+    /// A queued generation that a take passed over, and whether it may run.
+    struct Blocked {
+        api_key_id: String,
+        user_id: String,
+        n: i64,
+        mode: Option<KeyMode>,
+        created_at: String,
+        webhook_url: Option<String>,
+        inputs: Option<String>,
+        suspended: i64,
+        key_active: i64,
+    }
+}
+
+/// A generation [`stop_blocked`] ended.
+pub struct StoppedGeneration {
+    pub why: Stopped,
+    pub user_id: String,
+    pub webhook_url: Option<String>,
+    pub input_count: usize,
+}
+
+/// After a [`take`] that took nothing: if the generation is still queued because its
+/// account was suspended or its key revoked, ends it `canceled` with that reason and its
+/// reservation given back (the one ending, as [`push_end`] guards it). None when it was
+/// not queued (a duplicate delivery, a cancel) or may run after all.
+pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<StoppedGeneration>> {
+    let row: Option<Blocked> = db
+        .first(
+            db.prepare(
+                "SELECT g.api_key_id, g.user_id, g.n, g.mode, g.created_at, g.webhook_url, g.inputs,
+                        EXISTS (SELECT 1 FROM users u WHERE u.id = g.user_id AND u.suspended_at IS NOT NULL) AS suspended,
+                        EXISTS (SELECT 1 FROM api_keys k WHERE k.id = g.api_key_id AND k.is_active = 1) AS key_active
+                 FROM generations g WHERE g.id = ?1 AND g.status = 'queued'",
+            )
+            .bind(&[db::text(id)])?,
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let why = match (row.suspended != 0, row.key_active != 0) {
+        (true, _) => Stopped::AccountSuspended,
+        (false, false) => Stopped::KeyRevoked,
+        (false, true) => return Ok(None),
+    };
+    let end = End::new(Status::Canceled, Some((why.code(), why.message())), now_iso);
+    let charge = stored_charge(&row.api_key_id, &row.user_id, &row.created_at, row.n, row.mode);
+    let mut batch = Batch::new();
+    let moved = push_end(&mut batch, db, id, &end, charge)?;
+    let results = db.batch(batch).await.map_err(ApiError::from)?;
+    if results.changes(moved) != 1 {
+        return Ok(None);
+    }
+    let input_count = super::inputs::parse_records(row.inputs.as_deref()).len();
+    Ok(Some(StoppedGeneration { why, user_id: row.user_id, webhook_url: row.webhook_url, input_count }))
+}
+
+crate::db::row! {
+    /// A queued generation ended with its account's suspension.
+    pub struct CanceledQueued {
+        pub id: String,
+        pub inputs: Option<String>,
+    }
+}
+
+/// Pushes, into the batch that suspends account `user_id`, the end of every queued
+/// generation of the account (`canceled`, `account_suspended`) with their reservations
+/// given back, set-wise: the key, account and deployment counts of each day lose the
+/// images of that day's queued generations, then those generations end. In one batch (one
+/// transaction) with the suspension, so the consumer takes each either before (it runs)
+/// or after (it finds it canceled), and releases and ends agree. The slot returns the
+/// ended generations, whose waiting inputs the caller deletes.
+pub fn push_stop_queued_of(
+    batch: &mut Batch,
+    db: &Db<'_>,
+    user_id: &str,
+    now_iso: &str,
+) -> ApiResult<Slot<CanceledQueued>> {
+    // The account's queued generations, per key and day (partial index generations_queued).
+    const QUEUED: &str = "SELECT api_key_id, substr(created_at, 1, 10) AS day, COALESCE(mode, 'live') AS mode,
+                                 SUM(n) AS n
+                          FROM generations WHERE user_id = ?1 AND status = 'queued' GROUP BY 1, 2, 3";
+    let user = || [db::text(user_id)];
+    batch.push::<()>(
+        db.prepare(&format!(
+            "UPDATE usage SET image_count = MAX(image_count - q.n, 0) FROM ({QUEUED}) AS q
+             WHERE usage.api_key_id = q.api_key_id AND usage.usage_date = q.day"
+        ))
+        .bind(&user())?,
+    );
+    batch.push::<()>(
+        db.prepare(&format!(
+            "UPDATE account_usage SET live_images = MAX(live_images - q.n, 0)
+             FROM (SELECT day, SUM(n) AS n FROM ({QUEUED}) WHERE mode = 'live' GROUP BY day) AS q
+             WHERE account_usage.user_id = ?1 AND account_usage.usage_date = q.day"
+        ))
+        .bind(&user())?,
+    );
+    batch.push::<()>(
+        db.prepare(&format!(
+            "UPDATE deployment_usage SET live_images = MAX(live_images - q.live, 0), test_images = MAX(test_images - q.test, 0)
+             FROM (SELECT day, SUM(CASE WHEN mode = 'live' THEN n ELSE 0 END) AS live,
+                          SUM(CASE WHEN mode = 'test' THEN n ELSE 0 END) AS test
+                   FROM ({QUEUED}) GROUP BY day) AS q
+             WHERE deployment_usage.usage_date = q.day"
+        ))
+        .bind(&user())?,
+    );
+    let why = Stopped::AccountSuspended;
+    Ok(batch.push::<CanceledQueued>(
+        db.prepare(
+            "UPDATE generations SET status = 'canceled', error_code = ?2, error_message = ?3, finished_at = ?4
+             WHERE user_id = ?1 AND status = 'queued' RETURNING id, inputs",
+        )
+        .bind(&[db::text(user_id), db::text(why.code()), db::text(why.message()), db::text(now_iso)])?,
+    ))
 }
 
 /// Records one webhook delivery attempt.
