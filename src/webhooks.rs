@@ -67,18 +67,30 @@ pub fn signature_header(secrets: &[String], webhook_id: &str, timestamp: u64, bo
         .join(" ")
 }
 
-/// A `webhook_url` must be `https://` (or, when `allow_http_localhost`, plain http to
-/// 127.0.0.1 or localhost), at most 2,048 characters, with a host, no credentials and no
-/// spaces or control characters. 422 `invalid_webhook_url` otherwise.
+/// A `webhook_url` must be `https://`, at most 2,048 characters, with a public host, no
+/// credentials and no spaces or control characters. 422 `invalid_webhook_url` otherwise.
+///
+/// The host may not be a name for this machine (`localhost`, `*.localhost`), a name only
+/// a private resolver answers (one label, `*.local`, `*.internal`), non-ASCII (IDNA could
+/// map full-width digits to an address: send the `xn--` form) or percent-encoded, nor an
+/// address, in any form the WHATWG URL parser reads as one (`0x7f.1`, `2130706433`,
+/// `[::ffff:127.0.0.1]`), in a loopback, private, CGNAT, link-local, unique-local,
+/// multicast, reserved or unspecified range ([`is_public_v4`], [`is_public_v6`]).
+/// Resolution is not checked: a public name that resolves to a private address is the
+/// platform's to refuse (Cloudflare's fetch does not reach private networks).
+///
+/// With `allow_http_localhost` (tests), `127.0.0.1` and `localhost` are allowed, over
+/// plain http too; nothing else private is.
 pub fn check_url(url: &str, allow_http_localhost: bool) -> ApiResult<()> {
     let refuse = |why: &str| ApiError::validation(Code::InvalidWebhookUrl, "webhook_url", format!("webhook_url {why}"));
     if url.len() > MAX_URL_LEN {
         return Err(refuse("must be at most 2048 characters"));
     }
-    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(refuse("must not contain spaces or control characters"));
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\') {
+        return Err(refuse("must not contain spaces, backslashes or control characters"));
     }
-    let (rest, plain_http) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+    let lower = url.to_ascii_lowercase();
+    let (rest, plain_http) = match (lower.strip_prefix("https://"), lower.strip_prefix("http://")) {
         (Some(rest), _) => (rest, false),
         (None, Some(rest)) if allow_http_localhost => (rest, true),
         _ => return Err(refuse("must be an https:// URL")),
@@ -88,16 +100,147 @@ pub fn check_url(url: &str, allow_http_localhost: bool) -> ApiResult<()> {
         return Err(refuse("must not carry credentials"));
     }
     let host = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, port)) if !host.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     };
     if host.is_empty() {
         return Err(refuse("must name a host"));
     }
-    if plain_http && !matches!(host, "127.0.0.1" | "localhost") {
+    let loopback_allowed = allow_http_localhost && matches!(host, "127.0.0.1" | "localhost");
+    if plain_http && !loopback_allowed {
         return Err(refuse("must be https:// (plain http only to 127.0.0.1 or localhost here)"));
     }
-    Ok(())
+    match host_kind(host) {
+        _ if loopback_allowed => Ok(()),
+        Host::Public => Ok(()),
+        Host::Private => Err(refuse("must not name a loopback, private, link-local or reserved address")),
+        Host::Local => Err(refuse("must name a public host, not localhost or a local-only name")),
+        Host::Unreadable => Err(refuse("must name its host in plain ASCII (the xn-- form for other scripts)")),
+    }
+}
+
+/// What a URL's host (lowercase) names, as far as can be told without resolving it.
+#[derive(Debug, PartialEq, Eq)]
+enum Host {
+    Public,
+    /// An address in a range a webhook may not reach.
+    Private,
+    /// A name for this machine or its private network.
+    Local,
+    /// Not ASCII, percent-encoded, or an address the URL parser would refuse.
+    Unreadable,
+}
+
+fn host_kind(host: &str) -> Host {
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.strip_suffix(']').and_then(|ip| ip.parse::<core::net::Ipv6Addr>().ok()) {
+            Some(ip) if is_public_v6(ip) => Host::Public,
+            Some(_) => Host::Private,
+            None => Host::Unreadable,
+        };
+    }
+    if !host.is_ascii() || host.contains('%') {
+        return Host::Unreadable;
+    }
+    match whatwg_ipv4(host) {
+        Some(Some(ip)) if is_public_v4(ip) => return Host::Public,
+        Some(Some(_)) => return Host::Private,
+        Some(None) => return Host::Unreadable,
+        None => {}
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let local_suffix = [".localhost", ".local", ".internal"].iter().any(|suffix| name.ends_with(suffix));
+    if name == "localhost" || local_suffix || !name.contains('.') {
+        return Host::Local;
+    }
+    Host::Public
+}
+
+/// A host as the WHATWG URL parser reads IPv4 (what `fetch` does): None if it is a domain,
+/// `Some(None)` if it ends in a number but is no valid address, else the address. Parts may
+/// be decimal, octal (`0177`) or hex (`0x7f`), and the last fills the remaining bytes:
+/// `127.1`, `0x7f000001` and `2130706433` are all 127.0.0.1.
+fn whatwg_ipv4(host: &str) -> Option<Option<core::net::Ipv4Addr>> {
+    let trimmed = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = trimmed.split('.').collect();
+    let last = parts.last()?;
+    let number = |part: &str| -> Option<u64> {
+        let (digits, radix) = match part.strip_prefix("0x") {
+            Some(hex) => (hex, 16),
+            None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+            None => (part, 10),
+        };
+        if digits.is_empty() {
+            return (radix == 16).then_some(0);
+        }
+        if digits.len() > 32 {
+            return Some(u64::MAX);
+        }
+        u64::from_str_radix(digits, radix).ok()
+    };
+    // WHATWG: a host whose last part is a number (or only hex digits after 0x) is IPv4.
+    let ends_in_number = !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || number(last).is_some());
+    if !ends_in_number {
+        return None;
+    }
+    if parts.len() > 4 {
+        return Some(None);
+    }
+    let values: Option<Vec<u64>> = parts.iter().map(|part| number(part)).collect();
+    let Some(values) = values else { return Some(None) };
+    let (init, tail) = values.split_at(values.len() - 1);
+    if init.iter().any(|&v| v > 255) || tail[0] >= 1u64 << (8 * (5 - values.len())) {
+        return Some(None);
+    }
+    let mut address = tail[0];
+    for (i, &v) in init.iter().enumerate() {
+        address += v << (8 * (3 - i));
+    }
+    Some(u32::try_from(address).ok().map(core::net::Ipv4Addr::from))
+}
+
+/// Whether a webhook may reach this IPv4 address: not in this network (0/8), private
+/// (10/8, 172.16/12, 192.168/16), CGNAT (100.64/10), loopback (127/8), link-local
+/// (169.254/16), IETF protocol (192.0.0/24), benchmarking (198.18/15), multicast or
+/// reserved (224/3, which holds the broadcast address).
+pub fn is_public_v4(ip: core::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0
+        || a == 10
+        || (a == 100 && (64..128).contains(&b))
+        || a == 127
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 192 && b == 168)
+        || (a == 198 && (b == 18 || b == 19))
+        || a >= 224)
+}
+
+/// Whether a webhook may reach this IPv6 address: not unspecified or loopback, link-local
+/// (fe80::/10), site-local (fec0::/10), unique-local (fc00::/7) or multicast (ff00::/8);
+/// an IPv4 address inside one (mapped `::ffff:0:0/96`, compatible `::/96`, NAT64
+/// `64:ff9b::/96`) is judged as that IPv4 address.
+pub fn is_public_v6(ip: core::net::Ipv6Addr) -> bool {
+    let segments = ip.segments();
+    let embedded = |ip: core::net::Ipv6Addr| {
+        let o = ip.octets();
+        core::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
+    };
+    if ip.is_unspecified() || ip.is_loopback() {
+        return false;
+    }
+    let mapped = segments[..5] == [0; 5] && segments[5] == 0xffff;
+    let compatible = segments[..6] == [0; 6];
+    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if mapped || compatible || nat64 {
+        return is_public_v4(embedded(ip));
+    }
+    let first = segments[0];
+    !((first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xff00) == 0xff00)
 }
 
 /// Seconds to wait before retry `retry` (1-based), or None when the attempts are spent.
@@ -297,6 +440,7 @@ mod tests {
         }
         assert!(check_url("http://127.0.0.1:9000/hook", true).is_ok());
         assert!(check_url("http://localhost/hook", true).is_ok());
+        assert!(check_url("https://LOCALHOST:8443/hook", true).is_ok());
         let long = format!("https://example.com/{}", "a".repeat(2048));
         for (bad, allow) in [
             ("http://127.0.0.1:9000/hook", false),
@@ -316,6 +460,108 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn refused(url: &str, allow: bool) -> bool {
+        check_url(url, allow).is_err_and(|err| err.code.as_str() == "invalid_webhook_url")
+    }
+
+    #[test]
+    fn no_private_address_in_any_spelling_is_a_webhook() {
+        // Every range the issue names, and the spellings the WHATWG parser turns into them.
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "127.0.0.2",
+            "0x7f.1",
+            "0x7f000001",
+            "2130706433",
+            "0177.0.0.1",
+            "017700000001",
+            "127.0.0.1.",
+            "0.0.0.0",
+            "0",
+            "10.0.0.1",
+            "10.255.255.255",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "169.254.169.254",
+            "192.0.0.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "[::1]",
+            "[::]",
+            "[fe80::1]",
+            "[febf::1]",
+            "[fc00::1]",
+            "[fd12:3456::1]",
+            "[ff02::1]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "[::ffff:a9fe:a9fe]",
+            "[::127.0.0.1]",
+            "[64:ff9b::a00:1]",
+            "[fec0::1]",
+        ] {
+            assert!(refused(&format!("https://{host}/hook"), false), "{host}");
+            if host != "127.0.0.1" {
+                assert!(refused(&format!("https://{host}:8443/hook"), true), "{host} with the test flag");
+            }
+        }
+        for name in [
+            "localhost",
+            "LocalHost",
+            "localhost.",
+            "a.localhost",
+            "printer.local",
+            "metadata.google.internal",
+            "intranet",
+            "%31%32%37.0.0.1",
+            "１２７.０.０.１",
+            "exa%6dple.com",
+            "[fe80::1%25eth0]",
+            "[::1",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "0x100000000",
+            "09.0.0.1",
+            "1.256.0.1",
+        ] {
+            assert!(refused(&format!("https://{name}/hook"), false), "{name}");
+        }
+        assert!(refused("https://127.0.0.1\\@example.com/", false), "a backslash is a path separator to WHATWG");
+        // Public addresses and names are fine; neighbours of the ranges too.
+        for host in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.15.0.1",
+            "172.32.0.1",
+            "169.253.0.1",
+            "192.0.1.1",
+            "198.17.0.1",
+            "223.255.255.255",
+            "[2606:4700::1111]",
+            "[::ffff:8.8.8.8]",
+            "[64:ff9b::808:808]",
+            "example.com",
+            "xn--bcher-kva.example",
+            "a.b.c.example.co.uk",
+            "0x7f.example.com",
+            "1.2.3.example",
+            "example.com.",
+        ] {
+            assert!(check_url(&format!("https://{host}/hook"), false).is_ok(), "{host}");
+        }
+        // The test flag lets exactly two loopback forms through.
+        assert!(refused("http://[::1]:9000/hook", true));
+        assert!(refused("http://127.0.0.2/hook", true));
+        assert!(refused("https://10.0.0.1/hook", true));
     }
 
     #[test]

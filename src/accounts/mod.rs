@@ -112,10 +112,30 @@ pub async fn create_user(rc: &RequestContext, db: &Db<'_>, email: &Email, passwo
     Ok(user)
 }
 
-/// The client's address as Cloudflare's edge reports it (clients cannot set it there);
-/// "unknown" where there is none, as under `wrangler dev`.
+/// Who a per-IP throttle counts: the client's address as Cloudflare's edge reports it
+/// (clients cannot set it there), "unknown" where there is none, as under `wrangler dev`.
 fn client_ip(req: &Request) -> String {
-    http::header(req, "cf-connecting-ip").filter(|ip| ip.len() <= 45).unwrap_or_else(|| "unknown".to_string())
+    throttle_subject(http::header(req, "cf-connecting-ip").as_deref())
+}
+
+/// An IPv4 address as it is; an IPv6 address by its /64, the block one subscriber is
+/// given (so rotating through its 2^64 addresses is one client). Anything unreadable is
+/// "unknown".
+pub fn throttle_subject(ip: Option<&str>) -> String {
+    let Some(ip) = ip.map(str::trim) else { return "unknown".to_string() };
+    if let Ok(v4) = ip.parse::<core::net::Ipv4Addr>() {
+        return v4.to_string();
+    }
+    match ip.parse::<core::net::Ipv6Addr>() {
+        Ok(v6) => {
+            let s = v6.segments();
+            match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]),
+            }
+        }
+        Err(_) => "unknown".to_string(),
+    }
 }
 
 /// `{email, password}`, both required strings, nothing else.

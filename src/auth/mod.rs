@@ -100,11 +100,13 @@ pub fn api_key_credential(req: &Request) -> ApiResult<Option<ApiKey>> {
     }
 }
 
-/// Deletes revocations whose tokens have expired anyway (cron). Through the expiry index.
+/// Deletes revocations whose tokens are refused anyway (cron): past their `exp` plus the
+/// leeway `token::verify` still accepts them for. Through the expiry index.
 pub async fn prune_revoked_tokens(db: &crate::db::Db<'_>, now_ms: u64) -> ApiResult<usize> {
     use crate::db::D1ResultExt;
+    let cutoff = now_ms.saturating_sub(token::LEEWAY_SECONDS * 1000);
     let statement =
-        db.prepare("DELETE FROM revoked_tokens WHERE expires_at_ms < ?1").bind(&[crate::db::int(now_ms as i64)])?;
+        db.prepare("DELETE FROM revoked_tokens WHERE expires_at_ms < ?1").bind(&[crate::db::int(cutoff as i64)])?;
     db.run(statement).await.or_internal()
 }
 

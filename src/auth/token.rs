@@ -18,8 +18,9 @@ use serde_json::Value;
 pub const ISSUER: &str = "nanobanana";
 pub const AUDIENCE: &str = "nanobanana-api";
 pub const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
-/// Clock skew tolerated between Cloudflare locations.
-const LEEWAY_SECONDS: u64 = 60;
+/// Clock skew tolerated between Cloudflare locations: a token is accepted this long past
+/// its `exp`, so its revocation is kept as long (`auth::prune_revoked_tokens`).
+pub const LEEWAY_SECONDS: u64 = 60;
 /// Longer is refused before any work: ours are about 330 characters.
 const MAX_TOKEN_LENGTH: usize = 4096;
 /// `{"alg":"HS256","typ":"JWT"}`, the only header this service issues.

@@ -15,7 +15,7 @@ use super::jobs::Job;
 use super::notify;
 use super::request::{GenerationRequest, StoredRequest};
 use super::status::Status;
-use super::store::{self, End};
+use super::store::{self, End, PassedOver};
 use crate::auth::{KeyMode, KeyPrincipal};
 use crate::error::{ApiError, ApiResult};
 use crate::http::RequestContext;
@@ -141,10 +141,11 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
     Ok(outcome.err().map(|err| err.code.as_str()))
 }
 
-/// A queued generation the take passed over: a duplicate delivery or a cancel (nothing to
-/// do), or one whose account was suspended or key revoked since it was queued, which ends
-/// `canceled` with its reservation back and never reaches Gemini. A revoked key's owner
-/// still hears of it by webhook; a suspended account is sent nothing.
+/// A queued generation the take passed over: a duplicate delivery (nothing to do), a
+/// cancel (its inputs, if any, are deleted again: the cancel may have landed while they
+/// uploaded), or one whose account was suspended or key revoked since it was queued, which
+/// ends `canceled` with its reservation back and never reaches Gemini. A revoked key's
+/// owner still hears of it by webhook; a suspended account is sent nothing.
 async fn stop(
     rc: &RequestContext,
     db: &crate::db::Db<'_>,
@@ -152,10 +153,18 @@ async fn stop(
     generation_id: &str,
     now_iso: &str,
 ) -> Handled {
-    let Some(stopped) = store::stop_blocked(db, generation_id, now_iso).await? else { return Ok(None) };
-    let url = stopped.webhook_url.as_deref().filter(|_| stopped.why != store::Stopped::AccountSuspended);
-    wind_up(rc, origin, generation_id, &stopped.user_id, url, stopped.input_count).await?;
-    Ok(Some(stopped.why.code()))
+    match store::stop_blocked(db, generation_id, now_iso).await? {
+        PassedOver::Nothing => Ok(None),
+        PassedOver::Canceled { input_count } => {
+            wind_up(rc, origin, generation_id, "", None, input_count).await?;
+            Ok(None)
+        }
+        PassedOver::Stopped(stopped) => {
+            let url = stopped.webhook_url.as_deref().filter(|_| stopped.why != store::Stopped::AccountSuspended);
+            wind_up(rc, origin, generation_id, &stopped.user_id, url, stopped.input_count).await?;
+            Ok(Some(stopped.why.code()))
+        }
+    }
 }
 
 async fn read_inputs(

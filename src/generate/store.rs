@@ -385,18 +385,31 @@ impl Stopped {
 }
 
 crate::db::row! {
-    /// A queued generation that a take passed over, and whether it may run.
-    struct Blocked {
+    /// A generation that a take passed over, and whether it may run.
+    struct Passed {
         api_key_id: String,
         user_id: String,
         n: i64,
         mode: Option<KeyMode>,
         created_at: String,
+        status: Status,
         webhook_url: Option<String>,
         inputs: Option<String>,
         suspended: i64,
         key_active: i64,
     }
+}
+
+/// What a [`take`] that took nothing found.
+pub enum PassedOver {
+    /// Another delivery runs or ran it, or it may run after all: nothing to do.
+    Nothing,
+    /// Canceled before it ran, perhaps while its inputs were uploading: their objects may
+    /// still be in R2 (the cancel deleted what was there), to be deleted now that the
+    /// upload is done (the job is sent after it).
+    Canceled { input_count: usize },
+    /// Its account was suspended or its key revoked: now ended (see [`stop_blocked`]).
+    Stopped(StoppedGeneration),
 }
 
 /// A generation [`stop_blocked`] ended.
@@ -409,25 +422,26 @@ pub struct StoppedGeneration {
 
 /// After a [`take`] that took nothing: if the generation is still queued because its
 /// account was suspended or its key revoked, ends it `canceled` with that reason and its
-/// reservation given back (the one ending, as [`push_end`] guards it). None when it was
-/// not queued (a duplicate delivery, a cancel) or may run after all.
-pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<StoppedGeneration>> {
-    let row: Option<Blocked> = db
+/// reservation given back (the one ending, as [`push_end`] guards it).
+pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<PassedOver> {
+    let row: Option<Passed> = db
         .first(
             db.prepare(
-                "SELECT g.api_key_id, g.user_id, g.n, g.mode, g.created_at, g.webhook_url, g.inputs,
+                "SELECT g.api_key_id, g.user_id, g.n, g.mode, g.created_at, g.status, g.webhook_url, g.inputs,
                         EXISTS (SELECT 1 FROM users u WHERE u.id = g.user_id AND u.suspended_at IS NOT NULL) AS suspended,
                         EXISTS (SELECT 1 FROM api_keys k WHERE k.id = g.api_key_id AND k.is_active = 1) AS key_active
-                 FROM generations g WHERE g.id = ?1 AND g.status = 'queued'",
+                 FROM generations g WHERE g.id = ?1",
             )
             .bind(&[db::text(id)])?,
         )
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let why = match (row.suspended != 0, row.key_active != 0) {
-        (true, _) => Stopped::AccountSuspended,
-        (false, false) => Stopped::KeyRevoked,
-        (false, true) => return Ok(None),
+    let Some(row) = row else { return Ok(PassedOver::Nothing) };
+    let input_count = super::inputs::parse_records(row.inputs.as_deref()).len();
+    let why = match (row.status, row.suspended != 0, row.key_active != 0) {
+        (Status::Canceled, _, _) => return Ok(PassedOver::Canceled { input_count }),
+        (Status::Queued, true, _) => Stopped::AccountSuspended,
+        (Status::Queued, false, false) => Stopped::KeyRevoked,
+        _ => return Ok(PassedOver::Nothing),
     };
     let end = End::new(Status::Canceled, Some((why.code(), why.message())), now_iso);
     let charge = stored_charge(&row.api_key_id, &row.user_id, &row.created_at, row.n, row.mode);
@@ -435,10 +449,9 @@ pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Opt
     let moved = push_end(&mut batch, db, id, &end, charge)?;
     let results = db.batch(batch).await.map_err(ApiError::from)?;
     if results.changes(moved) != 1 {
-        return Ok(None);
+        return Ok(PassedOver::Nothing);
     }
-    let input_count = super::inputs::parse_records(row.inputs.as_deref()).len();
-    Ok(Some(StoppedGeneration { why, user_id: row.user_id, webhook_url: row.webhook_url, input_count }))
+    Ok(PassedOver::Stopped(StoppedGeneration { why, user_id: row.user_id, webhook_url: row.webhook_url, input_count }))
 }
 
 crate::db::row! {

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from helpers import Api, run_cron, tag
+from helpers import Api, now_ms, run_cron, tag
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +75,17 @@ def test_test_key_images_live_under_their_own_prefix_and_expire(cron_api):
 def test_expired_revocations_and_throttle_rows_are_pruned(api):
     api.worker.sql("INSERT INTO revoked_tokens (jti, expires_at_ms) VALUES (?, 1000), (?, 99999999999999)",
                    (f"old-{tag()}", f"live-{tag()}"))
+    # A token is accepted for 60 s past its exp: its revocation must outlive that.
+    in_leeway, past_leeway = f"leeway-{tag()}", f"past-{tag()}"
+    api.worker.sql("INSERT INTO revoked_tokens (jti, expires_at_ms) VALUES (?, ?), (?, ?)",
+                   (in_leeway, now_ms() - 20_000, past_leeway, now_ms() - 180_000))
     api.worker.sql("INSERT INTO auth_throttle (scope, subject, created_at_ms) VALUES ('login', ?, 1000)",
                    (f"stale-{tag()}@example.com",))
     run_cron(api)
     assert api.worker.sql("SELECT COUNT(*) AS n FROM revoked_tokens WHERE expires_at_ms = 1000")[0]["n"] == 0
     assert api.worker.sql("SELECT COUNT(*) AS n FROM revoked_tokens WHERE expires_at_ms = 99999999999999")[0]["n"] == 1
+    assert [r["jti"] for r in api.worker.sql("SELECT jti FROM revoked_tokens WHERE jti IN (?, ?)",
+                                             (in_leeway, past_leeway))] == [in_leeway]
     assert api.worker.sql("SELECT COUNT(*) AS n FROM auth_throttle WHERE created_at_ms = 1000")[0]["n"] == 0
 
 

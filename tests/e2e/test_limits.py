@@ -236,6 +236,17 @@ def test_registrations_are_limited_per_client_ip(throttled_api):
     assert register_from(api, ip).status_code == 201
 
 
+def test_an_ipv6_client_is_one_client_across_its_64(throttled_api):
+    api = throttled_api
+    block = f"2001:db8:{uuid.uuid4().int % 65536:x}:{uuid.uuid4().int % 65536:x}"
+    for address in (f"{block}::1", f"{block}::2", f"{block}:ffff:ffff:ffff:ffff"):
+        assert register_from(api, address).status_code == 201
+    refused = register_from(api, f"{block}:abcd::9")
+    assert_error(refused, 429, "too_many_registrations", "rate_limit_error")
+    neighbour = block.rsplit(":", 1)[0] + f":{(int(block.rsplit(':', 1)[1], 16) + 1) % 65536:x}"
+    assert register_from(api, f"{neighbour}::1").status_code == 201, "the next /64 is another client"
+
+
 # --- Idempotency-Key ---
 
 def test_same_key_same_body_replays_without_a_second_call_or_charge(api, fake_gemini):
