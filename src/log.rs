@@ -20,6 +20,11 @@ pub fn info(event: &str, detail: &str) {
     emit(&Line { level: "info", event, request_id: None, detail: Some(detail) });
 }
 
+/// What happened to part of a request that still answered (one image of several failed).
+pub fn info_for(request_id: &str, event: &str, detail: &str) {
+    emit(&Line { level: "info", event, request_id: Some(request_id), detail: Some(detail) });
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     level: &'static str,

@@ -26,7 +26,7 @@
 
 use super::inputs::{self, Input, InputRecord, InputSpec};
 use super::jobs::{self, Job};
-use super::render::{quota_headers, DeliveredImage, Generated};
+use super::render::{self, quota_headers, DeliveredImage, Generated, ImageFailure};
 use super::request::{GenerationRequest, ResponseFormat, Style};
 use super::status::Status;
 use super::store::{self, End, Reservation, Success};
@@ -208,17 +208,19 @@ impl<'r> Reserved<'r> {
     /// Draws, stores and finishes it; on any failure, gives the reservation back.
     pub async fn finish(self, inputs: Vec<Input>) -> ApiResult<Generated> {
         match self.complete(inputs).await {
-            Ok(images) => {
+            Ok((images, failures)) => {
                 let g = self.generation;
                 let quota = g.principal.daily_quota;
+                let unreturned = failures.len() as u32;
                 Ok(Generated {
                     id: g.id,
                     created_ms: g.rc.now_ms,
                     request: g.request,
                     images,
                     inputs: g.input_records,
+                    failures,
                     quota_limit: quota,
-                    quota_remaining: quota.saturating_sub(self.used_after),
+                    quota_remaining: quota.saturating_sub(self.used_after.saturating_sub(unreturned)),
                 })
             }
             Err(err) => {
@@ -234,13 +236,7 @@ impl<'r> Reserved<'r> {
     /// logged, and the cron gives the reservation back later.
     pub async fn fail(self, err: &ApiError) {
         let g = &self.generation;
-        let charge = usage::Charge {
-            key_id: &g.principal.key_id,
-            user_id: &g.principal.user_id,
-            day: &g.day,
-            n: g.request.n,
-            mode: g.principal.mode,
-        };
+        let charge = self.charge(g.request.n);
         let finished_iso = iso_from_millis(crate::time::now_millis());
         let end = End::new(Status::Failed, Some((err.code.as_str(), &err.message)), &finished_iso);
         let result = async {
@@ -254,6 +250,18 @@ impl<'r> Reserved<'r> {
                 "releasing a failed generation's reservation failed",
                 &format!("{}: {}", g.id, failure.cause.as_deref().unwrap_or(failure.code.as_str())),
             );
+        }
+    }
+
+    /// `n` of its images, as its reservation charged them.
+    fn charge(&self, n: u32) -> usage::Charge<'_> {
+        let g = &self.generation;
+        usage::Charge {
+            key_id: &g.principal.key_id,
+            user_id: &g.principal.user_id,
+            day: &g.day,
+            n,
+            mode: g.principal.mode,
         }
     }
 
@@ -283,29 +291,53 @@ impl<'r> Reserved<'r> {
         Ok((g.id.clone(), quota_headers(quota, quota.saturating_sub(self.used_after))))
     }
 
-    /// Draws and stores the images, then marks the generation succeeded. On any failure
-    /// every object it may have stored is deleted again.
-    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<Vec<DeliveredImage>> {
+    /// Draws and stores the images, then marks the generation succeeded with those that
+    /// came back; the charge of the others is given back in the same batch, and they are
+    /// returned as failures. When none came back, or it cannot be marked, every object it
+    /// may have stored is deleted and the error returned (`finish` then fails it).
+    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<(Vec<DeliveredImage>, Vec<ImageFailure>)> {
         let g = &self.generation;
         let bucket = storage::bucket(g.rc);
-        let all_keys = || storage::object_keys(&g.id, g.request.n as usize, g.principal.mode);
-        let kept = match self.draw(inputs, bucket.as_ref()).await {
-            Ok(kept) => kept,
-            Err(err) => {
-                if let Some(bucket) = &bucket {
-                    storage::delete_all(bucket, &all_keys()).await;
-                }
-                return Err(err);
-            }
+        let mode = g.principal.mode;
+        let all_keys = || storage::object_keys(&g.id, g.request.n as usize, mode);
+        let Drawn { kept, failed } = match self.draw(inputs, bucket.as_ref()).await {
+            Ok(outcomes) => Drawn::split(outcomes),
+            Err(err) => Drawn { kept: Vec::new(), failed: vec![(0, err)] },
         };
-        let first = kept.first().map(|k| &k.delivered);
-        let object_keys = bucket.as_ref().map(|_| serde_json::to_string(&all_keys()).unwrap_or_default());
+        if kept.is_empty() {
+            if let Some(bucket) = &bucket {
+                storage::delete_all(bucket, &all_keys()).await;
+            }
+            let first = failed.into_iter().next().map(|(_, err)| err);
+            return Err(first.unwrap_or_else(|| ApiError::internal("no image was drawn")));
+        }
+        let failures: Vec<ImageFailure> = failed
+            .iter()
+            .map(|(index, err)| ImageFailure {
+                index: *index as u32,
+                code: err.code.as_str().into(),
+                message: err.message.clone(),
+            })
+            .collect();
+        for (index, err) in &failed {
+            crate::log::info_for(
+                &g.rc.request_id,
+                "generation: one image failed, the others delivered",
+                &format!("{} image {index}: {}", g.id, err.cause.as_deref().unwrap_or(err.code.as_str())),
+            );
+        }
+        let stored_keys: Vec<String> = kept.iter().map(|(index, _)| storage::object_key(&g.id, *index, mode)).collect();
+        let object_keys = bucket.as_ref().map(|_| serde_json::to_string(&stored_keys).unwrap_or_default());
+        let failures_json = (!failures.is_empty()).then(|| serde_json::to_string(&failures).unwrap_or_default());
+        let first = kept.first().map(|(_, k)| &k.delivered);
         let finished_iso = iso_from_millis(crate::time::now_millis());
         let success = Success {
             object_keys: object_keys.as_deref(),
+            failures: failures_json.as_deref(),
+            unreturned: Some(self.charge(failures.len() as u32)),
             mime_type: first.map(|image| image.mime_type.as_str()).unwrap_or_default(),
-            bytes: kept.iter().map(|k| k.bytes).sum(),
-            upstream_latency_ms: kept.iter().map(|k| k.latency_ms).max().unwrap_or(0),
+            bytes: kept.iter().map(|(_, k)| k.bytes).sum(),
+            upstream_latency_ms: kept.iter().map(|(_, k)| k.latency_ms).max().unwrap_or(0),
             width: first.and_then(|image| image.width),
             height: first.and_then(|image| image.height),
             finished_iso: &finished_iso,
@@ -323,12 +355,17 @@ impl<'r> Reserved<'r> {
             }
             return Err(err);
         }
-        Ok(kept.into_iter().map(|k| k.delivered).collect())
+        // A failed image may have failed while storing: nothing of it stays.
+        if let (Some(bucket), false) = (&bucket, failed.is_empty()) {
+            let keys: Vec<String> = failed.iter().map(|(index, _)| storage::object_key(&g.id, *index, mode)).collect();
+            storage::delete_all(bucket, &keys).await;
+        }
+        Ok((kept.into_iter().map(|(_, k)| k.delivered).collect(), failures))
     }
 
     /// `n` images from the key's provider, each kept (stored) as it arrives. The inputs'
     /// bytes are let go as soon as the upstream request holds them.
-    async fn draw(&self, inputs: Vec<Input>, bucket: Option<&worker::Bucket>) -> ApiResult<Vec<Kept>> {
+    async fn draw(&self, inputs: Vec<Input>, bucket: Option<&worker::Bucket>) -> ApiResult<Vec<ApiResult<Kept>>> {
         let g = &self.generation;
         let request = &g.request;
         let Some(api_key) = provider_key(g.rc, g.principal)? else {
@@ -336,7 +373,7 @@ impl<'r> Reserved<'r> {
             let mut kept = Vec::with_capacity(request.n as usize);
             // One at a time: each is stored and let go before the next is drawn.
             for index in 0..request.n {
-                kept.push(self.keep(index as usize, synthetic_image(request, index, seed), 0, bucket).await?);
+                kept.push(self.keep(index as usize, synthetic_image(request, index, seed), 0, bucket).await);
             }
             return Ok(kept);
         };
@@ -351,8 +388,8 @@ impl<'r> Reserved<'r> {
         let config = &g.rc.config;
         let inputs = inputs.into_iter().map(|input| (input.mime_type.to_string(), input.bytes));
         let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call, inputs);
-        // Gemini draws one image per call: n calls in parallel; one failure fails all. Every
-        // call is waited for, so none is still storing when the failure cleans up after it.
+        // Gemini draws one image per call: n calls in parallel, each with its own outcome.
+        // Every call is waited for, so none is still storing when a failure cleans up.
         let calls = (0..request.n as usize).map(|index| {
             let prepared = &prepared;
             async move {
@@ -361,7 +398,7 @@ impl<'r> Reserved<'r> {
                 self.keep(index, image, latency_ms, bucket).await
             }
         });
-        futures_util::future::join_all(calls).await.into_iter().collect()
+        Ok(futures_util::future::join_all(calls).await)
     }
 
     /// What the client receives for one image (its URL: signed, public or `data:`; its
@@ -388,6 +425,27 @@ impl<'r> Reserved<'r> {
         };
         let delivered = DeliveredImage { url: Some(url), b64_json, mime_type, width, height };
         Ok(Kept { delivered, bytes, latency_ms })
+    }
+}
+
+/// The images drawn, by their index among the `n`: those that came back, and the errors
+/// of those that did not.
+#[derive(Default)]
+struct Drawn {
+    kept: Vec<(usize, Kept)>,
+    failed: Vec<(usize, ApiError)>,
+}
+
+impl Drawn {
+    fn split(outcomes: Vec<ApiResult<Kept>>) -> Drawn {
+        let mut drawn = Drawn::default();
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(image) => drawn.kept.push((index, image)),
+                Err(err) => drawn.failed.push((index, err)),
+            }
+        }
+        drawn
     }
 }
 
@@ -518,8 +576,9 @@ pub async fn replay(
     let stored = row.object_keys.is_some();
     let bucket = storage::bucket(rc).filter(|_| stored);
     let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
+    let failures = render::parse_failures(row.failures.as_deref());
     let mut images = Vec::new();
-    for index in 0..usize::try_from(row.n).unwrap_or(0) {
+    for index in render::delivered_indices(row.object_keys.as_deref(), row.n, &failures) {
         let b64_json = match (&bucket, request.response_format) {
             (Some(bucket), ResponseFormat::B64Json) => {
                 let key = storage::object_key(generation_id, index, principal.mode);
@@ -549,6 +608,7 @@ pub async fn replay(
         request,
         images,
         inputs: inputs::parse_records(row.inputs.as_deref()),
+        failures,
         quota_limit: principal.daily_quota,
         quota_remaining: principal.daily_quota.saturating_sub(principal.used_today),
     })

@@ -1,8 +1,9 @@
 //! The cron's work on generations (`crate::cron` runs it every 10 minutes), each step a
 //! bounded batch through an index.
 
+use super::render::ImageFailure;
 use super::status::Status;
-use super::store::{self, End};
+use super::store::{self, End, Success};
 use crate::auth::KeyMode;
 use crate::db::{Batch, Db};
 use crate::error::{ApiError, ApiResult};
@@ -17,16 +18,22 @@ const RECONCILE_BATCH: i64 = 50;
 /// Test generations whose images are deleted, at most, per cron run.
 const EXPIRE_BATCH: i64 = 200;
 
-/// Gives up generations left pending or running by a Worker that died: each is marked
-/// failed (`abandoned`) and what it reserved given back, in one batch whose every release
-/// runs only if its own generation's update took (it may have finished since it was read).
-/// Then only the images of the generations this run really gave up, and their queued
-/// inputs, are deleted. Returns how many it gave up.
+/// Ends generations left pending or running by a Worker that died. One whose images
+/// Gemini drew and R2 holds was paid for upstream: it succeeds with those images, and only
+/// the images that never came back are given back ([`salvage`]). The others are marked
+/// failed (`abandoned`) and what they reserved given back, in one batch whose every
+/// release runs only if its own generation's update took (it may have finished since it
+/// was read). Then only the images of the generations this run really gave up, and the
+/// queued inputs of both kinds, are deleted. Returns how many it ended.
 pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, now_ms: u64) -> ApiResult<usize> {
     let cutoff = iso_from_millis(now_ms.saturating_sub(ABANDONED_AFTER_MS));
-    let abandoned = store::unfinished_before(db, &cutoff, RECONCILE_BATCH).await?;
+    let candidates = store::unfinished_before(db, &cutoff, RECONCILE_BATCH).await?;
+    let (salvaged, abandoned) = match bucket {
+        Some(bucket) => salvage(db, bucket, candidates, now_ms).await?,
+        None => (0, candidates),
+    };
     if abandoned.is_empty() {
-        return Ok(0);
+        return Ok(salvaged);
     }
     let now_iso = iso_from_millis(now_ms);
     let reason = ("abandoned", "the Worker running this generation stopped before it finished");
@@ -58,7 +65,63 @@ pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, n
             .collect();
         storage::delete_all(bucket, &keys).await;
     }
-    Ok(given_up.len())
+    Ok(salvaged + given_up.len())
+}
+
+/// Of `candidates`, succeeds those with images stored in R2 (the ones that came back),
+/// recording the others as failures and giving back their charge with the success, in one
+/// batch each. Returns how many it ended that way, and the candidates with nothing stored.
+async fn salvage(
+    db: &Db<'_>,
+    bucket: &worker::Bucket,
+    candidates: Vec<store::Unfinished>,
+    now_ms: u64,
+) -> ApiResult<(usize, Vec<store::Unfinished>)> {
+    let listings = candidates.iter().map(|g| storage::stored_images(bucket, &g.id, g.mode.unwrap_or(KeyMode::Live)));
+    let listings = futures_util::future::try_join_all(listings).await?;
+    let finished_iso = iso_from_millis(now_ms);
+    let mut salvaged = 0;
+    let mut rest = Vec::new();
+    for (generation, stored) in candidates.into_iter().zip(listings) {
+        let n = usize::try_from(generation.n).unwrap_or(0);
+        let stored: Vec<_> = stored.into_iter().filter(|(index, _, _)| *index < n).collect();
+        if stored.is_empty() {
+            rest.push(generation);
+            continue;
+        }
+        let mode = generation.mode.unwrap_or(KeyMode::Live);
+        let keys: Vec<String> =
+            stored.iter().map(|(index, _, _)| storage::object_key(&generation.id, *index, mode)).collect();
+        let message = "the Worker running this generation stopped before this image came back";
+        let failures: Vec<ImageFailure> = (0..n)
+            .filter(|index| !stored.iter().any(|(stored, _, _)| stored == index))
+            .map(|index| ImageFailure { index: index as u32, code: "abandoned".into(), message: message.into() })
+            .collect();
+        let object_keys = serde_json::to_string(&keys).unwrap_or_default();
+        let failures_json = (!failures.is_empty()).then(|| serde_json::to_string(&failures).unwrap_or_default());
+        let charge = generation.charge();
+        let unreturned = crate::usage::Charge { n: failures.len() as u32, ..charge };
+        let success = Success {
+            object_keys: Some(&object_keys),
+            failures: failures_json.as_deref(),
+            unreturned: Some(unreturned),
+            mime_type: stored[0].1.as_deref().unwrap_or("image/png"),
+            bytes: stored.iter().map(|(_, _, size)| *size as usize).sum(),
+            upstream_latency_ms: 0,
+            width: None,
+            height: None,
+            finished_iso: &finished_iso,
+        };
+        if store::succeed(db, &generation.id, success).await? {
+            salvaged += 1;
+            let detail =
+                format!("{} ({} of {} image(s) were stored; the rest given back)", generation.id, keys.len(), n);
+            crate::log::info("cron: abandoned generation succeeded with what it stored", &detail);
+            let input_count = super::inputs::parse_records(generation.inputs.as_deref()).len();
+            storage::delete_inputs(bucket, &generation.id, input_count).await;
+        }
+    }
+    Ok((salvaged, rest))
 }
 
 /// Test-key images are free to make, so they are not free to keep: after

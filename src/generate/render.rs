@@ -47,8 +47,38 @@ pub struct Generated {
     pub images: Vec<DeliveredImage>,
     /// What it was made from, in order.
     pub inputs: Vec<InputRecord>,
+    /// The images of `n` that did not come back (and are not charged).
+    pub failures: Vec<ImageFailure>,
     pub quota_limit: u32,
     pub quota_remaining: u32,
+}
+
+/// One image of a generation of several that did not come back: its place among the `n`
+/// asked for, and the error it would have been on its own. It is not charged.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct ImageFailure {
+    pub index: u32,
+    pub code: String,
+    pub message: String,
+}
+
+/// The failures stored with a generation (NULL: none).
+pub fn parse_failures(stored: Option<&str>) -> Vec<ImageFailure> {
+    stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
+}
+
+/// Which of a generation's `n` images were delivered, in order: those whose object keys
+/// were stored (`images/{id}/{index}`), or with none stored (no bucket), every index but
+/// the failed ones.
+pub fn delivered_indices(object_keys: Option<&str>, n: i64, failures: &[ImageFailure]) -> Vec<usize> {
+    match object_keys.and_then(|keys| serde_json::from_str::<Vec<String>>(keys).ok()) {
+        Some(keys) => keys.iter().filter_map(|key| key.rsplit('/').next()?.parse().ok()).collect(),
+        None => (0..usize::try_from(n).unwrap_or(0))
+            .filter(|index| !failures.iter().any(|f| f.index as usize == *index))
+            .collect(),
+    }
 }
 
 /// `POST /v1/generate`: the generation and its images.
@@ -76,6 +106,9 @@ pub struct GenerationResponse<'a> {
     images: &'a [DeliveredImage],
     /// What it was made from, in the order given (empty when drawn from text alone).
     inputs: &'a [InputRecord],
+    /// With `n` > 1, the images that did not come back (the others did, and only they are
+    /// charged). Empty when every image came back.
+    failures: &'a [ImageFailure],
 }
 
 /// `POST /v1/images/generations` and `/v1/images/edits`: OpenAI's Images API answer.
@@ -121,6 +154,7 @@ impl Generated {
             n: self.request.n,
             images: &self.images,
             inputs: &self.inputs,
+            failures: &self.failures,
         }
     }
 
@@ -206,6 +240,8 @@ pub struct GenerationRecord {
     inputs: Vec<InputRecord>,
     /// Why a failed generation failed: the error envelope's `code` and `message`.
     error: Option<Failure>,
+    /// With `n` > 1, the images that did not come back (not charged). Empty otherwise.
+    failures: Vec<ImageFailure>,
     /// Where an asynchronous generation announces its outcome, and how that went (null
     /// when it has no webhook_url).
     webhook: Option<WebhookState>,
@@ -267,11 +303,14 @@ pub fn record(rc: &RequestContext, origin: &str, row: RecordRow) -> ApiResult<Ge
 
 /// [`record`] with the URL signer given: pure, so the shape is tested natively.
 fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<String>) -> ApiResult<GenerationRecord> {
-    let stored: Vec<String> =
-        row.object_keys.as_deref().and_then(|keys| serde_json::from_str(keys).ok()).unwrap_or_default();
+    let failures = parse_failures(row.failures.as_deref());
+    // Only what was stored can be shown again.
+    let stored = row.object_keys.as_deref().map(|_| delivered_indices(row.object_keys.as_deref(), row.n, &failures));
     let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let mode = row.mode.unwrap_or(KeyMode::Live);
-    let images = (0..stored.len())
+    let images = stored
+        .unwrap_or_default()
+        .into_iter()
         .map(|index| {
             Ok(HistoryImage {
                 url: url(&row.id, index, mode)?,
@@ -297,6 +336,7 @@ fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<S
         n: row.n,
         inputs: inputs::parse_records(row.inputs.as_deref()),
         error: row.error_code.map(|code| Failure { code, message: row.error_message }),
+        failures,
         webhook: row.webhook_url.map(|url| WebhookState {
             url,
             attempts: row.webhook_attempts,
@@ -337,6 +377,7 @@ mod tests {
             webhook_attempts: 0,
             webhook_last_status: None,
             webhook_delivered_at: None,
+            failures: None,
         }
     }
 
@@ -377,6 +418,24 @@ mod tests {
             record["webhook"],
             serde_json::json!({"url": "https://hook", "attempts": 2, "last_status": 500, "delivered_at": null})
         );
+    }
+
+    #[test]
+    fn a_partly_successful_record_shows_the_images_that_came_back_at_their_own_indices() {
+        let partial = RecordRow {
+            n: 4,
+            object_keys: Some(r#"["test-images/gen_1/0","test-images/gen_1/2","test-images/gen_1/3"]"#.into()),
+            failures: Some(r#"[{"index":1,"code":"upstream_error","message":"no"}]"#.into()),
+            ..row()
+        };
+        let record = serde_json::to_value(record_with(partial, signer).unwrap()).unwrap();
+        let urls: Vec<&str> = record["images"].as_array().unwrap().iter().map(|i| i["url"].as_str().unwrap()).collect();
+        assert_eq!(urls, ["https://x/gen_1/0/test", "https://x/gen_1/2/test", "https://x/gen_1/3/test"]);
+        assert_eq!(record["failures"], serde_json::json!([{"index": 1, "code": "upstream_error", "message": "no"}]));
+        // With no bucket, nothing is stored: the delivered indices are all but the failed.
+        let failures = parse_failures(Some(r#"[{"index":0,"code":"c","message":"m"}]"#));
+        assert_eq!(delivered_indices(None, 3, &failures), vec![1, 2]);
+        assert_eq!(delivered_indices(Some(r#"["images/g/0","images/g/1"]"#), 2, &[]), vec![0, 1]);
     }
 
     #[test]

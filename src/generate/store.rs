@@ -225,6 +225,10 @@ pub fn push_end(
 /// What a finished generation records.
 pub struct Success<'a> {
     pub object_keys: Option<&'a str>,
+    /// JSON of the images that did not come back (`render::ImageFailure`), if any.
+    pub failures: Option<&'a str>,
+    /// Their charge, given back with the success.
+    pub unreturned: Option<usage::Charge<'a>>,
     pub mime_type: &'a str,
     pub bytes: usize,
     pub upstream_latency_ms: u64,
@@ -233,10 +237,12 @@ pub struct Success<'a> {
     pub finished_iso: &'a str,
 }
 
-/// Marks generation `id` succeeded, if it still may (the cron may have given it up).
-/// Returns whether it did.
+/// Marks generation `id` succeeded, if it still may (the cron may have given it up), and
+/// in the same batch, only if that took, gives back the charge of the images that did not
+/// come back (`success.unreturned`). Returns whether it did.
 pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<bool> {
     let values = Values::new()
+        .set("failures", db::opt_text(success.failures))
         .set("object_keys", db::opt_text(success.object_keys))
         .set("mime_type", db::text(success.mime_type))
         .set("bytes", db::int(success.bytes as i64))
@@ -253,7 +259,14 @@ pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<b
             Status::sql_list(&Status::from_for(Status::Succeeded))
         ))
         .bind(&values.binds(&[db::text(id)]))?;
-    Ok(db.run(statement).await.map_err(ApiError::from)? == 1)
+    let Some(unreturned) = success.unreturned.filter(|charge| charge.n > 0) else {
+        return Ok(db.run(statement).await.map_err(ApiError::from)? == 1);
+    };
+    let mut batch = Batch::new();
+    let moved = batch.push::<()>(statement);
+    usage::release_if_previous_took(&mut batch, db, unreturned)?;
+    let results = db.batch(batch).await.map_err(ApiError::from)?;
+    Ok(results.changes(moved) == 1)
 }
 
 crate::db::row! {
@@ -547,7 +560,7 @@ pub async fn record_webhook_attempt(
 const RECORD_COLUMNS: &str =
     "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode,
      width, height, aspect_ratio, resolution, inputs, error_message, webhook_url, webhook_attempts,
-     webhook_last_status, webhook_delivered_at";
+     webhook_last_status, webhook_delivered_at, failures";
 
 crate::db::row! {
     /// A generation as history shows it (`render::record` signs its URLs).
@@ -575,6 +588,7 @@ crate::db::row! {
         pub webhook_attempts: u32,
         pub webhook_last_status: Option<u16>,
         pub webhook_delivered_at: Option<String>,
+        pub failures: Option<String>,
     }
 }
 
@@ -662,6 +676,7 @@ crate::db::row! {
         pub width: Option<u32>,
         pub height: Option<u32>,
         pub inputs: Option<String>,
+        pub failures: Option<String>,
     }
 }
 
@@ -669,7 +684,7 @@ crate::db::row! {
 pub async fn finished(db: &Db<'_>, id: &str, key_id: &str) -> ApiResult<Option<Finished>> {
     db.first(
         db.prepare(
-            "SELECT created_at, object_keys, mime_type, n, width, height, inputs FROM generations
+            "SELECT created_at, object_keys, mime_type, n, width, height, inputs, failures FROM generations
              WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
         )
         .bind(&[db::text(id), db::text(key_id)])?,

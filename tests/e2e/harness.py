@@ -202,6 +202,23 @@ class WorkerInstance:
         return objects
 
 
+    def r2_forget(self, prefix: str) -> int:
+        """Makes the local R2 forget the objects under `prefix` (their index rows; the blobs
+        stay, unreachable): what a Worker that died before storing them would have left."""
+        root = self.state / "v3" / "r2" / "miniflare-R2BucketObject"
+        removed = 0
+        for index in root.glob("*.sqlite") if root.exists() else []:
+            if index.name == "metadata.sqlite":
+                continue
+            db = sqlite3.connect(index, timeout=30)
+            try:
+                removed += db.execute("DELETE FROM _mf_objects WHERE key LIKE ?", (prefix + "%",)).rowcount
+                db.commit()
+            finally:
+                db.close()
+        return removed
+
+
 def sql_literal(value) -> str:
     """A Python value as an SQLite literal: NULL, an integer, or a quoted string."""
     if value is None:

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from helpers import Api, now_ms, run_cron, tag
+from helpers import Api, now_ms, png_at, PNG_MAGIC, run_cron, tag
 
 
 @pytest.fixture(scope="module")
@@ -17,40 +17,69 @@ def cron_api(worker_factory):
     return Api(worker_factory("cron"))
 
 
-def test_an_abandoned_generation_gives_back_its_charge_and_its_images(cron_api):
-    api = cron_api
-    token = api.token()
-    key = api.create_key(token, mode="live")
-    body = api.post("/v1/generate", {"prompt": f"left behind {tag()}", "n": 2}, token=key["key"]).json()
-    assert len(api.worker.r2_objects(f"images/{body['id']}/")) == 2
-    # What a Worker that died after storing, before finishing, leaves: a pending row.
-    api.worker.sql("UPDATE generations SET status = 'pending', object_keys = NULL WHERE id = ?", (body["id"],))
-    [stored] = api.worker.sql("SELECT created_at, reserved_at FROM generations WHERE id = ?", (body["id"],))
-    day = stored["created_at"][:10]  # the day it was charged to, as stored
-    user_id = api.get("/v1/auth/me", token=token).json()["id"]
-    before = api.worker.sql("SELECT live_images FROM deployment_usage WHERE usage_date = ?", (day,))
+def abandon_after_storing(api: Api, n: int, stored: int) -> tuple[dict, dict, str]:
+    """A live generation of `n` images whose Worker died after storing `stored` of them:
+    pending, no object keys, the rest of its images never in R2. Returns the key, the
+    generation and the day it is charged to."""
+    key = api.create_key(api.token(), mode="live")
+    body = api.post("/v1/generate", {"prompt": f"left behind {tag()}", "n": n}, token=key["key"]).json()
+    assert len(api.worker.r2_objects(f"images/{body['id']}/")) == n
+    for index in range(stored, n):
+        assert api.worker.r2_forget(f"images/{body['id']}/{index}") == 1
+    api.worker.sql("UPDATE generations SET status = 'pending', object_keys = NULL, failures = NULL WHERE id = ?",
+                   (body["id"],))
+    [row] = api.worker.sql("SELECT created_at FROM generations WHERE id = ?", (body["id"],))
+    return key, body, row["created_at"][:10]
 
+
+def reserved_ago(api: Api, generation_id: str, minutes: int) -> None:
+    api.worker.sql("UPDATE generations SET reserved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE id = ?",
+                   (f"-{minutes} minutes", generation_id))
+
+
+def counts(api: Api, key: dict, day: str) -> tuple[int, int, int]:
+    user_id = api.worker.sql("SELECT user_id FROM api_keys WHERE id = ?", (key["id"],))[0]["user_id"]
+    [usage] = api.worker.sql("SELECT image_count FROM usage WHERE api_key_id = ? AND usage_date = ?", (key["id"], day))
+    [account] = api.worker.sql("SELECT live_images FROM account_usage WHERE user_id = ? AND usage_date = ?",
+                               (user_id, day))
+    [deployment] = api.worker.sql("SELECT live_images FROM deployment_usage WHERE usage_date = ?", (day,))
+    return usage["image_count"], account["live_images"], deployment["live_images"]
+
+
+def test_an_abandoned_generation_that_stored_nothing_gives_back_its_charge(cron_api):
+    api = cron_api
+    key, body, day = abandon_after_storing(api, n=2, stored=0)
+    before = counts(api, key, day)
+    assert before[:2] == (2, 2)
     # Reserved ten minutes ago, the cron leaves it alone; twenty minutes ago, it gives it up.
     # (created_at stays: it names the day the charge is on.)
-    def reserved_ago(minutes: int) -> None:
-        api.worker.sql("UPDATE generations SET reserved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE id = ?",
-                       (f"-{minutes} minutes", body["id"]))
-    reserved_ago(10)
+    reserved_ago(api, body["id"], 10)
     run_cron(api)
     assert api.worker.sql("SELECT status FROM generations WHERE id = ?", (body["id"],))[0]["status"] == "pending"
-    reserved_ago(20)
+    reserved_ago(api, body["id"], 20)
     run_cron(api)
 
     [row] = api.worker.sql("SELECT status, error_code FROM generations WHERE id = ?", (body["id"],))
     assert (row["status"], row["error_code"]) == ("failed", "abandoned")
-    assert api.worker.r2_objects(f"images/{body['id']}/") == [], "its stored images are deleted"
-    [usage] = api.worker.sql("SELECT image_count FROM usage WHERE api_key_id = ? AND usage_date = ?", (key["id"], day))
-    assert usage["image_count"] == 0
-    [account] = api.worker.sql("SELECT live_images FROM account_usage WHERE user_id = ? AND usage_date = ?",
-                               (user_id, day))
-    assert account["live_images"] == 0
-    after = api.worker.sql("SELECT live_images FROM deployment_usage WHERE usage_date = ?", (day,))
-    assert after[0]["live_images"] == before[0]["live_images"] - 2
+    assert counts(api, key, day) == (0, 0, before[2] - 2), "key, account and deployment each get 2 back"
+
+
+def test_an_abandoned_generation_whose_images_came_back_succeeds_with_them(cron_api):
+    """Gemini answered (and billed) two of three calls before the Worker died: the user
+    gets those two, is charged for two, and the third is given back."""
+    api = cron_api
+    key, body, day = abandon_after_storing(api, n=3, stored=2)
+    before = counts(api, key, day)
+    reserved_ago(api, body["id"], 20)
+    run_cron(api)
+
+    record = api.get(f"/v1/generations/{body['id']}", token=key["key"]).json()
+    assert record["status"] == "succeeded" and len(record["images"]) == 2
+    assert record["failures"] == [{"index": 2, "code": "abandoned", "message": record["failures"][0]["message"]}]
+    for image in record["images"]:
+        assert png_at(api, image["url"]).startswith(PNG_MAGIC)
+    assert counts(api, key, day) == (before[0] - 1, before[1] - 1, before[2] - 1)
+    assert len(api.worker.r2_objects(f"images/{body['id']}/")) == 2, "what it stored stays"
 
 
 def test_test_key_images_live_under_their_own_prefix_and_expire(cron_api):

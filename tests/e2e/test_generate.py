@@ -230,10 +230,41 @@ def test_unusable_200_is_502(api, directive):
     assert usage_today(api, key) == 0
 
 
-def test_one_failed_image_of_three_fails_the_request_and_keeps_nothing(api, fake_gemini):
+def test_one_failed_image_of_three_delivers_the_two_and_charges_two(api, fake_gemini):
     t = tag()
     key = api.live_key()
     r = api.post("/v1/generate", {"prompt": f"trio {t} #failfrom:3:{t}", "n": 3}, token=key)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n"] == 3 and len(body["images"]) == 2
+    [failure] = body["failures"]
+    assert failure["code"] == "upstream_error" and failure["index"] in (0, 1, 2) and failure["message"]
+    delivered = sorted(int(image["url"].split("?")[0].rsplit("_", 1)[1]) for image in body["images"])
+    assert delivered == sorted({0, 1, 2} - {failure["index"]}), "each image keeps its own index"
+    for image in body["images"]:
+        assert png_at(api, image["url"]).startswith(PNG_MAGIC)
+    assert usage_today(api, key) == 2, "only the images that came back are charged"
+    [row] = generations_of(api, key)
+    assert row["status"] == "succeeded"
+    assert len(api.worker.r2_objects(f"images/{row['id']}/")) == 2
+    record = api.get(f"/v1/generations/{body['id']}", token=key).json()
+    assert [i["url"].split("?")[0] for i in record["images"]] == [i["url"].split("?")[0] for i in body["images"]]
+    assert record["failures"] == body["failures"]
+
+
+def test_the_openai_route_returns_the_images_that_came_back(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/images/generations", {"prompt": f"pair {t} #failfrom:2:{t}", "n": 2}, token=key)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 1 and "failures" not in r.json()
+    assert usage_today(api, key) == 1
+
+
+def test_when_every_image_fails_the_request_fails_and_keeps_nothing(api, fake_gemini):
+    t = tag()
+    key = api.live_key()
+    r = api.post("/v1/generate", {"prompt": f"none {t} #failfrom:1:{t}", "n": 2}, token=key)
     assert_error(r, 502, "upstream_error")
     assert usage_today(api, key) == 0
     [row] = generations_of(api, key)
