@@ -10,6 +10,30 @@ use crate::routes::{self, Route, RouteError};
 use crate::{accounts, admin, catalog, generate, health, keys, openapi, storage, usage, webhooks};
 use worker::{Context, Env, Request, Response};
 
+/// [`handle`], run under `ctx.wait_until`, the response awaited from it. A client that
+/// disconnects cancels its request's own work, but not work it waits until: once Gemini
+/// has been called (and bills the call), the images are stored, recorded and charged, and
+/// show in history, whether or not anyone is still there to receive them. Cloudflare
+/// allows such work 30 seconds after the disconnect; a generation cut off after that is
+/// ended by the cron (which keeps the images that were stored).
+pub async fn handle_to_completion(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    use worker::wasm_bindgen_futures::{future_to_promise, JsFuture};
+    // A second handle on the same execution context, for the work to carry.
+    let context: &JsValue = ctx.as_ref().as_ref();
+    let work_ctx = Context::new(context.clone().unchecked_into());
+    let promise = future_to_promise(async move {
+        let response = handle(req, env, work_ctx).await.map_err(JsValue::from)?;
+        Ok(JsValue::from(worker::web_sys::Response::from(response)))
+    });
+    let finished = JsFuture::from(promise.clone());
+    ctx.wait_until(async move {
+        let _ = finished.await;
+    });
+    let response = JsFuture::from(promise).await.map_err(worker::Error::from)?;
+    Ok(Response::from(response.unchecked_into::<worker::web_sys::Response>()))
+}
+
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id =
         http::header(&req, "x-request-id").filter(|id| http::sane_request_id(id)).unwrap_or_else(http::new_request_id);

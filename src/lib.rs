@@ -42,6 +42,9 @@ use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledE
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     panic_hook::install();
+    if routes::bills_upstream(req.method().as_ref(), &req.path()) {
+        return app::handle_to_completion(req, env, ctx).await;
+    }
     app::handle(req, env, ctx).await
 }
 

@@ -122,6 +122,12 @@ fn valid_id_segment(segment: &str) -> bool {
         && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whether a request may call Gemini, which bills each call whether or not the client is
+/// still there to receive the answer: such a request runs to completion (`app`).
+pub fn bills_upstream(method: &str, path: &str) -> bool {
+    matches!(resolve(method, path), Ok(Route::Generate | Route::ImagesGenerations | Route::ImagesEdits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +146,8 @@ mod tests {
         assert_eq!(resolve("GET", "/v1/generations/gen_x"), Ok(Route::GetGeneration("gen_x".into())));
         assert_eq!(resolve("POST", "/v1/images/generations"), Ok(Route::ImagesGenerations));
         assert_eq!(resolve("POST", "/v1/images/edits"), Ok(Route::ImagesEdits));
+        assert!(bills_upstream("POST", "/v1/generate") && bills_upstream("POST", "/v1/images/edits"));
+        assert!(!bills_upstream("GET", "/v1/generate") && !bills_upstream("POST", "/v1/keys"));
         assert_eq!(resolve("POST", "/v1/generations/gen_x/cancel"), Ok(Route::CancelGeneration("gen_x".into())));
         assert_eq!(resolve("GET", "/v1/generations/gen_x/cancel"), Err(RouteError::MethodNotAllowed(&["POST"])));
         assert_eq!(resolve("POST", "/v1/webhook_secret"), Ok(Route::RotateWebhookSecret));

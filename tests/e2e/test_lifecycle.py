@@ -6,10 +6,11 @@ account is sent nothing."""
 import time
 
 import pytest
+import requests
 from standardwebhooks.webhooks import Webhook
 
 from fake_gemini import png_bytes
-from helpers import (Api, data_url, promote, Receiver, tag, usage_today, wait_for_queue_lines,
+from helpers import (Api, data_url, generations_of, promote, Receiver, tag, usage_today, wait_for_queue_lines,
                      webhook_secret)
 
 ASYNC = {"Prefer": "respond-async"}
@@ -140,3 +141,28 @@ def test_a_key_revoked_while_its_generation_waits_ends_it_canceled_and_says_so(w
         assert event["type"] == "generation.canceled" and event["data"]["error"]["code"] == "key_revoked"
     finally:
         receiver.close()
+
+
+def test_a_client_that_hangs_up_mid_call_still_gets_its_generation_finished_and_charged(api, fake_gemini):
+    """Once Gemini has been called it bills the call: the Worker finishes the generation
+    (stores the image, records it, charges it) even after the client has gone."""
+    key = api.live_key()
+    t = tag()
+    try:
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            api.post("/v1/generate", {"prompt": f"hang up {t} #hold:{t}"}, token=key, timeout=2)
+        fake_gemini.wait_for_calls(t, 1)
+    finally:
+        fake_gemini.release(t)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        rows = generations_of(api, key)
+        if rows and rows[0]["status"] != "pending":
+            break
+        time.sleep(0.2)
+    [row] = generations_of(api, key)
+    assert row["status"] == "succeeded", row
+    assert len(api.worker.r2_objects(f"images/{row['id']}/")) == 1
+    assert usage_today(api, key) == 1
+    history = api.get("/v1/generations", token=key).json()["data"]
+    assert [g["id"] for g in history] == [row["id"]] and history[0]["images"]
