@@ -71,10 +71,32 @@ impl Row {
         T::from_js(&self.value(column)).ok_or_else(|| unexpected_value(column))
     }
 
+    /// The value of `column`; when it is missing or of another type, a stand-in, and the
+    /// column is noted in `missing` ([`row!`] turns that into the error). Reading every
+    /// field this way, with no early return, spares each row type the code that drops the
+    /// fields read before a failing one: a third of their size.
+    pub fn take<T: Column>(&self, column: &'static str, missing: &mut Option<&'static str>) -> T {
+        match T::from_js(&self.value(column)) {
+            Some(value) => value,
+            None => {
+                missing.get_or_insert(column);
+                T::stand_in()
+            }
+        }
+    }
+
     // Not generic and not inlined: every field of every row type calls this one copy.
     #[inline(never)]
     fn value(&self, column: &str) -> JsValue {
         js_sys::Reflect::get(&self.0, &JsValue::from_str(column)).unwrap_or(JsValue::UNDEFINED)
+    }
+}
+
+/// A row read by [`row!`], or a 500 naming the first column that could not be read.
+pub fn row_or_error<T>(row: T, missing: Option<&'static str>) -> Result<T, ApiError> {
+    match missing {
+        None => Ok(row),
+        Some(column) => Err(unexpected_value(column)),
     }
 }
 
@@ -87,11 +109,18 @@ fn unexpected_value(column: &str) -> ApiError {
 /// A type one D1 column converts to. NULL is only accepted by `Option`.
 pub trait Column: Sized {
     fn from_js(value: &JsValue) -> Option<Self>;
+    /// What [`Row::take`] puts in a field it could not read (never seen by a caller: the
+    /// row is then an error).
+    fn stand_in() -> Self;
 }
 
 impl Column for String {
     fn from_js(value: &JsValue) -> Option<Self> {
         value.as_string()
+    }
+
+    fn stand_in() -> Self {
+        String::new()
     }
 }
 
@@ -99,6 +128,10 @@ impl Column for i64 {
     /// D1 integers arrive as JS numbers; only whole numbers a double holds exactly.
     fn from_js(value: &JsValue) -> Option<Self> {
         integer(value.as_f64()?)
+    }
+
+    fn stand_in() -> Self {
+        0
     }
 }
 
@@ -114,6 +147,10 @@ macro_rules! narrow_column {
             fn from_js(value: &JsValue) -> Option<Self> {
                 i64::from_js(value)?.try_into().ok()
             }
+
+            fn stand_in() -> Self {
+                0
+            }
         }
     )*};
 }
@@ -127,15 +164,23 @@ impl<T: Column> Column for Option<T> {
             T::from_js(value).map(Some)
         }
     }
+
+    fn stand_in() -> Self {
+        None
+    }
 }
 
 /// A text column holding one of an enum's names (`as_str`): `text_column!(Role: Role::User, Role::Admin)`.
 macro_rules! text_column {
-    ($ty:ty: $($variant:expr),+) => {
+    ($ty:ty: $first:expr $(, $variant:expr)*) => {
         impl $crate::db::Column for $ty {
             fn from_js(value: &$crate::db::JsValue) -> Option<Self> {
                 let text = value.as_string()?;
-                [$($variant),+].into_iter().find(|variant| variant.as_str() == text)
+                [$first $(, $variant)*].into_iter().find(|variant| variant.as_str() == text)
+            }
+
+            fn stand_in() -> Self {
+                $first
             }
         }
     };
@@ -163,7 +208,10 @@ macro_rules! row {
 
         impl $crate::db::FromRow for $name {
             fn from_row(_row: &$crate::db::Row) -> Result<Self, $crate::error::ApiError> {
-                Ok($name { $( $field: _row.get(stringify!($field))? ),* })
+                #[allow(unused_mut)] // a row type with no fields
+                let mut missing = None;
+                let read = $name { $( $field: _row.take(stringify!($field), &mut missing) ),* };
+                $crate::db::row_or_error(read, missing)
             }
         }
     };

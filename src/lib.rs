@@ -19,6 +19,7 @@ pub mod generate;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod ip;
 pub mod keys;
 pub mod log;
 pub mod media;

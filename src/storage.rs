@@ -209,25 +209,21 @@ pub async fn delete_inputs(bucket: &Bucket, generation_id: &str, count: usize) {
     delete_all(bucket, &keys).await;
 }
 
-/// What a generation has stored: each image's index, content type and size, in index
-/// order. The cron asks this of a generation whose Worker died, to tell whether Gemini
+/// Which of a generation's `n` images R2 holds, with their sizes, in index order (a HEAD
+/// each). The cron asks this of a generation whose Worker died, to tell whether Gemini
 /// answered (and was paid) before it did.
 pub async fn stored_images(
     bucket: &Bucket,
     generation_id: &str,
     mode: KeyMode,
-) -> ApiResult<Vec<(usize, Option<String>, u64)>> {
-    let prefix = format!("{}/{generation_id}/", self::prefix(mode));
-    let listed = bucket.list().prefix(prefix.clone()).execute().await?;
-    let mut stored: Vec<_> = listed
-        .objects()
-        .iter()
-        .filter_map(|object| {
-            let index = object.key().strip_prefix(&prefix)?.parse().ok()?;
-            Some((index, object.http_metadata().content_type, object.size()))
-        })
-        .collect();
-    stored.sort_by_key(|(index, _, _)| *index);
+    n: usize,
+) -> ApiResult<Vec<(usize, u64)>> {
+    let mut stored = Vec::new();
+    for index in 0..n {
+        if let Some(object) = bucket.head(object_key(generation_id, index, mode)).await? {
+            stored.push((index, object.size()));
+        }
+    }
     Ok(stored)
 }
 

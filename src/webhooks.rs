@@ -133,7 +133,7 @@ enum Host {
 
 fn host_kind(host: &str) -> Host {
     if let Some(inner) = host.strip_prefix('[') {
-        return match inner.strip_suffix(']').and_then(|ip| ip.parse::<core::net::Ipv6Addr>().ok()) {
+        return match inner.strip_suffix(']').and_then(crate::ip::parse_v6) {
             Some(ip) if is_public_v6(ip) => Host::Public,
             Some(_) => Host::Private,
             None => Host::Unreadable,
@@ -160,7 +160,7 @@ fn host_kind(host: &str) -> Host {
 /// `Some(None)` if it ends in a number but is no valid address, else the address. Parts may
 /// be decimal, octal (`0177`) or hex (`0x7f`), and the last fills the remaining bytes:
 /// `127.1`, `0x7f000001` and `2130706433` are all 127.0.0.1.
-fn whatwg_ipv4(host: &str) -> Option<Option<core::net::Ipv4Addr>> {
+fn whatwg_ipv4(host: &str) -> Option<Option<[u8; 4]>> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
     let parts: Vec<&str> = trimmed.split('.').collect();
     let last = parts.last()?;
@@ -196,15 +196,14 @@ fn whatwg_ipv4(host: &str) -> Option<Option<core::net::Ipv4Addr>> {
     for (i, &v) in init.iter().enumerate() {
         address += v << (8 * (3 - i));
     }
-    Some(u32::try_from(address).ok().map(core::net::Ipv4Addr::from))
+    Some(u32::try_from(address).ok().map(u32::to_be_bytes))
 }
 
 /// Whether a webhook may reach this IPv4 address: not in this network (0/8), private
 /// (10/8, 172.16/12, 192.168/16), CGNAT (100.64/10), loopback (127/8), link-local
 /// (169.254/16), IETF protocol (192.0.0/24), benchmarking (198.18/15), multicast or
 /// reserved (224/3, which holds the broadcast address).
-pub fn is_public_v4(ip: core::net::Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
+pub fn is_public_v4([a, b, c, _]: [u8; 4]) -> bool {
     !(a == 0
         || a == 10
         || (a == 100 && (64..128).contains(&b))
@@ -221,20 +220,15 @@ pub fn is_public_v4(ip: core::net::Ipv4Addr) -> bool {
 /// (fe80::/10), site-local (fec0::/10), unique-local (fc00::/7) or multicast (ff00::/8);
 /// an IPv4 address inside one (mapped `::ffff:0:0/96`, compatible `::/96`, NAT64
 /// `64:ff9b::/96`) is judged as that IPv4 address.
-pub fn is_public_v6(ip: core::net::Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    let embedded = |ip: core::net::Ipv6Addr| {
-        let o = ip.octets();
-        core::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
-    };
-    if ip.is_unspecified() || ip.is_loopback() {
+pub fn is_public_v6(segments: [u16; 8]) -> bool {
+    if segments == [0; 8] || segments == [0, 0, 0, 0, 0, 0, 0, 1] {
         return false;
     }
     let mapped = segments[..5] == [0; 5] && segments[5] == 0xffff;
     let compatible = segments[..6] == [0; 6];
     let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
     if mapped || compatible || nat64 {
-        return is_public_v4(embedded(ip));
+        return is_public_v4(crate::ip::embedded_v4(segments));
     }
     let first = segments[0];
     !((first & 0xffc0) == 0xfe80

@@ -270,6 +270,23 @@ proptest! {
     }
 
     #[test]
+    fn the_hand_written_ip_parsers_agree_with_core_net(
+        text in "[0-9a-fA-F:.]{0,45}",
+        v6 in any::<[u16; 8]>(),
+        v4 in any::<[u8; 4]>(),
+    ) {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        prop_assert_eq!(nanobanana::ip::parse_v4(&text), text.parse::<Ipv4Addr>().ok().map(|a| a.octets()));
+        prop_assert_eq!(nanobanana::ip::parse_v6(&text), text.parse::<Ipv6Addr>().ok().map(|a| a.segments()));
+        // Every address, in the shortest form std writes, and fully written out.
+        let address = Ipv6Addr::from(v6);
+        prop_assert_eq!(nanobanana::ip::parse_v6(&address.to_string()), Some(v6));
+        let long = v6.iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":");
+        prop_assert_eq!(nanobanana::ip::parse_v6(&long), Some(v6));
+        prop_assert_eq!(nanobanana::ip::parse_v4(&Ipv4Addr::from(v4).to_string()), Some(v4));
+    }
+
+    #[test]
     fn any_bytes_as_media(raw in prop::collection::vec(any::<u8>(), 0..4096)) {
         let (_, peak) = peak_of(|| (media::sniff(&raw), media::dimensions(&raw)));
         prop_assert!(peak <= 1024, "{peak}");

@@ -101,3 +101,33 @@ fn d1_columns_convert_strictly() {
         assert!(err.cause.as_deref().unwrap_or_default().contains(column), "{column}: {:?}", err.cause);
     }
 }
+
+#[wasm_bindgen_test]
+fn a_row_type_reads_every_column_or_names_the_first_it_cannot() {
+    use nanobanana::db::{FromRow, Row};
+    use nanobanana::generate::store::Charged;
+    use worker::js_sys;
+    use worker::wasm_bindgen::JsValue;
+    let row_of = |n: JsValue, status: &str| {
+        let object = js_sys::Object::new();
+        let set = |name: &str, value: JsValue| {
+            js_sys::Reflect::set(&object, &JsValue::from_str(name), &value).unwrap();
+        };
+        set("api_key_id", JsValue::from_str("k"));
+        set("user_id", JsValue::from_str("u"));
+        set("n", n);
+        set("mode", JsValue::from_str("test"));
+        set("created_at", JsValue::from_str("2026-11-30T00:00:00.000Z"));
+        set("status", JsValue::from_str(status));
+        set("webhook_url", JsValue::NULL);
+        Row::from_object(object.into())
+    };
+    let charged = Charged::from_row(&row_of(JsValue::from_f64(2.0), "queued")).unwrap();
+    assert_eq!((charged.n, charged.user_id.as_str(), charged.inputs), (2, "u", None));
+    let err = Charged::from_row(&row_of(JsValue::from_str("two"), "queued")).map(|_| ()).unwrap_err();
+    assert!(err.cause.as_deref().unwrap_or_default().contains("D1 column n:"), "{:?}", err.cause);
+    let err = Charged::from_row(&row_of(JsValue::from_str("two"), "sleeping")).map(|_| ()).unwrap_err();
+    assert!(err.cause.as_deref().unwrap_or_default().contains("D1 column n:"), "the first bad column: {:?}", err.cause);
+    let err = Charged::from_row(&row_of(JsValue::from_f64(1.0), "sleeping")).map(|_| ()).unwrap_err();
+    assert!(err.cause.as_deref().unwrap_or_default().contains("D1 column status:"), "{:?}", err.cause);
+}

@@ -123,18 +123,19 @@ fn client_ip(req: &Request) -> String {
 /// "unknown".
 pub fn throttle_subject(ip: Option<&str>) -> String {
     let Some(ip) = ip.map(str::trim) else { return "unknown".to_string() };
-    if let Ok(v4) = ip.parse::<core::net::Ipv4Addr>() {
-        return v4.to_string();
+    let v4 = |[a, b, c, d]: [u8; 4]| format!("{a}.{b}.{c}.{d}");
+    if let Some(octets) = crate::ip::parse_v4(ip) {
+        return v4(octets);
     }
-    match ip.parse::<core::net::Ipv6Addr>() {
-        Ok(v6) => {
-            let s = v6.segments();
-            match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]),
+    match crate::ip::parse_v6(ip) {
+        Some(groups) => match crate::ip::mapped_v4(groups) {
+            Some(octets) => v4(octets),
+            None => {
+                let prefix: Vec<u8> = groups[..4].iter().flat_map(|group| group.to_be_bytes()).collect();
+                format!("{}::/64", hex::encode(prefix))
             }
-        }
-        Err(_) => "unknown".to_string(),
+        },
+        None => "unknown".to_string(),
     }
 }
 

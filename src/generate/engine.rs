@@ -208,10 +208,9 @@ impl<'r> Reserved<'r> {
     /// Draws, stores and finishes it; on any failure, gives the reservation back.
     pub async fn finish(self, inputs: Vec<Input>) -> ApiResult<Generated> {
         match self.complete(inputs).await {
-            Ok((images, failures)) => {
+            Ok((images, failures, unreturned)) => {
                 let g = self.generation;
                 let quota = g.principal.daily_quota;
-                let unreturned = failures.len() as u32;
                 Ok(Generated {
                     id: g.id,
                     created_ms: g.rc.now_ms,
@@ -295,7 +294,7 @@ impl<'r> Reserved<'r> {
     /// came back; the charge of the others is given back in the same batch, and they are
     /// returned as failures. When none came back, or it cannot be marked, every object it
     /// may have stored is deleted and the error returned (`finish` then fails it).
-    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<(Vec<DeliveredImage>, Vec<ImageFailure>)> {
+    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<(Vec<DeliveredImage>, render::Failures, u32)> {
         let g = &self.generation;
         let bucket = storage::bucket(g.rc);
         let mode = g.principal.mode;
@@ -360,7 +359,8 @@ impl<'r> Reserved<'r> {
             let keys: Vec<String> = failed.iter().map(|(index, _)| storage::object_key(&g.id, *index, mode)).collect();
             storage::delete_all(bucket, &keys).await;
         }
-        Ok((kept.into_iter().map(|(_, k)| k.delivered).collect(), failures))
+        let unreturned = failures.len() as u32;
+        Ok((kept.into_iter().map(|(_, k)| k.delivered).collect(), render::failures(failures_json), unreturned))
     }
 
     /// `n` images from the key's provider, each kept (stored) as it arrives. The inputs'
@@ -576,9 +576,8 @@ pub async fn replay(
     let stored = row.object_keys.is_some();
     let bucket = storage::bucket(rc).filter(|_| stored);
     let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
-    let failures = render::parse_failures(row.failures.as_deref());
     let mut images = Vec::new();
-    for index in render::delivered_indices(row.object_keys.as_deref(), row.n, &failures) {
+    for index in render::delivered_indices(row.object_keys.as_deref(), row.n) {
         let b64_json = match (&bucket, request.response_format) {
             (Some(bucket), ResponseFormat::B64Json) => {
                 let key = storage::object_key(generation_id, index, principal.mode);
@@ -608,7 +607,7 @@ pub async fn replay(
         request,
         images,
         inputs: inputs::parse_records(row.inputs.as_deref()),
-        failures,
+        failures: render::failures(row.failures),
         quota_limit: principal.daily_quota,
         quota_remaining: principal.daily_quota.saturating_sub(principal.used_today),
     })

@@ -77,24 +77,22 @@ async fn salvage(
     candidates: Vec<store::Unfinished>,
     now_ms: u64,
 ) -> ApiResult<(usize, Vec<store::Unfinished>)> {
-    let listings = candidates.iter().map(|g| storage::stored_images(bucket, &g.id, g.mode.unwrap_or(KeyMode::Live)));
-    let listings = futures_util::future::try_join_all(listings).await?;
     let finished_iso = iso_from_millis(now_ms);
     let mut salvaged = 0;
     let mut rest = Vec::new();
-    for (generation, stored) in candidates.into_iter().zip(listings) {
+    for generation in candidates {
         let n = usize::try_from(generation.n).unwrap_or(0);
-        let stored: Vec<_> = stored.into_iter().filter(|(index, _, _)| *index < n).collect();
+        let mode = generation.mode.unwrap_or(KeyMode::Live);
+        let stored = storage::stored_images(bucket, &generation.id, mode, n).await?;
         if stored.is_empty() {
             rest.push(generation);
             continue;
         }
-        let mode = generation.mode.unwrap_or(KeyMode::Live);
         let keys: Vec<String> =
-            stored.iter().map(|(index, _, _)| storage::object_key(&generation.id, *index, mode)).collect();
+            stored.iter().map(|(index, _)| storage::object_key(&generation.id, *index, mode)).collect();
         let message = "the Worker running this generation stopped before this image came back";
         let failures: Vec<ImageFailure> = (0..n)
-            .filter(|index| !stored.iter().any(|(stored, _, _)| stored == index))
+            .filter(|index| !stored.iter().any(|(stored, _)| stored == index))
             .map(|index| ImageFailure { index: index as u32, code: "abandoned".into(), message: message.into() })
             .collect();
         let object_keys = serde_json::to_string(&keys).unwrap_or_default();
@@ -105,8 +103,11 @@ async fn salvage(
             object_keys: Some(&object_keys),
             failures: failures_json.as_deref(),
             unreturned: Some(unreturned),
-            mime_type: stored[0].1.as_deref().unwrap_or("image/png"),
-            bytes: stored.iter().map(|(_, _, size)| *size as usize).sum(),
+            // What the images are is in their bytes and R2's metadata; the record's type is
+            // only a hint for history, and every image this service stores is served with
+            // its own Content-Type.
+            mime_type: "image/png",
+            bytes: stored.iter().map(|(_, size)| *size as usize).sum(),
             upstream_latency_ms: 0,
             width: None,
             height: None,

@@ -47,15 +47,16 @@ pub struct Generated {
     pub images: Vec<DeliveredImage>,
     /// What it was made from, in order.
     pub inputs: Vec<InputRecord>,
-    /// The images of `n` that did not come back (and are not charged).
-    pub failures: Vec<ImageFailure>,
+    /// The images of `n` that did not come back (and are not charged): a JSON array of
+    /// [`ImageFailure`], as stored.
+    pub failures: Failures,
     pub quota_limit: u32,
     pub quota_remaining: u32,
 }
 
 /// One image of a generation of several that did not come back: its place among the `n`
 /// asked for, and the error it would have been on its own. It is not charged.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct ImageFailure {
@@ -64,20 +65,23 @@ pub struct ImageFailure {
     pub message: String,
 }
 
+/// A generation's failures as JSON (`[]` when none), passed through as stored: they are
+/// only ever shown, never read.
+pub type Failures = Box<serde_json::value::RawValue>;
+
 /// The failures stored with a generation (NULL: none).
-pub fn parse_failures(stored: Option<&str>) -> Vec<ImageFailure> {
-    stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
+pub fn failures(stored: Option<String>) -> Failures {
+    stored
+        .and_then(|json| serde_json::value::RawValue::from_string(json).ok())
+        .unwrap_or_else(|| serde_json::value::to_raw_value(&[0u8; 0]).unwrap_or_default())
 }
 
-/// Which of a generation's `n` images were delivered, in order: those whose object keys
-/// were stored (`images/{id}/{index}`), or with none stored (no bucket), every index but
-/// the failed ones.
-pub fn delivered_indices(object_keys: Option<&str>, n: i64, failures: &[ImageFailure]) -> Vec<usize> {
+/// Which of a generation's images were delivered and stored, in order: the index of each
+/// stored object key (`images/{id}/{index}`). With none stored (no bucket), all `n`.
+pub fn delivered_indices(object_keys: Option<&str>, n: i64) -> Vec<usize> {
     match object_keys.and_then(|keys| serde_json::from_str::<Vec<String>>(keys).ok()) {
         Some(keys) => keys.iter().filter_map(|key| key.rsplit('/').next()?.parse().ok()).collect(),
-        None => (0..usize::try_from(n).unwrap_or(0))
-            .filter(|index| !failures.iter().any(|f| f.index as usize == *index))
-            .collect(),
+        None => (0..usize::try_from(n).unwrap_or(0)).collect(),
     }
 }
 
@@ -108,7 +112,8 @@ pub struct GenerationResponse<'a> {
     inputs: &'a [InputRecord],
     /// With `n` > 1, the images that did not come back (the others did, and only they are
     /// charged). Empty when every image came back.
-    failures: &'a [ImageFailure],
+    #[cfg_attr(test, schemars(with = "Vec<ImageFailure>"))]
+    failures: &'a serde_json::value::RawValue,
 }
 
 /// `POST /v1/images/generations` and `/v1/images/edits`: OpenAI's Images API answer.
@@ -241,7 +246,8 @@ pub struct GenerationRecord {
     /// Why a failed generation failed: the error envelope's `code` and `message`.
     error: Option<Failure>,
     /// With `n` > 1, the images that did not come back (not charged). Empty otherwise.
-    failures: Vec<ImageFailure>,
+    #[cfg_attr(test, schemars(with = "Vec<ImageFailure>"))]
+    failures: Failures,
     /// Where an asynchronous generation announces its outcome, and how that went (null
     /// when it has no webhook_url).
     webhook: Option<WebhookState>,
@@ -303,9 +309,8 @@ pub fn record(rc: &RequestContext, origin: &str, row: RecordRow) -> ApiResult<Ge
 
 /// [`record`] with the URL signer given: pure, so the shape is tested natively.
 fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<String>) -> ApiResult<GenerationRecord> {
-    let failures = parse_failures(row.failures.as_deref());
     // Only what was stored can be shown again.
-    let stored = row.object_keys.as_deref().map(|_| delivered_indices(row.object_keys.as_deref(), row.n, &failures));
+    let stored = row.object_keys.as_deref().map(|keys| delivered_indices(Some(keys), row.n));
     let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let mode = row.mode.unwrap_or(KeyMode::Live);
     let images = stored
@@ -336,7 +341,7 @@ fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<S
         n: row.n,
         inputs: inputs::parse_records(row.inputs.as_deref()),
         error: row.error_code.map(|code| Failure { code, message: row.error_message }),
-        failures,
+        failures: failures(row.failures),
         webhook: row.webhook_url.map(|url| WebhookState {
             url,
             attempts: row.webhook_attempts,
@@ -395,6 +400,7 @@ mod tests {
         assert_eq!((record["images"][0]["width"].as_u64(), record["status"].as_str()), (Some(640), Some("succeeded")));
         assert_eq!((record["error"].is_null(), record["webhook"].is_null()), (true, true));
         assert_eq!(record["inputs"], serde_json::json!([]));
+        assert_eq!(record["failures"], serde_json::json!([]));
     }
 
     #[test]
@@ -432,10 +438,8 @@ mod tests {
         let urls: Vec<&str> = record["images"].as_array().unwrap().iter().map(|i| i["url"].as_str().unwrap()).collect();
         assert_eq!(urls, ["https://x/gen_1/0/test", "https://x/gen_1/2/test", "https://x/gen_1/3/test"]);
         assert_eq!(record["failures"], serde_json::json!([{"index": 1, "code": "upstream_error", "message": "no"}]));
-        // With no bucket, nothing is stored: the delivered indices are all but the failed.
-        let failures = parse_failures(Some(r#"[{"index":0,"code":"c","message":"m"}]"#));
-        assert_eq!(delivered_indices(None, 3, &failures), vec![1, 2]);
-        assert_eq!(delivered_indices(Some(r#"["images/g/0","images/g/1"]"#), 2, &[]), vec![0, 1]);
+        assert_eq!(delivered_indices(Some(r#"["images/g/0","images/g/3"]"#), 4), vec![0, 3]);
+        assert_eq!(failures(None).get(), "[]");
     }
 
     #[test]
