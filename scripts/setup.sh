@@ -41,6 +41,21 @@ if [ "$(cat "$ROOT/node_modules/.installed-lock" 2>/dev/null || true)" != "$LOCK
   echo "$LOCK_SUM" > "$ROOT/node_modules/.installed-lock"
 fi
 
+# wrangler dev's inspector proxy debug-logs every message of the runtime's inspector as
+# one request to wrangler's Node process, and the runtime reports each chunk of every
+# fetch response (Network.dataReceived): about 3,000 requests per 9 MB Gemini answer,
+# whose connections workerd never closes, until "Too many open files" stops wrangler dev
+# (docs/decisions/0005-wrangler-dev-fd-leak.md). Local dev only: the inspector proxy is
+# not part of a deployed Worker. Idempotent; if a wrangler upgrade moves the line, say so.
+IPW="$ROOT/node_modules/wrangler/wrangler-dist/InspectorProxyWorker.js"
+UNPATCHED='this.sendDebugLog("RUNTIME INCOMING MESSAGE", msg);'
+PATCHED='if (!String(msg.method).startsWith("Network.")) this.sendDebugLog("RUNTIME INCOMING MESSAGE", msg);'
+if grep -qF "$UNPATCHED" "$IPW" && ! grep -qF "$PATCHED" "$IPW"; then
+  sed -i "s/$(printf '%s' "$UNPATCHED" | sed 's/[][\.*^$/]/\\&/g')/$(printf '%s' "$PATCHED" | sed 's/[][\.*^$/&]/\\&/g')/" "$IPW"
+elif ! grep -qF "$PATCHED" "$IPW"; then
+  say "warning: wrangler's InspectorProxyWorker changed; the local fd-leak workaround is not applied"
+fi
+
 if [ "${1:-}" = "--tests" ]; then
   # The dependency gate of the test command (deny.toml).
   CARGO_DENY_VERSION="0.20.2"

@@ -214,10 +214,21 @@ class FakeGemini:
                 for part in body["contents"][0]["parts"]:
                     if "inlineData" in part:
                         part["inlineData"]["data"] = f"<{len(part['inlineData'].get('data', ''))} base64 chars>"
-            self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "prompt": prompt, "inputs": inputs, "at": time.time()})
+            entry = {"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body,
+                     "prompt": prompt, "inputs": inputs, "at": time.time(), "answered": None, "image": False}
+            self.requests.append(entry)
         with self._arrived:
             self._arrived.notify_all()
+        status, content_type, out = self._respond(path, headers, body, prompt, bad_input)
+        # What this call cost upstream: an answer with a final image is one Gemini bills.
+        entry["answered"], entry["image"] = status, status == 200 and b'"finishReason": "STOP"' in out and b"inlineData" in out
+        return status, content_type, out
 
+    def images_answered(self, text: str) -> int:
+        """How many calls carrying `text` were answered with an image (what Google bills)."""
+        return sum(1 for r in self.requests_with(text) if r["image"])
+
+    def _respond(self, path: str, headers: dict, body, prompt: str, bad_input) -> tuple[int, str, bytes]:
         if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):
             return 404, "application/json", error_body(404, "NOT_FOUND", f"unknown path {path}")
         if {k.lower(): v for k, v in headers.items()}.get("x-goog-api-key") != GOOGLE_KEY or "#badkey" in prompt:
