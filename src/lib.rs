@@ -23,6 +23,7 @@ pub mod ip;
 pub mod keys;
 pub mod log;
 pub mod media;
+pub mod metering;
 pub mod models;
 pub mod multipart;
 pub mod openapi;

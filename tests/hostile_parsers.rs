@@ -287,6 +287,17 @@ proptest! {
     }
 
     #[test]
+    fn money_reads_back_what_it_writes_and_nothing_else_panics(micros in 0u64..1_000_000_000_000_000_000, text in ".{0,24}") {
+        use nanobanana::metering::Micros;
+        prop_assert_eq!(Micros::parse(&Micros(micros).to_decimal()), Some(Micros(micros)));
+        if let Some(parsed) = Micros::parse(&text) {
+            // Whatever parses is a plain decimal, and writes back to itself.
+            prop_assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+            prop_assert_eq!(Micros::parse(&parsed.to_decimal()), Some(parsed));
+        }
+    }
+
+    #[test]
     fn any_bytes_as_media(raw in prop::collection::vec(any::<u8>(), 0..4096)) {
         let (_, peak) = peak_of(|| (media::sniff(&raw), media::dimensions(&raw)));
         prop_assert!(peak <= 1024, "{peak}");
