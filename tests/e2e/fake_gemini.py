@@ -31,6 +31,11 @@ Input images (`inlineData` parts before the text) are checked as Gemini checks t
 image/* mimeType and base64 data that decodes, else 400 INVALID_ARGUMENT. The recorded
 request keeps the parts' types and sizes under "inputs".
 
+An image answer carries a realistic `usageMetadata` (`usage_metadata()`): prompt tokens
+split by modality (text by length, 258 per 768-pixel tile of each input image), the
+model's documented image tokens for the asked `imageSize`, output text and thoughts that
+vary with the prompt.
+
 Every request is recorded (path, headers, parsed body) for tests to inspect, and
 `expect(TEXT, calls=N)` holds a test to an exact number of calls carrying TEXT.
 """
@@ -87,6 +92,49 @@ JPEG_BYTES = base64.b64decode(
 FINAL_PNG = png_bytes(8, 8, (200, 30, 90))
 SVG_BYTES = b"<svg xmlns='http://www.w3.org/2000/svg' onload='fetch(\"/v1/keys\")'><script>alert(1)</script></svg>"
 DRAFT_PNG = png_bytes(4, 4, (0, 0, 0))
+
+
+# Output image tokens per image, as Google documents them per model and imageSize.
+IMAGE_TOKENS = {
+    "gemini-3.1-flash-image": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
+    "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
+}
+# An input image costs 258 tokens per 768x768 tile (at least one), as Gemini counts them.
+TILE_TOKENS = 258
+FINAL_TEXT = "Here is your image."
+
+
+def text_tokens(text: str) -> int:
+    """About four characters a token, as Gemini's documentation estimates."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def usage_metadata(model: str, body: dict | None, prompt: str, input_sizes: list[tuple[int, int]]) -> dict:
+    """What the fake reports for one image answer, varying with the prompt, the inputs and
+    the resolution, so nothing a test checks can be hard-coded in the Worker."""
+    size = ((body or {}).get("generationConfig", {}).get("imageConfig", {}) or {}).get("imageSize", "1K")
+    image_out = IMAGE_TOKENS.get(model, IMAGE_TOKENS["gemini-3.1-flash-image"]).get(size, 1120)
+    text_in = text_tokens(prompt)
+    image_in = sum(TILE_TOKENS * max(1, -(-w // 768)) * max(1, -(-h // 768)) for w, h in input_sizes)
+    text_out = text_tokens(FINAL_TEXT) + text_tokens("Thinking about composition...")
+    thoughts = 64 + len(prompt) % 97
+    details_in = [{"modality": "TEXT", "tokenCount": text_in}] + (
+        [{"modality": "IMAGE", "tokenCount": image_in}] if image_in else [])
+    return {
+        "promptTokenCount": text_in + image_in, "promptTokensDetails": details_in,
+        "candidatesTokenCount": image_out + text_out,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": image_out},
+                                    {"modality": "TEXT", "tokenCount": text_out}],
+        "thoughtsTokenCount": thoughts,
+        "totalTokenCount": text_in + image_in + image_out + text_out + thoughts,
+    }
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height from its header (8x8 for anything else)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return 8, 8
 
 
 def error_body(code: int, status: str, message: str, details=None) -> bytes:
@@ -205,7 +253,8 @@ class FakeGemini:
                         decoded = b""
                     if not data.get("mimeType", "").startswith("image/") or not decoded:
                         bad_input = "Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"
-                    inputs.append({"mime_type": data.get("mimeType"), "sha256": hashlib.sha256(decoded).hexdigest(), "bytes": len(decoded)})
+                    inputs.append({"mime_type": data.get("mimeType"), "sha256": hashlib.sha256(decoded).hexdigest(),
+                                   "bytes": len(decoded), "size": png_size(decoded)})
         except (TypeError, KeyError, IndexError):
             pass
         with self._lock:
@@ -219,7 +268,7 @@ class FakeGemini:
             self.requests.append(entry)
         with self._arrived:
             self._arrived.notify_all()
-        status, content_type, out = self._respond(path, headers, body, prompt, bad_input)
+        status, content_type, out = self._respond(path, headers, body, prompt, bad_input, inputs)
         # What this call cost upstream: an answer with a final image is one Gemini bills.
         entry["answered"], entry["image"] = status, status == 200 and b'"finishReason": "STOP"' in out and b"inlineData" in out
         return status, content_type, out
@@ -228,7 +277,7 @@ class FakeGemini:
         """How many calls carrying `text` were answered with an image (what Google bills)."""
         return sum(1 for r in self.requests_with(text) if r["image"])
 
-    def _respond(self, path: str, headers: dict, body, prompt: str, bad_input) -> tuple[int, str, bytes]:
+    def _respond(self, path: str, headers: dict, body, prompt: str, bad_input, inputs) -> tuple[int, str, bytes]:
         if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):
             return 404, "application/json", error_body(404, "NOT_FOUND", f"unknown path {path}")
         if {k.lower(): v for k, v in headers.items()}.get("x-goog-api-key") != GOOGLE_KEY or "#badkey" in prompt:
@@ -294,11 +343,12 @@ class FakeGemini:
         parts = [
             {"text": "Thinking about composition...", "thought": True},
             {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(DRAFT_PNG).decode()}, "thought": True},
-            {"text": "Here is your image."},
+            {"text": FINAL_TEXT},
             {"inlineData": {"mimeType": mime, "data": base64.b64encode(final).decode()}},
         ]
         return 200, "application/json", json.dumps({
             "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302},
+            "usageMetadata": usage_metadata(path.split("/")[-1].split(":")[0], body, prompt,
+                                            [i["size"] for i in inputs]),
             "modelVersion": path.split("/")[-1].split(":")[0],
         }).encode()
