@@ -33,27 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from conftest import JWT_SECRET, Api  # noqa: E402
 from fake_gemini import GOOGLE_KEY, FakeGemini, noise_png, png_bytes  # noqa: E402
-from harness import ROOT, WorkerInstance  # noqa: E402
+from harness import ROOT, WorkerInstance, workerd_pids  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 N = int(os.environ.get("BENCH_N", "60"))
-
-
-def descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children + [d for child in children for d in descendants(child)]
-
-
-def workerd_pids(root_pid: int) -> list[int]:
-    return [p for p in descendants(root_pid) if "workerd" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -68,7 +68,9 @@ impl Row {
     /// The value of `column`, or a 500 naming the column when it is missing or of
     /// another type (a schema and code out of step).
     pub fn get<T: Column>(&self, column: &'static str) -> Result<T, ApiError> {
-        T::from_js(&self.value(column)).ok_or_else(|| unexpected_value(column))
+        let mut missing = None;
+        let value = self.take(column, &mut missing);
+        row_or_error(value, missing)
     }
 
     /// The value of `column`; when it is missing or of another type, a stand-in, and the

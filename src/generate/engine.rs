@@ -327,7 +327,7 @@ impl<'r> Reserved<'r> {
         }
         let stored_keys: Vec<String> = kept.iter().map(|(index, _)| storage::object_key(&g.id, *index, mode)).collect();
         let object_keys = bucket.as_ref().map(|_| serde_json::to_string(&stored_keys).unwrap_or_default());
-        let failures_json = (!failures.is_empty()).then(|| serde_json::to_string(&failures).unwrap_or_default());
+        let failures_json = render::failures_json(&failures);
         let first = kept.first().map(|(_, k)| &k.delivered);
         let finished_iso = iso_from_millis(crate::time::now_millis());
         let success = Success {

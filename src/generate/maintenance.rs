@@ -1,7 +1,7 @@
 //! The cron's work on generations (`crate::cron` runs it every 10 minutes), each step a
 //! bounded batch through an index.
 
-use super::render::ImageFailure;
+use super::render::{self, ImageFailure};
 use super::status::Status;
 use super::store::{self, End, Success};
 use crate::auth::KeyMode;
@@ -96,7 +96,7 @@ async fn salvage(
             .map(|index| ImageFailure { index: index as u32, code: "abandoned".into(), message: message.into() })
             .collect();
         let object_keys = serde_json::to_string(&keys).unwrap_or_default();
-        let failures_json = (!failures.is_empty()).then(|| serde_json::to_string(&failures).unwrap_or_default());
+        let failures_json = render::failures_json(&failures);
         let charge = generation.charge();
         let unreturned = crate::usage::Charge { n: failures.len() as u32, ..charge };
         let success = Success {

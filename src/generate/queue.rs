@@ -156,7 +156,9 @@ async fn stop(
     match store::stop_blocked(db, generation_id, now_iso).await? {
         PassedOver::Nothing => Ok(None),
         PassedOver::Canceled { input_count } => {
-            wind_up(rc, origin, generation_id, "", None, input_count).await?;
+            if let (Some(bucket), true) = (storage::bucket(rc), input_count > 0) {
+                storage::delete_inputs(&bucket, generation_id, input_count).await;
+            }
             Ok(None)
         }
         PassedOver::Stopped(stopped) => {

@@ -73,7 +73,12 @@ pub type Failures = Box<serde_json::value::RawValue>;
 pub fn failures(stored: Option<String>) -> Failures {
     stored
         .and_then(|json| serde_json::value::RawValue::from_string(json).ok())
-        .unwrap_or_else(|| serde_json::value::to_raw_value(&[0u8; 0]).unwrap_or_default())
+        .unwrap_or_else(|| serde_json::value::RawValue::from_string("[]".to_string()).unwrap_or_default())
+}
+
+/// The failures as stored with a generation: JSON, or NULL when every image came back.
+pub fn failures_json(failures: &[ImageFailure]) -> Option<String> {
+    (!failures.is_empty()).then(|| serde_json::to_string(failures).unwrap_or_default())
 }
 
 /// Which of a generation's images were delivered and stored, in order: the index of each

@@ -359,7 +359,7 @@ pub async fn take(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<Take
     db.first(
         db.prepare(&format!(
             "UPDATE generations SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'
-               AND {MAY_RUN}
+               AND NOT {ACCOUNT_SUSPENDED} AND {KEY_ACTIVE}
              RETURNING api_key_id, user_id, prompt, model, size, style, n, mode, aspect_ratio, resolution,
                        inputs, follows_inputs, webhook_url, created_at"
         ))
@@ -368,11 +368,12 @@ pub async fn take(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<Take
     .await
 }
 
-/// Whether the generation (`generations` in scope) may still run: its account is not
-/// suspended and its key is not revoked. Fixed SQL, no input.
-const MAY_RUN: &str =
-    "NOT EXISTS (SELECT 1 FROM users u WHERE u.id = generations.user_id AND u.suspended_at IS NOT NULL)
-               AND EXISTS (SELECT 1 FROM api_keys k WHERE k.id = generations.api_key_id AND k.is_active = 1)";
+/// The two conditions a queued generation (`generations` in scope) runs under, in the
+/// take and in [`stop_blocked`]'s account of why it did not: its account is suspended, its
+/// key is active. Fixed SQL, no input.
+const ACCOUNT_SUSPENDED: &str =
+    "EXISTS (SELECT 1 FROM users u WHERE u.id = generations.user_id AND u.suspended_at IS NOT NULL)";
+const KEY_ACTIVE: &str = "EXISTS (SELECT 1 FROM api_keys k WHERE k.id = generations.api_key_id AND k.is_active = 1)";
 
 /// Why queued work stopped before it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,12 +440,11 @@ pub struct StoppedGeneration {
 pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<PassedOver> {
     let row: Option<Passed> = db
         .first(
-            db.prepare(
-                "SELECT g.api_key_id, g.user_id, g.n, g.mode, g.created_at, g.status, g.webhook_url, g.inputs,
-                        EXISTS (SELECT 1 FROM users u WHERE u.id = g.user_id AND u.suspended_at IS NOT NULL) AS suspended,
-                        EXISTS (SELECT 1 FROM api_keys k WHERE k.id = g.api_key_id AND k.is_active = 1) AS key_active
-                 FROM generations g WHERE g.id = ?1",
-            )
+            db.prepare(&format!(
+                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs,
+                        {ACCOUNT_SUSPENDED} AS suspended, {KEY_ACTIVE} AS key_active
+                 FROM generations WHERE id = ?1"
+            ))
             .bind(&[db::text(id)])?,
         )
         .await?;

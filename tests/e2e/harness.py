@@ -219,6 +219,32 @@ class WorkerInstance:
         return removed
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, found through /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children + [d for child in children for d in descendants(child)]
+
+
+def workerd_pids(root_pid: int) -> list[int]:
+    """The workerd processes a `wrangler dev` (process `root_pid`) runs."""
+    pids = []
+    for pid in descendants(root_pid):
+        try:
+            if b"workerd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
 def sql_literal(value) -> str:
     """A Python value as an SQLite literal: NULL, an integer, or a quoted string."""
     if value is None:

@@ -3,29 +3,18 @@ Gemini leave workerd's open descriptors flat (wrangler dev used to keep a socket
 of every upstream answer: docs/decisions/0005-wrangler-dev-fd-leak.md)."""
 
 import os
-from pathlib import Path
 
 import pytest
 
+from harness import workerd_pids
 from helpers import Api
-
-
-def descendants(pid: int) -> list[int]:
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return children + [d for c in children for d in descendants(c)]
 
 
 def open_descriptors(root_pid: int) -> int:
     total = 0
-    for pid in descendants(root_pid):
+    for pid in workerd_pids(root_pid):
         try:
-            if b"workerd" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                total += len(os.listdir(f"/proc/{pid}/fd"))
+            total += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             pass
     return total
