@@ -384,11 +384,79 @@ function chart(key) {
   return box;
 }
 
+// Money is exact decimal strings; whole micro-dollars are exact numbers in JS too.
+const micros = (usd) => {
+  const [whole, fraction = ""] = usd.split(".");
+  return Number(whole) * 1e6 + Number(fraction.padEnd(6, "0"));
+};
+const dollars = (value) => `$${(value / 1e6).toFixed(2)}`;
+const MODEL_COLOURS = ["#7a4b00", "#1a5fd0", "#2e7d32", "#a4001a", "#6a1b9a"];
+
+// Cost per UTC day over the report's range, one bar per day split by model (stacked), and
+// today's live spend against the account's budget (dashed) when it has one.
+function costChart(usage) {
+  const width = 600, height = 200, left = 56, bottom = 24, top = 10;
+  const days = usage.data[0]?.days.map((d) => d.date) ?? [];
+  const models = [...new Set(usage.costs.map((c) => c.model))].sort();
+  const cost = new Map(); // "date model" -> micro-dollars, all keys together
+  for (const row of usage.costs) cost.set(`${row.date} ${row.model}`, (cost.get(`${row.date} ${row.model}`) || 0) + micros(row.cost_usd));
+  const perDay = days.map((date) => models.reduce((sum, model) => sum + (cost.get(`${date} ${model}`) || 0), 0));
+  const budget = usage.daily_budget_usd === null ? null : micros(usage.daily_budget_usd);
+  const peak = Math.max(...perDay, budget ?? 0, 1);
+  const scale = (height - top - bottom) / peak; // pixels per micro-dollar
+  const base = height - bottom;
+  const slot = (width - left) / Math.max(days.length, 1);
+  const root = svg("svg", { id: "cost-chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "cost-title", "data-scale": scale });
+  const total = micros(usage.total.cost_usd);
+  root.append(svg("title", { id: "cost-title" },
+    `Cost per day: ${dollars(total)} in ${days.length} days, ${dollars(micros(usage.live_cost_today_usd))} live today` +
+    (budget === null ? " (no daily budget)" : ` of a daily budget of ${dollars(budget)}`)));
+  root.append(svg("line", { x1: left, x2: width, y1: base, y2: base, stroke: "#8a8a94" }));
+  days.forEach((date, i) => {
+    let y = base;
+    models.forEach((model, m) => {
+      const value = cost.get(`${date} ${model}`) || 0;
+      if (!value) return;
+      const h = value * scale;
+      y -= h;
+      const bar = svg("rect", { x: left + i * slot + 1, y, width: Math.max(slot - 2, 1), height: h, fill: MODEL_COLOURS[m % MODEL_COLOURS.length],
+        "data-date": date, "data-model": model, "data-micros": value });
+      bar.append(svg("title", {}, `${date} ${model}: $${(value / 1e6).toFixed(6)}`));
+      root.append(bar);
+    });
+  });
+  if (budget !== null) {
+    root.append(svg("line", { x1: left, x2: width, y1: base - budget * scale, y2: base - budget * scale, stroke: "#a4001a", "stroke-dasharray": "6 4" }));
+    root.append(svg("text", { x: left - 4, y: base - budget * scale + 4, "text-anchor": "end", "font-size": 11 }, dollars(budget)));
+  }
+  root.append(svg("text", { x: left - 4, y: top + 8, "text-anchor": "end", "font-size": 11 }, dollars(peak)));
+  if (days.length) {
+    root.append(svg("text", { x: left, y: height - 6, "font-size": 11 }, days[0]));
+    root.append(svg("text", { x: width, y: height - 6, "font-size": 11, "text-anchor": "end" }, days.at(-1)));
+  }
+  const box = document.createElement("div");
+  box.className = "chart";
+  box.append(Object.assign(document.createElement("h3"), { textContent: "Cost per day, by model" }), root);
+  const legend = document.createElement("p");
+  legend.className = "hint";
+  legend.textContent = (models.length ? "" : "Nothing spent yet. ") +
+    `Today: ${dollars(micros(usage.live_cost_today_usd))} live` + (budget === null ? ", no daily budget." : ` of ${dollars(budget)} (dashed line).`) +
+    " Test keys' images are priced as live ones would be, and never billed.";
+  box.append(legend);
+  models.forEach((model, m) => {
+    const swatch = Object.assign(document.createElement("span"), { textContent: `■ ${model}` });
+    swatch.style.color = MODEL_COLOURS[m % MODEL_COLOURS.length];
+    swatch.style.marginRight = "1rem";
+    box.append(swatch);
+  });
+  return box;
+}
+
 async function loadUsage() {
   const usage = await api("/v1/usage");
   const charts = $("#usage-charts");
-  charts.replaceChildren(...usage.data.map(chart));
-  if (!usage.data.length) charts.textContent = "No keys yet.";
+  charts.replaceChildren(costChart(usage), ...usage.data.map(chart));
+  if (!usage.data.length) charts.append("No keys yet.");
 }
 
 // ---------------------------------------------------------------- history

@@ -15,6 +15,7 @@ use crate::body::JsonObject;
 use crate::db::{self, Batch, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, ListObject, RequestContext};
+use crate::metering::Micros;
 use crate::routes::AdminRoute;
 use crate::time::{date_from_millis, iso_from_millis};
 use serde::Serialize;
@@ -40,6 +41,10 @@ crate::db::row! {
         suspended_at: Option<String>,
         /// The account's own ceiling of live images per UTC day; null: `ACCOUNT_DAILY_IMAGE_QUOTA`.
         daily_image_quota: Option<i64>,
+        /// The account's own money ceiling per UTC day; null: `ACCOUNT_DAILY_BUDGET_USD`.
+        daily_budget_usd: Option<Micros>,
+        /// What its live images cost today (actual, settled).
+        live_cost_today_usd: Micros,
         live_images_today: i64,
         test_images_today: i64,
         active_keys: i64,
@@ -57,6 +62,8 @@ pub struct AdminAccountList {
     has_more: bool,
     /// The account ceiling that applies where an account has none of its own.
     default_daily_image_quota: u32,
+    /// `ACCOUNT_DAILY_BUDGET_USD`: the money ceiling of an account with none of its own.
+    default_daily_budget_usd: Option<Micros>,
 }
 
 crate::db::row! {
@@ -69,6 +76,23 @@ crate::db::row! {
         date: String,
         live_images: i64,
         test_images: i64,
+        /// What the day's live images cost, settled (reservations in flight excluded).
+        live_cost_usd: Micros,
+    }
+}
+
+crate::db::row! {
+    /// What one account's live images cost on one UTC day.
+    #[derive(Serialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
+    #[cfg_attr(test, schemars(deny_unknown_fields))]
+    pub struct AccountDay {
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
+        user_id: String,
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+        date: String,
+        live_images: i64,
+        live_cost_usd: Micros,
     }
 }
 
@@ -80,8 +104,13 @@ pub struct DeploymentUsage {
     object: ListObject,
     /// `DEPLOYMENT_DAILY_LIVE_IMAGES`: live images the deployment may make per UTC day.
     daily_live_budget: u32,
+    /// `DEPLOYMENT_DAILY_BUDGET_USD`: what the deployment's live images may cost per UTC day.
+    daily_budget_usd: Option<Micros>,
     /// Days with any images, newest first, over the last `days` days.
     data: Vec<DeploymentDay>,
+    /// Cost per account and day over the same days, newest day first and the biggest
+    /// spender first within it (at most 1,000 rows).
+    accounts: Vec<AccountDay>,
 }
 
 pub async fn handle(req: &mut Request, rc: &RequestContext, route: AdminRoute) -> ApiResult<Response> {
@@ -100,6 +129,9 @@ pub async fn handle(req: &mut Request, rc: &RequestContext, route: AdminRoute) -
 /// The account columns, with today's counts (`?1` is today), as subqueries per row: each
 /// is a primary-key or index lookup, and a page holds at most 100 rows.
 const ACCOUNT_SELECT: &str = "SELECT u.id, u.email, u.role, u.created_at, u.suspended_at, u.daily_image_quota,
+        u.daily_budget_micros AS daily_budget_usd,
+        COALESCE((SELECT SUM(c.cost_micros) FROM usage_costs c
+                  WHERE c.user_id = u.id AND c.usage_date = ?1 AND c.mode = 'live'), 0) AS live_cost_today_usd,
         COALESCE((SELECT a.live_images FROM account_usage a WHERE a.user_id = u.id AND a.usage_date = ?1), 0)
             AS live_images_today,
         COALESCE((SELECT SUM(x.image_count) FROM api_keys k JOIN usage x ON x.api_key_id = k.id AND x.usage_date = ?1
@@ -147,6 +179,7 @@ async fn list_accounts(req: &Request, rc: &RequestContext) -> ApiResult<Response
             data,
             has_more,
             default_daily_image_quota: rc.config.account_daily_image_quota,
+            default_daily_budget_usd: rc.config.account_daily_budget,
         },
     )
 }
@@ -174,14 +207,17 @@ pub struct AccountUpdate {
     pub suspended: Option<bool>,
     /// `Some(None)`: back to the deployment's default.
     pub daily_image_quota: Option<Option<u32>>,
+    /// `Some(None)`: back to `ACCOUNT_DAILY_BUDGET_USD`.
+    pub daily_budget: Option<Option<Micros>>,
 }
 
 impl AccountUpdate {
     pub fn parse(mut body: JsonObject) -> ApiResult<AccountUpdate> {
         let suspended = body.optional_bool("suspended")?;
         let daily_image_quota = body.nullable_u32("daily_image_quota", 0..=10_000_000)?;
+        let daily_budget = body.nullable_usd("daily_budget_usd", crate::config::MAX_DAILY_BUDGET)?;
         body.finish()?;
-        Ok(AccountUpdate { suspended, daily_image_quota })
+        Ok(AccountUpdate { suspended, daily_image_quota, daily_budget })
     }
 }
 
@@ -197,6 +233,10 @@ pub struct AccountUpdateRequest {
     /// `null` returns it to `ACCOUNT_DAILY_IMAGE_QUOTA`.
     #[schemars(range(min = 0, max = 10_000_000))]
     pub daily_image_quota: Option<u32>,
+    /// The account's own money ceiling per UTC day, in US dollars as a decimal string
+    /// (`"0"` stops its live images); `null` returns it to `ACCOUNT_DAILY_BUDGET_USD`.
+    #[schemars(regex(pattern = r"^[0-9]{1,10}(\.[0-9]{1,6})?$"))]
+    pub daily_budget_usd: Option<String>,
 }
 
 async fn update_account(
@@ -242,6 +282,14 @@ async fn update_account(
             ),
         );
     }
+    if let Some(budget) = update.daily_budget {
+        changed.push(
+            batch.push::<()>(
+                db.prepare("UPDATE users SET daily_budget_micros = ?2 WHERE id = ?1")
+                    .bind(&[db::text(id), db::opt_int(budget.map(|b| crate::usage::ceiling(Some(b))))])?,
+            ),
+        );
+    }
     if !batch.is_empty() {
         let results = db.batch(batch).await.or_internal()?;
         if changed.into_iter().any(|slot| results.changes(slot) == 0) {
@@ -272,18 +320,34 @@ async fn usage(req: &Request, rc: &RequestContext) -> ApiResult<Response> {
         };
     let since = date_from_millis(rc.now_ms.saturating_sub((days - 1) * crate::time::MILLIS_PER_DAY));
     let db = rc.db()?;
-    let data: Vec<DeploymentDay> = db
-        .all(
-            db.prepare(
-                "SELECT usage_date AS date, live_images, test_images FROM deployment_usage
-                 WHERE usage_date >= ?1 ORDER BY usage_date DESC",
-            )
-            .bind(&[db::text(&since)])?,
+    let mut batch = Batch::new();
+    let days = batch.push::<DeploymentDay>(
+        db.prepare(
+            "SELECT d.usage_date AS date, d.live_images, d.test_images,
+                    COALESCE((SELECT SUM(c.cost_micros) FROM usage_costs c
+                              WHERE c.usage_date = d.usage_date AND c.mode = 'live'), 0) AS live_cost_usd
+             FROM deployment_usage d WHERE d.usage_date >= ?1 ORDER BY d.usage_date DESC",
         )
-        .await?;
+        .bind(&[db::text(&since)])?,
+    );
+    let accounts = batch.push::<AccountDay>(
+        db.prepare(
+            "SELECT user_id, usage_date AS date, SUM(images) AS live_images, SUM(cost_micros) AS live_cost_usd
+             FROM usage_costs WHERE usage_date >= ?1 AND mode = 'live'
+             GROUP BY user_id, usage_date ORDER BY usage_date DESC, live_cost_usd DESC, user_id LIMIT 1000",
+        )
+        .bind(&[db::text(&since)])?,
+    );
+    let results = db.batch(batch).await.or_internal()?;
     http::json(
         200,
-        &DeploymentUsage { object: ListObject::List, daily_live_budget: rc.config.deployment_daily_live_images, data },
+        &DeploymentUsage {
+            object: ListObject::List,
+            daily_live_budget: rc.config.deployment_daily_live_images,
+            daily_budget_usd: rc.config.deployment_daily_budget,
+            data: results.rows(days)?,
+            accounts: results.rows(accounts)?,
+        },
     )
 }
 
@@ -295,11 +359,23 @@ mod tests {
     #[test]
     fn updates() {
         let parse = |raw: &str| AccountUpdate::parse(parse_object(raw.as_bytes()).unwrap());
-        assert_eq!(parse("{}").unwrap(), AccountUpdate { suspended: None, daily_image_quota: None });
         assert_eq!(
-            parse(r#"{"suspended": true, "daily_image_quota": null}"#).unwrap(),
-            AccountUpdate { suspended: Some(true), daily_image_quota: Some(None) }
+            parse("{}").unwrap(),
+            AccountUpdate { suspended: None, daily_image_quota: None, daily_budget: None }
         );
+        assert_eq!(
+            parse(r#"{"suspended": true, "daily_image_quota": null, "daily_budget_usd": "12.5"}"#).unwrap(),
+            AccountUpdate {
+                suspended: Some(true),
+                daily_image_quota: Some(None),
+                daily_budget: Some(Some(Micros(12_500_000)))
+            }
+        );
+        assert_eq!(parse(r#"{"daily_budget_usd": null}"#).unwrap().daily_budget, Some(None));
+        assert_eq!(parse(r#"{"daily_budget_usd": 3}"#).unwrap().daily_budget, Some(Some(Micros(3_000_000))));
+        for bad in [r#"{"daily_budget_usd": 1.5}"#, r#"{"daily_budget_usd": "-1"}"#, r#"{"daily_budget_usd": "1e2"}"#] {
+            assert!(matches!(parse(bad).unwrap_err().code, Code::InvalidType | Code::OutOfRange), "{bad}");
+        }
         assert_eq!(parse(r#"{"daily_image_quota": 5}"#).unwrap().daily_image_quota, Some(Some(5)));
         assert_eq!(parse(r#"{"suspended": "yes"}"#).unwrap_err().code, Code::InvalidType);
         assert_eq!(parse(r#"{"daily_image_quota": -1}"#).unwrap_err().code, Code::OutOfRange);

@@ -103,6 +103,7 @@ async fn dispatch(req: &mut Request, rc: &RequestContext, method: &str, path: &s
         Route::Usage => usage::get(req, rc).await,
         Route::OpenApi => openapi::serve(rc).await,
         Route::Models => catalog::list(&rc.config),
+        Route::Estimate => generate::routes::estimate(req, rc).await,
         Route::Logout => accounts::logout(req, rc).await,
         Route::ChangePassword => accounts::change_password(req, rc).await,
         Route::Admin(route) => admin::handle(req, rc, route).await,

@@ -7,6 +7,7 @@
 //! `unknown_parameter` (400 on the OpenAI-compatible route, as OpenAI does).
 
 use crate::error::{ApiError, Code};
+use crate::metering::Micros;
 use serde_json::{Map, Value};
 
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -246,6 +247,27 @@ impl JsonObject {
             },
             _ => Err(wrong_type(name, "an integer")),
         }
+    }
+
+    /// An amount of US dollars: a decimal string of at most six decimals (`"2.50"`) or a
+    /// whole number, from 0 to `max`; absent is None, null is `Some(None)` (clear it).
+    /// Never read through a float.
+    pub fn nullable_usd(&mut self, name: &str, max: Micros) -> Result<Option<Option<Micros>>, ApiError> {
+        asked::record(name);
+        let amount = match self.map.remove(name) {
+            None => return Ok(None),
+            Some(Value::Null) => return Ok(Some(None)),
+            Some(Value::String(text)) => Micros::parse(&text),
+            Some(Value::Number(n)) if n.is_u64() => n.as_u64().and_then(|n| n.checked_mul(1_000_000)).map(Micros),
+            Some(_) => return Err(wrong_type(name, "US dollars as a decimal string, such as \"2.50\"")),
+        };
+        amount.filter(|m| *m <= max).map(|m| Some(Some(m))).ok_or_else(|| {
+            ApiError::validation(
+                Code::OutOfRange,
+                name,
+                format!("{name} must be US dollars from 0 to {} with at most six decimals", max.to_decimal()),
+            )
+        })
     }
 
     /// A field's raw value, for a parser of its own (`generate::inputs`); absent is None.

@@ -17,6 +17,8 @@ pub const DEFAULT_WEBHOOK_RETRY_DELAYS: [u32; 4] = [60, 300, 900, 2400];
 /// JWT_SECRET also keys image-URL signatures; shorter secrets are refused as misconfiguration.
 pub const MIN_SECRET_LEN: usize = 32;
 
+use crate::metering::Micros;
+
 #[derive(Clone)]
 pub struct Config {
     jwt_secret: Option<String>,
@@ -50,6 +52,12 @@ pub struct Config {
     /// Live images per UTC day for the whole deployment.
     pub deployment_daily_live_images: u32,
     pub max_active_keys_per_account: u32,
+    /// Money ceilings per UTC day (None: none): what one account's live keys may spend
+    /// unless an admin set its own, what the whole deployment's may, and the most any key
+    /// may spend (its own `daily_budget_usd`, else this).
+    pub account_daily_budget: Option<Micros>,
+    pub deployment_daily_budget: Option<Micros>,
+    pub max_key_daily_budget: Option<Micros>,
     pub registration: Registration,
     /// Days a test key's images are kept in R2.
     pub test_image_retention_days: u32,
@@ -142,8 +150,12 @@ impl Config {
             return Err(InvalidSetting("GEMINI_MODELS"));
         }
 
-        let model_caps = crate::models::table(&gemini_models, get("GEMINI_MODEL_CAPS").as_deref())
-            .map_err(|_| InvalidSetting("GEMINI_MODEL_CAPS"))?;
+        let model_caps =
+            crate::models::table(&gemini_models, get("GEMINI_MODEL_CAPS").as_deref(), get("GEMINI_PRICES").as_deref())
+                .map_err(|bad| match bad {
+                    crate::models::BadCaps::Caps => InvalidSetting("GEMINI_MODEL_CAPS"),
+                    crate::models::BadCaps::Prices => InvalidSetting("GEMINI_PRICES"),
+                })?;
 
         let gemini_api_base = get("GEMINI_API_BASE")
             .unwrap_or_else(|| DEFAULT_GEMINI_API_BASE.to_string())
@@ -178,6 +190,9 @@ impl Config {
             account_daily_image_quota: number(&get, "ACCOUNT_DAILY_IMAGE_QUOTA", 200, 0..=10_000_000)?,
             deployment_daily_live_images: number(&get, "DEPLOYMENT_DAILY_LIVE_IMAGES", 1000, 0..=100_000_000)?,
             max_active_keys_per_account: number(&get, "MAX_ACTIVE_KEYS_PER_ACCOUNT", 20, 1..=10_000)?,
+            account_daily_budget: money(&get, "ACCOUNT_DAILY_BUDGET_USD")?,
+            deployment_daily_budget: money(&get, "DEPLOYMENT_DAILY_BUDGET_USD")?,
+            max_key_daily_budget: money(&get, "MAX_KEY_DAILY_BUDGET_USD")?,
             registration: match get("REGISTRATION").as_deref() {
                 None | Some("open") => Registration::Open,
                 Some("closed") => Registration::Closed,
@@ -227,6 +242,11 @@ impl Config {
     pub fn google_api_key(&self) -> Option<&str> {
         self.google_api_key.as_deref()
     }
+
+    /// What `model` can do and costs, if this deployment offers it.
+    pub fn caps(&self, model: &str) -> Option<&crate::models::Capabilities> {
+        self.model_caps.iter().find(|(id, _)| id == model).map(|(_, caps)| caps)
+    }
 }
 
 fn number<T>(
@@ -236,14 +256,31 @@ fn number<T>(
     range: std::ops::RangeInclusive<T>,
 ) -> Result<T, InvalidSetting>
 where
-    T: std::str::FromStr + PartialOrd,
+    T: Into<u64> + TryFrom<u64> + Copy,
 {
+    let (low, high) = ((*range.start()).into(), (*range.end()).into());
+    let value = whole(get(name), default.into(), low..=high).ok_or(InvalidSetting(name))?;
+    T::try_from(value).map_err(|_| InvalidSetting(name))
+}
+
+/// A whole-number setting's value (unset: `default`), if it is in `range`. Apart from
+/// [`number`] and never inlined: one copy of the parsing for every setting.
+#[inline(never)]
+fn whole(raw: Option<String>, default: u64, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+    match raw {
+        None => Some(default),
+        Some(raw) => raw.parse::<u64>().ok().filter(|value| range.contains(value)),
+    }
+}
+
+/// The most a money setting may say: a billion dollars a day.
+pub const MAX_DAILY_BUDGET: Micros = Micros(1_000_000_000 * 1_000_000);
+
+/// A daily budget in US dollars (`"25"`, `"0.50"`; at most six decimals); unset: none.
+fn money(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<Micros>, InvalidSetting> {
     match get(name) {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<T>() {
-            Ok(value) if range.contains(&value) => Ok(value),
-            _ => Err(InvalidSetting(name)),
-        },
+        None => Ok(None),
+        Some(raw) => Micros::parse(&raw).filter(|m| *m <= MAX_DAILY_BUDGET).map(Some).ok_or(InvalidSetting(name)),
     }
 }
 
@@ -321,6 +358,40 @@ mod tests {
             config(&[("GEMINI_MODEL_CAPS", r#"{"not-offered": {}}"#)]).unwrap_err(),
             InvalidSetting("GEMINI_MODEL_CAPS")
         );
+    }
+
+    #[test]
+    fn prices_and_money_ceilings_are_exact_decimals() {
+        let c = config(&[
+            ("GEMINI_MODELS", "gemini-3-pro-image"),
+            ("GEMINI_PRICES", r#"{"gemini-3-pro-image": {"output_image_per_million_usd": "100.5"}}"#),
+            ("ACCOUNT_DAILY_BUDGET_USD", "25"),
+            ("MAX_KEY_DAILY_BUDGET_USD", "0.000001"),
+        ])
+        .unwrap();
+        let pro = &c.caps("gemini-3-pro-image").unwrap().pricing;
+        assert_eq!((pro.output_image, pro.input_text), (Micros(100_500_000), Micros(2_000_000)));
+        assert_eq!(c.caps("gemini-3.1-flash-image").unwrap().pricing.output_image, Micros(60_000_000));
+        assert_eq!(
+            (c.account_daily_budget, c.deployment_daily_budget, c.max_key_daily_budget),
+            (Some(Micros(25_000_000)), None, Some(Micros(1)))
+        );
+        for bad in [
+            r#"{"gemini-3.1-flash-image": {"output_image_per_million_usd": 60}}"#,
+            r#"{"gemini-3.1-flash-image": {"output_image_per_million_usd": "-1"}}"#,
+            r#"{"gemini-3.1-flash-image": {"output_image_per_million_usd": "1000000.000001"}}"#,
+            r#"{"gemini-3.1-flash-image": {"thinking_per_million_usd": "1"}}"#,
+            r#"{"not-offered": {}}"#,
+            "[]",
+        ] {
+            assert_eq!(config(&[("GEMINI_PRICES", bad)]).unwrap_err(), InvalidSetting("GEMINI_PRICES"), "{bad}");
+        }
+        for bad in ["-1", "1e3", "0.0000001", "ten", "1000000001"] {
+            assert_eq!(
+                config(&[("DEPLOYMENT_DAILY_BUDGET_USD", bad)]).unwrap_err(),
+                InvalidSetting("DEPLOYMENT_DAILY_BUDGET_USD")
+            );
+        }
     }
 
     #[test]

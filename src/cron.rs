@@ -12,7 +12,7 @@ pub async fn run(d1: worker::D1Database, bucket: Option<worker::Bucket>, config:
     let db = Db::new(d1, &queries, config.log_sql);
     let bucket = bucket.as_ref();
     let steps: [(&str, ApiResult<usize>); 5] = [
-        ("abandoned", generate::maintenance::reconcile_abandoned(&db, bucket, now_ms).await),
+        ("abandoned", generate::maintenance::reconcile_abandoned(&db, bucket, config, now_ms).await),
         (
             "test_images_expired",
             generate::maintenance::expire_test_images(&db, bucket, config.test_image_retention_days, now_ms).await,

@@ -158,6 +158,17 @@ macro_rules! narrow_column {
 }
 narrow_column!(u16, u32, u64);
 
+/// Money columns hold micro-dollars (never negative).
+impl Column for crate::metering::Micros {
+    fn from_js(value: &JsValue) -> Option<Self> {
+        u64::from_js(value).map(crate::metering::Micros)
+    }
+
+    fn stand_in() -> Self {
+        crate::metering::Micros(0)
+    }
+}
+
 impl<T: Column> Column for Option<T> {
     fn from_js(value: &JsValue) -> Option<Self> {
         if value.is_null() || value.is_undefined() {
@@ -299,11 +310,17 @@ async fn settle(promise: Result<js_sys::Promise, JsValue>) -> Result<JsValue, wo
 
 /// The rows of one D1 result object (`{results: [...], meta: {...}}`).
 fn rows_of<T: FromRow>(result: &JsValue) -> Result<Vec<T>, ApiError> {
-    let rows = js_sys::Reflect::get(result, &JsValue::from_str("results")).unwrap_or(JsValue::UNDEFINED);
-    match rows.dyn_ref::<js_sys::Array>() {
-        Some(rows) => rows.iter().map(|row| T::from_row(&Row(row))).collect(),
-        None => Ok(Vec::new()),
-    }
+    results_of(result).iter().map(|row| T::from_row(&Row(row))).collect()
+}
+
+/// The `results` array of a D1 result object (empty when absent). Apart from the generic
+/// readers, which are instantiated for every row type.
+#[inline(never)]
+fn results_of(result: &JsValue) -> js_sys::Array {
+    js_sys::Reflect::get(result, &JsValue::from_str("results"))
+        .ok()
+        .and_then(|rows| rows.dyn_into::<js_sys::Array>().ok())
+        .unwrap_or_default()
 }
 
 /// `meta.changes` of one D1 result object (0 when absent).
@@ -366,7 +383,11 @@ impl BatchResults {
 
     /// The first row of the statement in `slot`, if it returned any.
     pub fn first<T: FromRow>(&self, slot: Slot<T>) -> Result<Option<T>, ApiError> {
-        Ok(self.rows(slot)?.into_iter().next())
+        let row = results_of(&self.result(slot)).get(0);
+        if row.is_undefined() {
+            return Ok(None);
+        }
+        T::from_row(&Row(row)).map(Some)
     }
 
     /// How many rows the statement in `slot` changed.

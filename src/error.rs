@@ -122,6 +122,8 @@ codes! {
     DailyQuotaExceeded = "daily_quota_exceeded", 429, RateLimitError;
     /// The account's live images for the day, across all its keys.
     AccountQuotaExceeded = "account_quota_exceeded", 429, RateLimitError;
+    /// A key's or account's daily budget in dollars cannot cover the request's worst case.
+    BudgetExceeded = "budget_exceeded", 429, RateLimitError;
     TooManyLoginAttempts = "too_many_login_attempts", 429, RateLimitError;
     TooManyRegistrations = "too_many_registrations", 429, RateLimitError;
     InternalError = "internal_error", 500, ApiError;
@@ -131,7 +133,8 @@ codes! {
     ProviderAuthFailed = "provider_auth_failed", 502, UpstreamError;
     ProviderNotConfigured = "provider_not_configured", 503, UpstreamError;
     UpstreamOverloaded = "upstream_overloaded", 503, UpstreamError;
-    /// The deployment's live images for the day (`DEPLOYMENT_DAILY_LIVE_IMAGES`).
+    /// The deployment's live images or dollars for the day (`DEPLOYMENT_DAILY_LIVE_IMAGES`,
+    /// `DEPLOYMENT_DAILY_BUDGET_USD`).
     DeploymentBudgetExhausted = "deployment_budget_exhausted", 503, RateLimitError;
     DatabaseUnavailable = "database_unavailable", 503, ApiError;
     /// The queue (or the R2 bucket it needs) is not there, or refused the message.

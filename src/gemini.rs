@@ -13,6 +13,7 @@
 //! - anything else unusable (other 4xx, a 200 that is not the documented JSON): 502.
 
 use crate::error::{ApiError, Code};
+use crate::metering::UsageMetadata;
 use base64::Engine;
 use serde::Deserialize;
 
@@ -108,6 +109,10 @@ struct GenerateContentResponse<'a> {
     #[serde(default, borrow, rename = "candidates", deserialize_with = "first_candidate")]
     candidate: Option<Candidate<'a>>,
     prompt_feedback: Option<PromptFeedback>,
+    /// Read apart, after: a malformed one costs the image nothing but its exact figures
+    /// (it is then metered as documented, and flagged estimated).
+    #[serde(borrow)]
+    usage_metadata: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +215,8 @@ struct GoogleError {
 pub struct Image {
     pub mime_type: String,
     pub bytes: Vec<u8>,
+    /// What the answer said it used (None: it did not say, or the image was not Gemini's).
+    pub usage: Option<UsageMetadata>,
 }
 
 /// Why a retryable attempt failed; decides the final status once retries run out.
@@ -264,7 +271,11 @@ fn interpret_success(body: &[u8]) -> Attempt {
             // The type is what the bytes are, not what upstream declares: only PNG, JPEG
             // and WebP are ever stored and served.
             Ok(bytes) => match crate::media::sniff(&bytes) {
-                Some(mime_type) => Attempt::Image(Image { mime_type: mime_type.to_string(), bytes }),
+                Some(mime_type) => Attempt::Image(Image {
+                    mime_type: mime_type.to_string(),
+                    bytes,
+                    usage: response.usage_metadata.and_then(|raw| serde_json::from_str(raw.get()).ok()),
+                }),
                 None => Attempt::Fail(
                     upstream_failed("the image provider sent an image of a type this service does not serve")
                         .caused_by(format!("gemini declared {} but sent other bytes", data.mime_type)),
@@ -531,6 +542,26 @@ mod tests {
     }
 
     #[test]
+    fn an_images_usage_is_read_and_a_malformed_one_costs_the_image_nothing() {
+        let answer = |usage: serde_json::Value| {
+            body(
+                json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}}]}}],
+                "usageMetadata": usage}),
+            )
+        };
+        let usage = |response: &[u8]| match interpret(200, response) {
+            Attempt::Image(image) => image.usage,
+            other => panic!("{other:?}"),
+        };
+        let read = usage(&answer(json!({"promptTokenCount": 7, "candidatesTokenCount": 1300,
+            "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}]})))
+        .unwrap();
+        assert_eq!((read.prompt_token_count, read.candidates_tokens_details.image), (Some(7), 1_290));
+        assert_eq!(usage(&answer(json!("garbage"))), None);
+        assert_eq!(usage(&answer(json!({"promptTokenCount": -1}))), None);
+    }
+
+    #[test]
     fn a_hostile_retry_delay_is_clamped_and_never_overflows() {
         for delay in ["18446744073709551615s", "99999999999999999999.9s", "3601s"] {
             let answer =
@@ -609,7 +640,7 @@ mod tests {
         ]}}]}));
         assert_eq!(
             interpret(200, &response),
-            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: JPEG.to_vec() })
+            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: JPEG.to_vec(), usage: None })
         );
     }
 

@@ -23,12 +23,18 @@ pub enum Up {
 
 pub async fn health(rc: &RequestContext) -> ApiResult<Response> {
     let db = rc.db()?;
-    match db.prepare("SELECT 1 AS ok").first::<serde_json::Value>(None).await {
-        Ok(Some(_)) => http::json(200, &Health { status: Up::Ok, d1: Up::Ok }),
-        Ok(None) => {
-            Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable").caused_by("SELECT 1 gave no row"))
+    // Read through crate::db, not worker's `first::<T>`: that one links serde_wasm_bindgen's
+    // deserializer and, through its error messages, core's float formatting (14 KB).
+    match db.first::<One>(db.prepare("SELECT 1 AS ok")).await {
+        Ok(Some(One { ok: 1 })) => http::json(200, &Health { status: Up::Ok, d1: Up::Ok }),
+        Ok(_) => Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable").caused_by("SELECT 1 gave no 1")),
+        Err(err) => {
+            Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable")
+                .caused_by(err.cause.unwrap_or(err.message)))
         }
-        Err(err) => Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable")
-            .caused_by(crate::error::describe_worker_error(&err))),
     }
+}
+
+crate::db::row! {
+    struct One { ok: i64 }
 }

@@ -160,12 +160,25 @@ pub fn outbound_post(
 }
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
-    Ok(json_text(status, to_json(value)?)?)
+    respond(status, to_json(value))
 }
 
 /// A response body as JSON text (kept as text where idempotency stores it).
 pub fn to_json<T: Serialize>(value: &T) -> ApiResult<String> {
-    serde_json::to_string(value).map_err(|err| ApiError::internal(format!("serialising a response: {err}")))
+    serde_json::to_string(value).map_err(unserializable)
+}
+
+// The parts of `json` and `to_json` that do not depend on `T`, out of line: both are
+// instantiated for every response type, and each copy carried them (about 8 KB of wasm).
+#[inline(never)]
+fn respond(status: u16, body: ApiResult<String>) -> ApiResult<Response> {
+    Ok(json_text(status, body?)?)
+}
+
+#[cold]
+#[inline(never)]
+fn unserializable(err: serde_json::Error) -> ApiError {
+    ApiError::internal(format!("serialising a response: {err}"))
 }
 
 /// `object: "list"` on list responses, as OpenAI and Stripe answer.

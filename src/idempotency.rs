@@ -21,7 +21,7 @@ use crate::body::JsonObject;
 use crate::db::{self, Batch, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::RequestContext;
-use sha2::{Digest, Sha256};
+use hmac_sha256::Hash as Sha256;
 use worker::Response;
 
 pub const HEADER: &str = "idempotency-key";

@@ -20,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod ip;
+pub mod join;
 pub mod keys;
 pub mod log;
 pub mod media;

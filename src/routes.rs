@@ -24,6 +24,7 @@ pub enum Route {
     Logout,
     ChangePassword,
     Models,
+    Estimate,
     /// `/v1/admin/...`: resolved after the caller proves to be an admin, so that to anyone
     /// else even a wrong method there is the 404 of a route that does not exist.
     Admin(AdminRoute),
@@ -89,6 +90,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, RouteError> {
         ["v1", "usage"] => (GET, Some(Route::Usage)),
         ["v1", "openapi.json"] => (GET, Some(Route::OpenApi)),
         ["v1", "models"] => (GET, Some(Route::Models)),
+        ["v1", "estimate"] => (POST, Some(Route::Estimate)),
         _ => return Err(RouteError::NotFound),
     };
     match route {
@@ -138,6 +140,8 @@ mod tests {
         assert_eq!(resolve("HEAD", "/health"), Ok(Route::Health));
         assert_eq!(resolve("POST", "/v1/auth/register"), Ok(Route::Register));
         assert_eq!(resolve("POST", "/v1/keys"), Ok(Route::CreateKey));
+        assert_eq!(resolve("POST", "/v1/estimate"), Ok(Route::Estimate));
+        assert_eq!(resolve("GET", "/v1/estimate"), Err(RouteError::MethodNotAllowed(POST)));
         assert_eq!(resolve("GET", "/v1/keys"), Ok(Route::ListKeys));
         assert_eq!(
             resolve("DELETE", "/v1/keys/0b5c2f1e-aaaa-4bbb-8ccc-123456789abc"),

@@ -6,7 +6,7 @@
 //! the inputs; `artistic` uses more, more saturated shapes and diagonal bands. Every row
 //! is a handful of solid spans, which the PNG encoder turns into a small file quickly.
 
-use sha2::{Digest, Sha256};
+use hmac_sha256::Hash as Sha256;
 
 pub struct SyntheticSpec<'a> {
     pub prompt: &'a str,
@@ -73,7 +73,7 @@ impl Stream {
             let mut hasher = Sha256::new();
             hasher.update(self.seed);
             hasher.update(self.counter.to_be_bytes());
-            self.block = hasher.finalize().into();
+            self.block = hasher.finalize();
             self.counter += 1;
             self.used = 0;
         }
@@ -114,7 +114,7 @@ impl Scene {
             hasher.update(b"inputs");
             hasher.update(inputs);
         }
-        let mut rng = Stream::new(hasher.finalize().into());
+        let mut rng = Stream::new(hasher.finalize());
 
         let (w, h) = (i64::from(spec.width), i64::from(spec.height));
         let min_side = w.min(h).max(1);
@@ -273,7 +273,7 @@ mod tests {
     }
 
     fn sha(bytes: &[u8]) -> String {
-        hex::encode(Sha256::digest(bytes))
+        hex::encode(Sha256::hash(bytes))
     }
 
     #[test]

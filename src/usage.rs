@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::db::{self, Batch, D1ResultExt, Db, Slot};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, RequestContext};
+use crate::metering::Micros;
 use crate::time::{date_from_millis, millis_from_date, MILLIS_PER_DAY};
 use serde::Serialize;
 use worker::{Request, Response};
@@ -18,7 +19,7 @@ pub const MAX_RANGE_DAYS: u64 = 366;
 pub const DEFAULT_RANGE_DAYS: u64 = 30;
 
 /// What one generation charges: `n` images of a key, of its account (live images only)
-/// and of the deployment, on one UTC day.
+/// and of the deployment, on one UTC day, and `micros` of money beside them.
 #[derive(Debug, Clone, Copy)]
 pub struct Charge<'a> {
     pub key_id: &'a str,
@@ -26,6 +27,17 @@ pub struct Charge<'a> {
     pub day: &'a str,
     pub n: u32,
     pub mode: KeyMode,
+    /// Micro-dollars: what a release gives back (negative: what a settlement adds, when the
+    /// actual cost passed the reserved worst case).
+    pub micros: i64,
+}
+
+/// "No money ceiling", as the SQL compares: the largest integer a JS number holds exactly.
+pub const NO_CEILING: i64 = (1 << 53) - 1;
+
+/// A money ceiling as bound: its micro-dollars, or [`NO_CEILING`].
+pub fn ceiling(budget: Option<Micros>) -> i64 {
+    budget.map_or(NO_CEILING, |m| i64::try_from(m.0).unwrap_or(NO_CEILING).min(NO_CEILING))
 }
 
 crate::db::row! {
@@ -67,6 +79,8 @@ pub struct Reservation<'a> {
     /// True when the statement just before is the rate limit's take: nothing is reserved
     /// unless it took a token (`changes() = 1`).
     pub after_rate_take: bool,
+    /// The worst case of its cost, reserved against the money budgets.
+    pub worst: Micros,
 }
 
 /// Adds the statements that reserve a charge to `batch`, before any upstream work:
@@ -87,16 +101,21 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config)
     let gate = if charge.after_rate_take { " AND changes() = 1" } else { "" };
     let n = db::int(charge.n.into());
     let day = db::text(charge.day);
+    let worst = db::int(ceiling(Some(charge.worst)));
     let reserved = batch.push(
         db.prepare(&format!(
-            "INSERT INTO usage (api_key_id, usage_date, image_count)
-             SELECT k.id, ?2, ?3 FROM api_keys k JOIN users o ON o.id = k.user_id
+            "INSERT INTO usage (api_key_id, usage_date, image_count, cost_micros)
+             SELECT k.id, ?2, ?3, ?7 FROM api_keys k JOIN users o ON o.id = k.user_id
               WHERE k.{key_column} = ?1 AND k.is_active = 1 AND (k.expires_at IS NULL OR k.expires_at > ?4)
-                AND o.suspended_at IS NULL AND ?3 <= MIN(COALESCE(k.daily_image_quota, ?5), ?6){gate}
+                AND o.suspended_at IS NULL AND ?3 <= MIN(COALESCE(k.daily_image_quota, ?5), ?6)
+                AND ?7 <= MIN(COALESCE(k.daily_budget_micros, ?8), ?8){gate}
              ON CONFLICT (api_key_id, usage_date)
-             DO UPDATE SET image_count = image_count + excluded.image_count
+             DO UPDATE SET image_count = image_count + excluded.image_count,
+                           cost_micros = cost_micros + excluded.cost_micros
              WHERE usage.image_count + excluded.image_count <=
                    (SELECT MIN(COALESCE(daily_image_quota, ?5), ?6) FROM api_keys WHERE {key_column} = ?1)
+               AND usage.cost_micros + excluded.cost_micros <=
+                   (SELECT MIN(COALESCE(daily_budget_micros, ?8), ?8) FROM api_keys WHERE {key_column} = ?1)
              RETURNING image_count",
         ))
         .bind(&[
@@ -106,38 +125,46 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config)
             db::text(charge.now_iso),
             db::int(config.daily_image_quota.into()),
             db::int(config.max_key_daily_image_quota.into()),
+            worst.clone(),
+            db::int(ceiling(config.max_key_daily_budget)),
         ])?,
     );
-    let deployment_budget = db::int(config.deployment_daily_live_images.into());
+    let deployment_images = db::int(config.deployment_daily_live_images.into());
+    let budget = |budget: Option<Micros>| db::opt_int(budget.map(|b| ceiling(Some(b))));
     match charge.mode {
         KeyMode::Live => {
             batch.push::<()>(
                 db.prepare(&format!(
-                    "INSERT INTO account_usage (user_id, usage_date, live_images, live_limit)
-                     SELECT k.user_id, ?2, ?3, COALESCE(o.daily_image_quota, ?4)
+                    "INSERT INTO account_usage (user_id, usage_date, live_images, live_limit, cost_micros, budget_micros)
+                     SELECT k.user_id, ?2, ?3, COALESCE(o.daily_image_quota, ?4), ?5, COALESCE(o.daily_budget_micros, ?6)
                        FROM api_keys k JOIN users o ON o.id = k.user_id
                       WHERE k.{key_column} = ?1 AND changes() = 1
                      ON CONFLICT (user_id, usage_date) DO UPDATE SET
-                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit",
+                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit,
+                         cost_micros = cost_micros + excluded.cost_micros, budget_micros = excluded.budget_micros",
                 ))
                 .bind(&[
                     db::text(key),
                     day.clone(),
                     n.clone(),
                     db::int(config.account_daily_image_quota.into()),
+                    worst.clone(),
+                    budget(config.account_daily_budget),
                 ])?,
             );
             batch.push::<()>(
                 db.prepare(
-                    "INSERT INTO deployment_usage (usage_date, live_images, test_images, live_limit)
-                     SELECT ?1, ?2, 0, ?3 WHERE changes() = 1
+                    "INSERT INTO deployment_usage (usage_date, live_images, test_images, live_limit, live_cost_micros, budget_micros)
+                     SELECT ?1, ?2, 0, ?3, ?4, ?5 WHERE changes() = 1
                      ON CONFLICT (usage_date) DO UPDATE SET
-                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit",
+                         live_images = live_images + excluded.live_images, live_limit = excluded.live_limit,
+                         live_cost_micros = live_cost_micros + excluded.live_cost_micros,
+                         budget_micros = excluded.budget_micros",
                 )
-                .bind(&[day, n, deployment_budget])?,
+                .bind(&[day, n, deployment_images, worst, budget(config.deployment_daily_budget)])?,
             );
         }
-        // Test images count for the deployment's statistics, never against its budget.
+        // Test images count for the deployment's statistics, never against its budgets.
         KeyMode::Test => {
             batch.push::<()>(
                 db.prepare(
@@ -145,7 +172,7 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config)
                      SELECT ?1, 0, ?2, ?3 WHERE changes() = 1
                      ON CONFLICT (usage_date) DO UPDATE SET test_images = test_images + excluded.test_images",
                 )
-                .bind(&[day, n, deployment_budget])?,
+                .bind(&[day, n, deployment_images])?,
             );
         }
     }
@@ -165,43 +192,59 @@ pub fn release_if_previous_took(batch: &mut Batch, db: &Db, charge: Charge) -> A
 }
 
 fn release_where(batch: &mut Batch, db: &Db, charge: Charge, guard: &str) -> ApiResult<()> {
-    let (n, day) = (db::int(charge.n.into()), db::text(charge.day));
+    let (n, day, micros) = (db::int(charge.n.into()), db::text(charge.day), db::int(charge.micros));
     batch.push::<()>(
         db.prepare(&format!(
-            "UPDATE usage SET image_count = MAX(image_count - ?3, 0) WHERE api_key_id = ?1 AND usage_date = ?2{guard}"
+            "UPDATE usage SET image_count = MAX(image_count - ?3, 0), cost_micros = MAX(cost_micros - ?4, 0)
+             WHERE api_key_id = ?1 AND usage_date = ?2{guard}"
         ))
-        .bind(&[db::text(charge.key_id), day.clone(), n.clone()])?,
+        .bind(&[db::text(charge.key_id), day.clone(), n.clone(), micros.clone()])?,
     );
-    let deployment_column = match charge.mode {
+    // A settlement above the worst case (negative `micros`) is charged in full: the budget
+    // in force is raised to the spend, so the CHECK holds, and the next reservation, which
+    // sets the budget again, finds it spent.
+    match charge.mode {
         KeyMode::Live => {
             batch.push::<()>(
                 db.prepare(&format!(
-                    "UPDATE account_usage SET live_images = MAX(live_images - ?3, 0)
+                    "UPDATE account_usage SET live_images = MAX(live_images - ?3, 0),
+                            cost_micros = MAX(cost_micros - ?4, 0), budget_micros = MAX(budget_micros, cost_micros - ?4)
                      WHERE user_id = ?1 AND usage_date = ?2{guard}"
                 ))
-                .bind(&[db::text(charge.user_id), day.clone(), n.clone()])?,
+                .bind(&[db::text(charge.user_id), day.clone(), n.clone(), micros.clone()])?,
             );
-            "live_images"
+            batch.push::<()>(
+                db.prepare(&format!(
+                    "UPDATE deployment_usage SET live_images = MAX(live_images - ?2, 0),
+                            live_cost_micros = MAX(live_cost_micros - ?3, 0),
+                            budget_micros = MAX(budget_micros, live_cost_micros - ?3)
+                     WHERE usage_date = ?1{guard}"
+                ))
+                .bind(&[day, n, micros])?,
+            );
         }
-        KeyMode::Test => "test_images",
-    };
-    batch.push::<()>(
-        db.prepare(&format!(
-            "UPDATE deployment_usage SET {deployment_column} = MAX({deployment_column} - ?2, 0) WHERE usage_date = ?1{guard}"
-        ))
-        .bind(&[day, n])?,
-    );
+        KeyMode::Test => {
+            batch.push::<()>(
+                db.prepare(&format!(
+                    "UPDATE deployment_usage SET test_images = MAX(test_images - ?2, 0) WHERE usage_date = ?1{guard}"
+                ))
+                .bind(&[day, n])?,
+            );
+        }
+    }
     Ok(())
 }
 
-/// The CHECK constraints of the account's and the deployment's daily rows
-/// (migrations/0003), as D1 names them when one fails.
+/// The CHECK constraints of the account's and the deployment's daily rows, in images
+/// (migrations/0003) and in money (0013), as D1 names them when one fails.
 const ACCOUNT_CEILING: &str = "account_daily_limit";
 const DEPLOYMENT_CEILING: &str = "deployment_daily_budget";
+const ACCOUNT_SPEND: &str = "account_daily_spend";
+const DEPLOYMENT_SPEND: &str = "deployment_daily_spend";
 
-/// Whether a failed reservation batch was refused by the account or deployment ceiling.
+/// Whether a failed reservation batch was refused by an account or deployment ceiling.
 pub fn is_ceiling(cause: &str) -> bool {
-    cause.contains(ACCOUNT_CEILING) || cause.contains(DEPLOYMENT_CEILING)
+    [ACCOUNT_CEILING, DEPLOYMENT_CEILING, ACCOUNT_SPEND, DEPLOYMENT_SPEND].iter().any(|name| cause.contains(name))
 }
 
 /// The refusal a reservation batch's error stands for, when a ceiling's CHECK failed
@@ -210,10 +253,24 @@ pub fn ceiling_refusal(cause: &str, account_quota: u32, n: u32, now_ms: u64) -> 
     if cause.contains(ACCOUNT_CEILING) {
         Some(account_quota_exceeded(account_quota, n, now_ms))
     } else if cause.contains(DEPLOYMENT_CEILING) {
-        Some(deployment_budget_exhausted(now_ms))
+        Some(deployment_budget_exhausted("live images", now_ms))
+    } else if cause.contains(ACCOUNT_SPEND) {
+        Some(budget_exceeded("this account's", now_ms))
+    } else if cause.contains(DEPLOYMENT_SPEND) {
+        Some(deployment_budget_exhausted("dollars", now_ms))
     } else {
         None
     }
+}
+
+/// 429: the worst case of this request's cost would pass the daily budget in dollars of
+/// `whose` ("this key's", "this account's"). Smaller requests may still fit.
+pub fn budget_exceeded(whose: &str, now_ms: u64) -> ApiError {
+    ApiError::new(
+        Code::BudgetExceeded,
+        format!("{whose} daily budget in dollars cannot cover this request's worst-case cost; it resets at 00:00 UTC (POST /v1/estimate shows a request's cost)"),
+    )
+    .with_header("retry-after", crate::time::seconds_until_next_utc_midnight(now_ms).to_string())
 }
 
 /// 429: the account's live images for today would pass its ceiling.
@@ -228,11 +285,13 @@ pub fn account_quota_exceeded(quota: u32, n: u32, now_ms: u64) -> ApiError {
     .with_header("x-should-retry", "false")
 }
 
-/// 503: the deployment's live images for today are spent; test keys keep working.
-pub fn deployment_budget_exhausted(now_ms: u64) -> ApiError {
+/// 503: the deployment's live images (or dollars) for today are spent; test keys keep working.
+pub fn deployment_budget_exhausted(unit: &str, now_ms: u64) -> ApiError {
     ApiError::new(
         Code::DeploymentBudgetExhausted,
-        "this service's daily budget of live images is spent; test keys still work, live ones again after 00:00 UTC",
+        format!(
+            "this service's daily budget of {unit} is spent; test keys still work, live ones again after 00:00 UTC"
+        ),
     )
     .with_header("retry-after", crate::time::seconds_until_next_utc_midnight(now_ms).to_string())
 }
@@ -290,6 +349,7 @@ crate::db::row! {
         mode: KeyMode,
         is_active: i64,
         daily_image_quota: Option<i64>,
+        daily_budget_micros: Option<Micros>,
         images_today: i64,
     }
 }
@@ -299,6 +359,67 @@ crate::db::row! {
         api_key_id: String,
         usage_date: String,
         image_count: i64,
+    }
+}
+
+crate::db::row! {
+    /// What one key's images of one model cost on one UTC day (`usage_costs`).
+    #[derive(Serialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
+    #[cfg_attr(test, schemars(deny_unknown_fields))]
+    pub struct CostDay {
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
+        date: String,
+        model: String,
+        #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::uuid"))]
+        api_key_id: String,
+        mode: KeyMode,
+        images: u64,
+        input_text_tokens: u64,
+        input_image_tokens: u64,
+        output_image_tokens: u64,
+        output_text_tokens: u64,
+        reasoning_tokens: u64,
+        cost_usd: Micros,
+    }
+}
+
+/// The sums of [`CostDay`]s.
+#[derive(Serialize, Default)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct CostTotal {
+    images: u64,
+    input_text_tokens: u64,
+    input_image_tokens: u64,
+    output_image_tokens: u64,
+    output_text_tokens: u64,
+    reasoning_tokens: u64,
+    /// Live and test together (test costs are what the tokens would cost; nothing is billed).
+    cost_usd: Micros,
+    live_cost_usd: Micros,
+}
+
+impl CostTotal {
+    fn of(rows: &[CostDay]) -> CostTotal {
+        rows.iter().fold(CostTotal::default(), |t, r| CostTotal {
+            images: t.images + r.images,
+            input_text_tokens: t.input_text_tokens + r.input_text_tokens,
+            input_image_tokens: t.input_image_tokens + r.input_image_tokens,
+            output_image_tokens: t.output_image_tokens + r.output_image_tokens,
+            output_text_tokens: t.output_text_tokens + r.output_text_tokens,
+            reasoning_tokens: t.reasoning_tokens + r.reasoning_tokens,
+            cost_usd: Micros(t.cost_usd.0 + r.cost_usd.0),
+            live_cost_usd: Micros(t.live_cost_usd.0 + if r.mode == KeyMode::Live { r.cost_usd.0 } else { 0 }),
+        })
+    }
+}
+
+crate::db::row! {
+    /// The account's money ceiling and what it spent today.
+    struct AccountBudget {
+        daily_budget_micros: Option<Micros>,
+        live_cost_today: Micros,
     }
 }
 
@@ -324,6 +445,8 @@ pub struct KeyUsage {
     daily_image_quota: i64,
     images_today: i64,
     remaining_today: i64,
+    /// The key's own money ceiling per UTC day (null: none but `MAX_KEY_DAILY_BUDGET_USD`).
+    daily_budget_usd: Option<Micros>,
     /// Images over the whole range.
     total_images: i64,
     /// One entry per day of the range, oldest first, zeros included.
@@ -352,6 +475,15 @@ pub struct UsageReport {
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::date"))]
     today: String,
     data: Vec<KeyUsage>,
+    /// What was spent, per day, model and key, oldest first (days with nothing are absent).
+    costs: Vec<CostDay>,
+    /// The sums of `costs`.
+    total: CostTotal,
+    /// The account's money ceiling per UTC day for its live keys: its own, else
+    /// `ACCOUNT_DAILY_BUDGET_USD`; null when neither is set.
+    daily_budget_usd: Option<Micros>,
+    /// What the account's live images cost today, settled.
+    live_cost_today_usd: Micros,
 }
 
 /// `GET /v1/usage`: images per key per UTC day over `from..=to`, with each key's quota
@@ -369,7 +501,7 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
     let mut batch = Batch::new();
     let keys_query = batch.push::<KeyRow>(
         db.prepare(&format!(
-            "SELECT k.id, k.name, k.prefix, k.mode, k.is_active, k.daily_image_quota,
+            "SELECT k.id, k.name, k.prefix, k.mode, k.is_active, k.daily_image_quota, k.daily_budget_micros,
                     COALESCE(u.image_count, 0) AS images_today
              FROM api_keys k LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?3
              WHERE {scope} ORDER BY k.created_at DESC, k.id DESC"
@@ -384,9 +516,31 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
         ))
         .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?,
     );
+    let costs_query = batch.push::<CostDay>(
+        db.prepare(&format!(
+            "SELECT c.usage_date AS date, c.model, c.api_key_id, c.mode, c.images, c.input_text_tokens,
+                    c.input_image_tokens, c.output_image_tokens, c.output_text_tokens, c.reasoning_tokens,
+                    c.cost_micros AS cost_usd
+             FROM usage_costs c JOIN api_keys k ON k.id = c.api_key_id
+             WHERE {scope} AND c.user_id = ?1 AND c.usage_date BETWEEN ?3 AND ?4
+             ORDER BY c.usage_date, c.model, c.api_key_id"
+        ))
+        .bind(&[bind_scope[0].clone(), bind_scope[1].clone(), db::text(&range.from), db::text(&range.to)])?,
+    );
+    let budget_query = batch.push::<AccountBudget>(
+        db.prepare(
+            "SELECT daily_budget_micros,
+                    COALESCE((SELECT SUM(cost_micros) FROM usage_costs
+                              WHERE user_id = ?1 AND usage_date = ?2 AND mode = 'live'), 0) AS live_cost_today
+             FROM users WHERE id = ?1",
+        )
+        .bind(&[bind_scope[0].clone(), db::text(&today)])?,
+    );
     let results = db.batch(batch).await.or_internal()?;
     let keys = results.rows(keys_query)?;
     let counted = results.rows(days_query)?;
+    let costs = results.rows(costs_query)?;
+    let budget = results.first(budget_query)?;
 
     let data: Vec<KeyUsage> = keys
         .into_iter()
@@ -412,12 +566,28 @@ pub async fn get(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> 
                 mode: key.mode,
                 is_active: key.is_active != 0,
                 daily_image_quota: quota,
+                daily_budget_usd: key.daily_budget_micros,
                 images_today: key.images_today,
                 days,
             }
         })
         .collect();
-    http::json(200, &UsageReport { object: UsageObject::Usage, from: range.from, to: range.to, today, data })
+    let (own_budget, live_cost_today_usd) =
+        budget.map_or((None, Micros(0)), |b| (b.daily_budget_micros, b.live_cost_today));
+    http::json(
+        200,
+        &UsageReport {
+            object: UsageObject::Usage,
+            from: range.from,
+            to: range.to,
+            today,
+            data,
+            total: CostTotal::of(&costs),
+            costs,
+            daily_budget_usd: own_budget.or(rc.config.account_daily_budget),
+            live_cost_today_usd,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ fn digits(text: &str) -> u64 {
 fn code_settings(source: &str) -> (Vec<String>, BTreeMap<String, NumberSetting>) {
     let mut names = Vec::new();
     let mut numbers = BTreeMap::new();
-    for (marker, is_number) in [("get(\"", false), ("number(&get, \"", true), ("drill(&get, \"", false)] {
+    let markers = [("get(\"", false), ("number(&get, \"", true), ("drill(&get, \"", false), ("money(&get, \"", false)];
+    for (marker, is_number) in markers {
         let mut rest = source;
         while let Some(at) = rest.find(marker) {
             rest = &rest[at + marker.len()..];

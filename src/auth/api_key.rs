@@ -2,7 +2,7 @@
 //! hex of a key is stored; the key itself exists in the 201 response and nowhere else.
 
 use crate::error::{ApiError, Code};
-use sha2::{Digest, Sha256};
+use hmac_sha256::Hash as Sha256;
 
 pub const KEY_LEN: usize = 40;
 pub const PREFIX_LEN: usize = 12;
@@ -103,7 +103,7 @@ impl ApiKey {
 }
 
 pub fn hash_key(full: &str) -> String {
-    hex::encode(Sha256::digest(full.as_bytes()))
+    hex::encode(Sha256::hash(full.as_bytes()))
 }
 
 fn malformed() -> ApiError {

@@ -7,6 +7,7 @@ use super::api_key::{ApiKey, KeyMode};
 use crate::db;
 use crate::error::{describe_worker_error, ApiError, ApiResult, Code};
 use crate::http::RequestContext;
+use crate::metering::Micros;
 use crate::time::{date_from_millis, iso_from_millis};
 
 const LAST_USED_GRANULARITY_MS: u64 = 60_000;
@@ -28,6 +29,11 @@ pub struct KeyPrincipal {
     pub account_quota: u32,
     /// The account's live images today, across its keys.
     pub account_used_today: u32,
+    /// The key's money ceiling per UTC day: its own, never above
+    /// `MAX_KEY_DAILY_BUDGET_USD` (None: neither is set).
+    pub budget: Option<Micros>,
+    /// Spent and reserved today by the key.
+    pub spent_today: Micros,
 }
 
 crate::db::row! {
@@ -42,6 +48,8 @@ crate::db::row! {
         suspended_at: Option<String>,
         account_quota: Option<i64>,
         account_used_today: i64,
+        daily_budget_micros: Option<i64>,
+        spent_today: i64,
     }
 }
 
@@ -79,7 +87,8 @@ fn statement(rc: &RequestContext, key: &ApiKey) -> ApiResult<worker::D1PreparedS
             "SELECT k.id, k.user_id, k.is_active, k.expires_at, k.last_used_at, k.daily_image_quota,
                         COALESCE(u.image_count, 0) AS used_today,
                         o.suspended_at, o.daily_image_quota AS account_quota,
-                        COALESCE(a.live_images, 0) AS account_used_today
+                        COALESCE(a.live_images, 0) AS account_used_today,
+                        k.daily_budget_micros, COALESCE(u.cost_micros, 0) AS spent_today
                  FROM api_keys k
                  JOIN users o ON o.id = k.user_id
                  LEFT JOIN usage u ON u.api_key_id = k.id AND u.usage_date = ?2
@@ -115,6 +124,11 @@ fn accept(rc: &RequestContext, mode: KeyMode, row: Option<PrincipalRow>) -> ApiR
         used_today: count(row.used_today),
         account_quota: row.account_quota.map_or(config.account_daily_image_quota, count),
         account_used_today: count(row.account_used_today),
+        budget: match (row.daily_budget_micros, config.max_key_daily_budget) {
+            (Some(own), Some(max)) => Some(Micros(u64::try_from(own).unwrap_or(0).min(max.0))),
+            (own, max) => own.map(|own| Micros(u64::try_from(own).unwrap_or(0))).or(max),
+        },
+        spent_today: Micros(u64::try_from(row.spent_today).unwrap_or(0)),
     })
 }
 

@@ -24,6 +24,7 @@
 //! `n` in parallel; each is stored in R2 as soon as it arrives and its bytes let go (a 4K
 //! image is 10 to 20 MB: four of them are never all held at once).
 
+use super::cost::Estimate;
 use super::inputs::{self, Input, InputRecord, InputSpec};
 use super::jobs::{self, Job};
 use super::render::{self, quota_headers, DeliveredImage, Generated, ImageFailure};
@@ -35,6 +36,7 @@ use crate::db::{Batch, Db};
 use crate::error::{describe_worker_error, ApiError, ApiResult, Code};
 use crate::gemini::Image;
 use crate::http::RequestContext;
+use crate::metering::{Micros, Tokens};
 use crate::storage;
 use crate::synthetic::{render_png, SyntheticSpec};
 use crate::time::{date_from_millis, iso_from_millis};
@@ -138,6 +140,7 @@ impl<'r> Generation<'r> {
         let mut batch = Batch::new();
         let created_iso = iso_from_millis(rc.now_ms);
         let reserved_iso = iso_from_millis(crate::time::now_millis());
+        let worst = Estimate::of(&self.request, &self.input_records, &rc.config).worst_cost();
         let slot = Reservation {
             id: &self.id,
             key: usage::KeyRef::Id(&principal.key_id),
@@ -149,6 +152,7 @@ impl<'r> Generation<'r> {
             request: &self.request,
             input_records: &self.input_records,
             status,
+            worst,
         }
         .push(&mut batch, &self.db, &rc.config)?;
         let results = match self.db.batch(batch).await {
@@ -159,8 +163,8 @@ impl<'r> Generation<'r> {
                     .unwrap_or_else(|| ApiError::internal(cause)));
             }
         };
-        let used_after = store::reserved_count(results.first(slot)?, principal, self.request.n, rc.now_ms)?;
-        Ok(Reserved { generation: self, used_after })
+        let used_after = store::reserved_count(results.first(slot)?, principal, (self.request.n, worst), rc.now_ms)?;
+        Ok(Reserved { generation: self, used_after, reserved: worst })
     }
 }
 
@@ -171,22 +175,24 @@ pub struct Reserved<'r> {
     generation: Generation<'r>,
     /// The key's count for today after the reservation.
     used_after: u32,
+    /// The money it reserved: its worst case, settled to the actual cost when it ends.
+    reserved: Micros,
 }
 
 impl<'r> Reserved<'r> {
-    /// A text-only generation reserved (`id`, charged to `day`) in the batch that
-    /// authenticated its key (`routes`, the folded path).
+    /// A text-only generation reserved (`id`, charged to `day`, `reserved` of money) in
+    /// the batch that authenticated its key (`routes`, the folded path).
     pub fn folded(
         rc: &'r RequestContext,
         db: Db<'r>,
         principal: &'r KeyPrincipal,
         request: GenerationRequest,
-        (id, day): (String, String),
+        (id, day, reserved): (String, String, Micros),
         origin: String,
         used_after: u32,
     ) -> Self {
         let generation = Generation { rc, db, principal, request, id, day, origin, input_records: Vec::new() };
-        Reserved { generation, used_after }
+        Reserved { generation, used_after, reserved }
     }
 
     /// A queued generation the consumer has taken (`queued -> running`), with the records
@@ -196,11 +202,11 @@ impl<'r> Reserved<'r> {
         db: Db<'r>,
         principal: &'r KeyPrincipal,
         request: GenerationRequest,
-        id_and_day: (String, String),
+        reservation: (String, String, Micros),
         origin: String,
         input_records: Vec<InputRecord>,
     ) -> Self {
-        let mut taken = Reserved::folded(rc, db, principal, request, id_and_day, origin, 0);
+        let mut taken = Reserved::folded(rc, db, principal, request, reservation, origin, 0);
         taken.generation.input_records = input_records;
         taken
     }
@@ -208,7 +214,7 @@ impl<'r> Reserved<'r> {
     /// Draws, stores and finishes it; on any failure, gives the reservation back.
     pub async fn finish(self, inputs: Vec<Input>) -> ApiResult<Generated> {
         match self.complete(inputs).await {
-            Ok((images, failures, unreturned)) => {
+            Ok((images, failures, unreturned, usage)) => {
                 let g = self.generation;
                 let quota = g.principal.daily_quota;
                 Ok(Generated {
@@ -218,6 +224,7 @@ impl<'r> Reserved<'r> {
                     images,
                     inputs: g.input_records,
                     failures,
+                    usage,
                     quota_limit: quota,
                     quota_remaining: quota.saturating_sub(self.used_after.saturating_sub(unreturned)),
                 })
@@ -235,7 +242,7 @@ impl<'r> Reserved<'r> {
     /// logged, and the cron gives the reservation back later.
     pub async fn fail(self, err: &ApiError) {
         let g = &self.generation;
-        let charge = self.charge(g.request.n);
+        let charge = self.charge(g.request.n, self.reserved.0);
         let finished_iso = iso_from_millis(crate::time::now_millis());
         let end = End::new(Status::Failed, Some((err.code.as_str(), &err.message)), &finished_iso);
         let result = async {
@@ -252,8 +259,8 @@ impl<'r> Reserved<'r> {
         }
     }
 
-    /// `n` of its images, as its reservation charged them.
-    fn charge(&self, n: u32) -> usage::Charge<'_> {
+    /// `n` of its images and `micros` of money, as its reservation charged them.
+    fn charge(&self, n: u32, micros: u64) -> usage::Charge<'_> {
         let g = &self.generation;
         usage::Charge {
             key_id: &g.principal.key_id,
@@ -261,6 +268,7 @@ impl<'r> Reserved<'r> {
             day: &g.day,
             n,
             mode: g.principal.mode,
+            micros: usage::ceiling(Some(Micros(micros))),
         }
     }
 
@@ -294,7 +302,10 @@ impl<'r> Reserved<'r> {
     /// came back; the charge of the others is given back in the same batch, and they are
     /// returned as failures. When none came back, or it cannot be marked, every object it
     /// may have stored is deleted and the error returned (`finish` then fails it).
-    async fn complete(&self, inputs: Vec<Input>) -> ApiResult<(Vec<DeliveredImage>, render::Failures, u32)> {
+    async fn complete(
+        &self,
+        inputs: Vec<Input>,
+    ) -> ApiResult<(Vec<DeliveredImage>, render::Failures, u32, render::Usage)> {
         let g = &self.generation;
         let bucket = storage::bucket(g.rc);
         let mode = g.principal.mode;
@@ -330,10 +341,24 @@ impl<'r> Reserved<'r> {
         let failures_json = render::failures_json(&failures);
         let first = kept.first().map(|(_, k)| &k.delivered);
         let finished_iso = iso_from_millis(crate::time::now_millis());
+        // Only the delivered images' calls are charged; their cost settles the reservation.
+        let tokens = kept.iter().fold(Tokens::default(), |sum, (_, k)| sum + k.tokens);
+        let estimate = Estimate::of(&g.request, &g.input_records, &g.rc.config);
+        let cost = tokens.cost(&estimate.prices);
+        let estimated = kept.iter().any(|(_, k)| k.estimated);
+        if cost > self.reserved {
+            crate::log::info_for(
+                &g.rc.request_id,
+                "generation: the actual cost passed the reserved worst case; charged in full",
+                &format!("{}: {} > {}", g.id, cost.to_decimal(), self.reserved.to_decimal()),
+            );
+        }
+        let refund = i64::try_from(self.reserved.0).unwrap_or(i64::MAX) - i64::try_from(cost.0).unwrap_or(i64::MAX);
         let success = Success {
             object_keys: object_keys.as_deref(),
             failures: failures_json.as_deref(),
-            unreturned: Some(self.charge(failures.len() as u32)),
+            settle: usage::Charge { micros: refund, ..self.charge(failures.len() as u32, 0) },
+            usage: store::Metered { model: &g.request.model, images: kept.len() as u32, tokens, cost, estimated },
             mime_type: first.map(|image| image.mime_type.as_str()).unwrap_or_default(),
             bytes: kept.iter().map(|(_, k)| k.bytes).sum(),
             upstream_latency_ms: kept.iter().map(|(_, k)| k.latency_ms).max().unwrap_or(0),
@@ -360,7 +385,8 @@ impl<'r> Reserved<'r> {
             storage::delete_all(bucket, &keys).await;
         }
         let unreturned = failures.len() as u32;
-        Ok((kept.into_iter().map(|(_, k)| k.delivered).collect(), render::failures(failures_json), unreturned))
+        let usage = render::Usage::new(tokens, cost, estimated, g.principal.mode);
+        Ok((kept.into_iter().map(|(_, k)| k.delivered).collect(), render::failures(failures_json), unreturned, usage))
     }
 
     /// `n` images from the key's provider, each kept (stored) as it arrives. The inputs'
@@ -368,12 +394,14 @@ impl<'r> Reserved<'r> {
     async fn draw(&self, inputs: Vec<Input>, bucket: Option<&worker::Bucket>) -> ApiResult<Vec<ApiResult<Kept>>> {
         let g = &self.generation;
         let request = &g.request;
+        let typical = Estimate::of(request, &g.input_records, &g.rc.config).call_typical;
         let Some(api_key) = provider_key(g.rc, g.principal)? else {
             let seed = inputs::digest(&g.input_records);
             let mut kept = Vec::with_capacity(request.n as usize);
             // One at a time: each is stored and let go before the next is drawn.
             for index in 0..request.n {
-                kept.push(self.keep(index as usize, synthetic_image(request, index, seed), 0, bucket).await);
+                let image = synthetic_image(request, index, seed);
+                kept.push(self.keep(index as usize, image, (0, typical), bucket).await);
             }
             return Ok(kept);
         };
@@ -395,22 +423,31 @@ impl<'r> Reserved<'r> {
             async move {
                 let (image, latency_ms) =
                     crate::gemini::generate_image(prepared, api_key, config.gemini_deadline_ms).await?;
-                self.keep(index, image, latency_ms, bucket).await
+                if image.usage.is_none() {
+                    crate::log::info_for(
+                        &g.rc.request_id,
+                        "generation: an answer reported no readable usageMetadata; metered as documented",
+                        &format!("{} image {index}", g.id),
+                    );
+                }
+                self.keep(index, image, (latency_ms, typical), bucket).await
             }
         });
-        Ok(futures_util::future::join_all(calls).await)
+        Ok(crate::join::join_all(calls).await)
     }
 
     /// What the client receives for one image (its URL: signed, public or `data:`; its
     /// bytes again as base64 when asked for), after storing it in R2.
+    /// `typical`: one call's documented tokens, what an answer without usage counts as.
     async fn keep(
         &self,
         index: usize,
         image: Image,
-        latency_ms: u64,
+        (latency_ms, typical): (u64, Tokens),
         bucket: Option<&worker::Bucket>,
     ) -> ApiResult<Kept> {
         let g = &self.generation;
+        let metered = crate::metering::meter(image.usage.as_ref(), typical);
         let (width, height) = crate::media::dimensions(&image.bytes).unzip();
         let b64_json = (g.request.response_format == ResponseFormat::B64Json)
             .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
@@ -424,7 +461,7 @@ impl<'r> Reserved<'r> {
             None => storage::data_url(&image),
         };
         let delivered = DeliveredImage { url: Some(url), b64_json, mime_type, width, height };
-        Ok(Kept { delivered, bytes, latency_ms })
+        Ok(Kept { delivered, bytes, latency_ms, tokens: metered.tokens, estimated: metered.estimated })
     }
 }
 
@@ -455,6 +492,9 @@ struct Kept {
     bytes: usize,
     /// Upstream latency of the call that drew it.
     latency_ms: u64,
+    /// What its call reported it used, and whether that had to be estimated.
+    tokens: Tokens,
+    estimated: bool,
 }
 
 fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 32]>) -> Image {
@@ -466,7 +506,7 @@ fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 
         index,
         inputs,
     };
-    Image { mime_type: "image/png".to_string(), bytes: render_png(&spec) }
+    Image { mime_type: "image/png".to_string(), bytes: render_png(&spec), usage: None }
 }
 
 /// Gemini's key for a live key (503 when the deployment has none); None for a test key,
@@ -528,7 +568,7 @@ async fn resolve_inputs(
             Ok::<_, ApiError>((position, bytes))
         });
     }
-    let mut read = futures_util::future::try_join_all(reads).await?.into_iter();
+    let mut read = crate::join::join_all(reads).await.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter();
     let mut next_read = read.next();
     let mut resolved = Vec::with_capacity(specs.len());
     let mut total = 0;
@@ -575,6 +615,7 @@ pub async fn replay(
     })?;
     let stored = row.object_keys.is_some();
     let bucket = storage::bucket(rc).filter(|_| stored);
+    let usage = render::Usage::stored(row.usage(), row.mode.unwrap_or(KeyMode::Live));
     let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let mut images = Vec::new();
     for index in render::delivered_indices(row.object_keys.as_deref(), row.n) {
@@ -606,6 +647,7 @@ pub async fn replay(
         created_ms: crate::time::millis_from_iso(&row.created_at).unwrap_or(rc.now_ms),
         request,
         images,
+        usage,
         inputs: inputs::parse_records(row.inputs.as_deref()),
         failures: render::failures(row.failures),
         quota_limit: principal.daily_quota,

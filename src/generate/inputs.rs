@@ -14,10 +14,10 @@
 
 use crate::error::{ApiError, ApiResult, Code};
 use base64::Engine;
+use hmac_sha256::Hash as Sha256;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// One input's decoded bytes, at most (Gemini's limit for an inline image).
 pub const MAX_INPUT_BYTES: usize = 7_000_000;
@@ -117,7 +117,7 @@ impl InputRecord {
             source: if source.is_some() { "generation" } else { "upload" }.into(),
             generation_id: source.map(|(id, _)| id.to_string()),
             index: source.map(|(_, index)| index),
-            sha256: hex::encode(Sha256::digest(bytes)),
+            sha256: hex::encode(Sha256::hash(bytes)),
             bytes: bytes.len() as u64,
             mime_type: mime_type.into(),
             width,
@@ -398,7 +398,7 @@ pub fn digest(records: &[InputRecord]) -> Option<[u8; 32]> {
         hasher.update(record.sha256.as_bytes());
         hasher.update(b"\n");
     }
-    Some(hasher.finalize().into())
+    Some(hasher.finalize())
 }
 
 /// The records of a generation's inputs, as stored (NULL: none).
@@ -437,7 +437,7 @@ mod tests {
         let InputSpec::Inline(first) = &specs[0] else { panic!() };
         assert_eq!((first.mime_type, first.bytes.as_slice()), ("image/png", PNG));
         assert_eq!((first.record.width, first.record.height), (Some(16), Some(8)));
-        assert_eq!(first.record.sha256, hex::encode(Sha256::digest(PNG)));
+        assert_eq!(first.record.sha256, hex::encode(Sha256::hash(PNG)));
         assert_eq!((first.record.source.as_str(), first.record.bytes), ("upload", PNG.len() as u64));
         assert!(matches!(&specs[1], InputSpec::Inline(i) if i.mime_type == "image/jpeg"));
         assert_eq!(specs[2], InputSpec::Generation { generation_id: "gen_abc".into(), index: 2 });

@@ -66,14 +66,26 @@ pub async fn send(rc: &RequestContext, job: &Job, delay_seconds: u32) -> ApiResu
     };
     let queue = rc.env.queue(QUEUE_BINDING).map_err(|err| unavailable(format!("queue binding: {err}")))?;
     let text = serde_json::to_string(job).map_err(|err| unavailable(err.to_string()))?;
-    let mut message = worker::RawMessageBuilder::new(worker::wasm_bindgen::JsValue::from_str(&text));
-    if delay_seconds > 0 {
-        message = message.delay_seconds(delay_seconds);
-    }
-    queue
-        .send_raw(message.build_with_content_type(worker::QueueContentType::Text))
-        .await
-        .map_err(|err| unavailable(format!("queue send: {err}")))
+    // `queue.send(body, {contentType, delaySeconds})`, called on the binding itself:
+    // worker's `send_raw` builds the options through serde_wasm_bindgen, whose serializer
+    // was otherwise dead weight in the wasm.
+    use worker::js_sys::{Function, Object, Promise, Reflect};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    let binding: &JsValue = queue.as_ref();
+    let sent = (|| {
+        let options = Object::new();
+        Reflect::set(&options, &"contentType".into(), &"text".into())?;
+        if delay_seconds > 0 {
+            Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_seconds))?;
+        }
+        let send: Function = Reflect::get(binding, &"send".into())?.dyn_into()?;
+        send.call2(binding, &JsValue::from_str(&text), &options)?.dyn_into::<Promise>()
+    })();
+    let outcome = match sent {
+        Ok(promise) => worker::wasm_bindgen_futures::JsFuture::from(promise).await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    outcome.map_err(|err| unavailable(format!("queue send: {}", worker::Error::from(err))))
 }
 
 #[cfg(test)]

@@ -25,11 +25,16 @@ const EXPIRE_BATCH: i64 = 200;
 /// release runs only if its own generation's update took (it may have finished since it
 /// was read). Then only the images of the generations this run really gave up, and the
 /// queued inputs of both kinds, are deleted. Returns how many it ended.
-pub async fn reconcile_abandoned(db: &Db<'_>, bucket: Option<&worker::Bucket>, now_ms: u64) -> ApiResult<usize> {
+pub async fn reconcile_abandoned(
+    db: &Db<'_>,
+    bucket: Option<&worker::Bucket>,
+    config: &crate::config::Config,
+    now_ms: u64,
+) -> ApiResult<usize> {
     let cutoff = iso_from_millis(now_ms.saturating_sub(ABANDONED_AFTER_MS));
     let candidates = store::unfinished_before(db, &cutoff, RECONCILE_BATCH).await?;
     let (salvaged, abandoned) = match bucket {
-        Some(bucket) => salvage(db, bucket, candidates, now_ms).await?,
+        Some(bucket) => salvage(db, bucket, candidates, (config, now_ms)).await?,
         None => (0, candidates),
     };
     if abandoned.is_empty() {
@@ -75,7 +80,7 @@ async fn salvage(
     db: &Db<'_>,
     bucket: &worker::Bucket,
     candidates: Vec<store::Unfinished>,
-    now_ms: u64,
+    (config, now_ms): (&crate::config::Config, u64),
 ) -> ApiResult<(usize, Vec<store::Unfinished>)> {
     let finished_iso = iso_from_millis(now_ms);
     let mut salvaged = 0;
@@ -97,12 +102,31 @@ async fn salvage(
             .collect();
         let object_keys = serde_json::to_string(&keys).unwrap_or_default();
         let failures_json = render::failures_json(&failures);
+        // What its stored images' calls reported died with the Worker: each is counted as
+        // its model documents an image at its resolution, and flagged estimated.
+        let caps =
+            config.caps(&generation.model).cloned().unwrap_or_else(|| crate::models::defaults(&generation.model));
+        let resolution = generation.resolution.as_deref().and_then(crate::models::Resolution::parse);
+        let per_image = caps.image_tokens.at(resolution.unwrap_or(crate::models::Resolution::R1K));
+        let tokens = crate::metering::Tokens { output_image: per_image * keys.len() as u64, ..Default::default() };
+        let cost = tokens.cost(&caps.pricing);
         let charge = generation.charge();
-        let unreturned = crate::usage::Charge { n: failures.len() as u32, ..charge };
+        let settle = crate::usage::Charge {
+            n: failures.len() as u32,
+            micros: charge.micros - crate::usage::ceiling(Some(cost)),
+            ..charge
+        };
         let success = Success {
             object_keys: Some(&object_keys),
             failures: failures_json.as_deref(),
-            unreturned: Some(unreturned),
+            settle,
+            usage: store::Metered {
+                model: &generation.model,
+                images: keys.len() as u32,
+                tokens,
+                cost,
+                estimated: true,
+            },
             // What the images are is in their bytes and R2's metadata; the record's type is
             // only a hint for history, and every image this service stores is served with
             // its own Content-Type.

@@ -9,11 +9,13 @@
 //! - `render`      what a client receives: answers, records, history pages
 //! - `store`       every statement on `generations`: the reservation chain, endings
 //! - `request`, `edits`, `inputs`   parsing a request (pure)
+//! - `cost`        what a request may cost, before it is drawn (pure)
 //! - `prefer`, `status`, `jobs`     leaves: RFC 7240, which status may follow which, the
 //!   queue message
 //!
 //! Owns the `generations` table (only `store` touches it).
 
+pub mod cost;
 pub mod edits;
 pub mod engine;
 pub mod inputs;

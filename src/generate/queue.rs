@@ -82,7 +82,7 @@ pub async fn consume(batch: worker::MessageBatch<String>, env: worker::Env, ctx:
             crate::log::queue_message(&line);
         }
     });
-    futures_util::future::join_all(handled).await;
+    crate::join::join_all(handled).await;
 }
 
 async fn run(rc: &RequestContext, job: &Job) -> Handled {
@@ -112,6 +112,8 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
         used_today: 0,
         account_quota: 0,
         account_used_today: 0,
+        budget: None,
+        spent_today: crate::metering::Micros(0),
     };
     let records = inputs::parse_records(taken.inputs.as_deref());
     let request = GenerationRequest::stored(StoredRequest {
@@ -128,8 +130,9 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
     let day = taken.created_at.get(..10).unwrap_or_default().to_string();
     let input_count = records.len();
     let bucket = storage::bucket(rc);
-    let id_and_day = (generation_id.to_string(), day);
-    let reserved = Reserved::taken(rc, db, &principal, request, id_and_day, origin.to_string(), records.clone());
+    let reservation =
+        (generation_id.to_string(), day, crate::metering::Micros(u64::try_from(taken.reserved_micros).unwrap_or(0)));
+    let reserved = Reserved::taken(rc, db, &principal, request, reservation, origin.to_string(), records.clone());
     let outcome = match read_inputs(bucket.as_ref(), generation_id, records).await {
         Err(err) => {
             reserved.fail(&err).await;

@@ -9,6 +9,7 @@ use super::store::RecordRow;
 use crate::auth::KeyMode;
 use crate::error::ApiResult;
 use crate::http::{self, ListObject, RequestContext};
+use crate::metering::{Micros, Tokens};
 use crate::models::Resolution;
 use crate::storage;
 use serde::Serialize;
@@ -50,8 +51,78 @@ pub struct Generated {
     /// The images of `n` that did not come back (and are not charged): a JSON array of
     /// [`ImageFailure`], as stored.
     pub failures: Failures,
+    /// What its delivered images cost.
+    pub usage: Usage,
     pub quota_limit: u32,
     pub quota_remaining: u32,
+}
+
+/// What a generation used and cost: the sums over the calls whose images were delivered
+/// (failed images are not charged). The same object on the native and OpenAI routes:
+/// OpenAI's images `usage` fields, with `cost_usd` and the flags beside them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub input_tokens_details: InputTokens,
+    /// Image, text and reasoning (thinking) tokens together.
+    pub output_tokens: u64,
+    pub output_tokens_details: OutputTokens,
+    /// `input_tokens` + `output_tokens`.
+    pub total_tokens: u64,
+    /// What Google bills for these tokens at this deployment's prices: exact, half-up to
+    /// the micro-dollar.
+    pub cost_usd: Micros,
+    /// Some figure is the model's documented one rather than Google's report (an answer
+    /// without usage, or a test key's synthetic image).
+    pub estimated: bool,
+    /// Drawn by a test key: nothing was billed, and no live budget counts it.
+    pub test: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct InputTokens {
+    pub text_tokens: u64,
+    pub image_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct OutputTokens {
+    pub image_tokens: u64,
+    pub text_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(tokens: Tokens, cost: Micros, estimated: bool, mode: KeyMode) -> Usage {
+        Usage {
+            input_tokens: tokens.input(),
+            input_tokens_details: InputTokens { text_tokens: tokens.input_text, image_tokens: tokens.input_image },
+            output_tokens: tokens.output(),
+            output_tokens_details: OutputTokens {
+                image_tokens: tokens.output_image,
+                text_tokens: tokens.output_text,
+                reasoning_tokens: tokens.reasoning,
+            },
+            total_tokens: tokens.input() + tokens.output(),
+            cost_usd: cost,
+            estimated,
+            test: mode == KeyMode::Test,
+        }
+    }
+
+    /// As stored with a generation: the values of `store::USAGE_COLUMNS`, in order.
+    pub fn stored(columns: [i64; 7], mode: KeyMode) -> Usage {
+        let [input_text, input_image, output_image, output_text, reasoning, cost, estimated] =
+            columns.map(|n| u64::try_from(n).unwrap_or(0));
+        let tokens = Tokens { input_text, input_image, output_image, output_text, reasoning };
+        Usage::new(tokens, Micros(cost), estimated != 0, mode)
+    }
 }
 
 /// One image of a generation of several that did not come back: its place among the `n`
@@ -119,6 +190,7 @@ pub struct GenerationResponse<'a> {
     /// charged). Empty when every image came back.
     #[cfg_attr(test, schemars(with = "Vec<ImageFailure>"))]
     failures: &'a serde_json::value::RawValue,
+    usage: &'a Usage,
 }
 
 /// `POST /v1/images/generations` and `/v1/images/edits`: OpenAI's Images API answer.
@@ -129,6 +201,8 @@ pub struct OpenAiImagesResponse<'a> {
     /// Unix seconds.
     created: u64,
     data: Vec<OpenAiImage<'a>>,
+    /// OpenAI's token usage (`result.usage` in its SDKs), with this service's cost.
+    usage: &'a Usage,
 }
 
 /// One image in OpenAI's shape: `url` or `b64_json`, as asked.
@@ -165,6 +239,7 @@ impl Generated {
             images: &self.images,
             inputs: &self.inputs,
             failures: &self.failures,
+            usage: &self.usage,
         }
     }
 
@@ -177,7 +252,7 @@ impl Generated {
                 None => OpenAiImage { url: image.url.as_deref(), b64_json: None, revised_prompt: None },
             })
             .collect();
-        OpenAiImagesResponse { created: self.created_ms / 1000, data }
+        OpenAiImagesResponse { created: self.created_ms / 1000, data, usage: &self.usage }
     }
 
     /// The JSON body in the route's shape.
@@ -187,6 +262,34 @@ impl Generated {
             Shape::OpenAi => http::to_json(&self.openai()),
         }
     }
+}
+
+/// `object: "estimate"`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EstimateObject {
+    Estimate,
+}
+
+/// `POST /v1/estimate`: a request's cost before it is made.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
+pub struct Estimate<'a> {
+    pub object: EstimateObject,
+    pub model: &'a str,
+    pub resolution: Resolution,
+    pub n: u32,
+    pub input_images: u32,
+    /// What Google documents for it: the image tokens of the resolution, about four bytes
+    /// a prompt token, 258 tokens per 768-pixel tile of each input; no text or thinking.
+    pub typical: Usage,
+    /// What its reservation holds against the money budgets: a token per prompt byte,
+    /// each input at the most Gemini bills an image of its size (at least 1,120), the
+    /// image tokens, and 2,000 tokens of text and thinking per image. An answer costs more
+    /// only if Gemini reports more than that allowance.
+    pub worst_case: Usage,
 }
 
 /// `x-quota-limit-images` and `x-quota-remaining-images`.
@@ -253,6 +356,9 @@ pub struct GenerationRecord {
     /// With `n` > 1, the images that did not come back (not charged). Empty otherwise.
     #[cfg_attr(test, schemars(with = "Vec<ImageFailure>"))]
     failures: Failures,
+    /// What it used and cost once it ended (zero when it failed or was canceled: nothing
+    /// is charged then); null while it is queued or running.
+    usage: Option<Usage>,
     /// Where an asynchronous generation announces its outcome, and how that went (null
     /// when it has no webhook_url).
     webhook: Option<WebhookState>,
@@ -316,8 +422,9 @@ pub fn record(rc: &RequestContext, origin: &str, row: RecordRow) -> ApiResult<Ge
 fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<String>) -> ApiResult<GenerationRecord> {
     // Only what was stored can be shown again.
     let stored = row.object_keys.as_deref().map(|keys| delivered_indices(Some(keys), row.n));
-    let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let mode = row.mode.unwrap_or(KeyMode::Live);
+    let usage = row.status.is_final().then(|| Usage::stored(row.usage(), mode));
+    let mime_type = row.mime_type.unwrap_or_else(|| "image/png".into());
     let images = stored
         .unwrap_or_default()
         .into_iter()
@@ -347,6 +454,7 @@ fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<S
         inputs: inputs::parse_records(row.inputs.as_deref()),
         error: row.error_code.map(|code| Failure { code, message: row.error_message }),
         failures: failures(row.failures),
+        usage,
         webhook: row.webhook_url.map(|url| WebhookState {
             url,
             attempts: row.webhook_attempts,
@@ -388,6 +496,13 @@ mod tests {
             webhook_last_status: None,
             webhook_delivered_at: None,
             failures: None,
+            input_text_tokens: 12,
+            input_image_tokens: 0,
+            output_image_tokens: 2_240,
+            output_text_tokens: 26,
+            reasoning_tokens: 130,
+            cost_micros: 135_368,
+            usage_estimated: 0,
         }
     }
 
@@ -406,6 +521,25 @@ mod tests {
         assert_eq!((record["error"].is_null(), record["webhook"].is_null()), (true, true));
         assert_eq!(record["inputs"], serde_json::json!([]));
         assert_eq!(record["failures"], serde_json::json!([]));
+        assert_eq!(
+            record["usage"],
+            serde_json::json!({"input_tokens": 12, "input_tokens_details": {"text_tokens": 12, "image_tokens": 0},
+                "output_tokens": 2_396, "output_tokens_details": {"image_tokens": 2_240, "text_tokens": 26, "reasoning_tokens": 130},
+                "total_tokens": 2_408, "cost_usd": "0.135368", "estimated": false, "test": true})
+        );
+    }
+
+    #[test]
+    fn an_unfinished_record_has_no_usage_yet_and_an_ended_one_shows_what_was_charged() {
+        let running = RecordRow { status: Status::Running, ..row() };
+        assert!(serde_json::to_value(record_with(running, signer).unwrap()).unwrap()["usage"].is_null());
+        let failed =
+            RecordRow { status: Status::Failed, object_keys: None, cost_micros: 0, output_image_tokens: 0, ..row() };
+        let usage = &serde_json::to_value(record_with(failed, signer).unwrap()).unwrap()["usage"];
+        assert_eq!(
+            (usage["cost_usd"].as_str(), usage["output_tokens_details"]["image_tokens"].as_u64()),
+            (Some("0.000000"), Some(0))
+        );
     }
 
     #[test]

@@ -81,6 +81,45 @@ pub async fn openai_edits(req: &mut Request, rc: &RequestContext) -> ApiResult<R
     handle(req, rc, Entry::ImagesEdits).await
 }
 
+/// `POST /v1/estimate`: what a `POST /v1/generate` body would cost, typically and at
+/// worst (what its reservation would hold against the money budgets), at this deployment's
+/// prices. Nothing is drawn, reserved or written; any key or account token may ask.
+/// Inputs given by `generation_id` count at the largest size an input may have.
+pub async fn estimate(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    let caller = auth::require_caller(req, rc).await?;
+    let (body, images) = Entry::Generate.read(req).await?;
+    let request = GenerationRequest::parse(body, images, &rc.config, Shape::Native)?;
+    let sizes: Vec<_> = request
+        .inputs
+        .iter()
+        .map(|spec| match spec {
+            InputSpec::Inline(input) => (input.record.width, input.record.height),
+            InputSpec::Generation { .. } => (None, None),
+        })
+        .collect();
+    let estimate = super::cost::Estimate::new(&request, &sizes, &rc.config);
+    let mode = match &caller {
+        auth::Caller::Key(principal) => principal.mode,
+        auth::Caller::Account(_) => KeyMode::Live,
+    };
+    let usage = |tokens: crate::metering::Tokens| {
+        let tokens = tokens.times(request.n);
+        render::Usage::new(tokens, tokens.cost(&estimate.prices), true, mode)
+    };
+    http::json(
+        200,
+        &render::Estimate {
+            object: render::EstimateObject::Estimate,
+            model: &request.model,
+            resolution: request.output.resolution,
+            n: request.n,
+            input_images: sizes.len() as u32,
+            typical: usage(estimate.call_typical),
+            worst_case: usage(estimate.call_worst),
+        },
+    )
+}
+
 /// Every generation route: authenticate and rate-limit (one D1 round trip), then generate.
 /// Every answer after authentication carries the rate-limit and quota headers, errors
 /// included; a fresh generation's own (post-charge) quota headers win over the ones read
@@ -180,6 +219,7 @@ async fn generate_folded(
     let (id, day) = (engine::new_id()?, crate::time::date_from_millis(rc.now_ms));
     let now_iso = crate::time::iso_from_millis(rc.now_ms);
     let key_hash = key.hash();
+    let worst = super::cost::Estimate::of(&request, &[], &rc.config).worst_cost();
     let mut batch = Batch::new();
     let pending = auth::PendingKey::push(rc, key, &mut batch)?;
     let take = rate_limit::Take::push(&mut batch, &db, &key_hash, rc.config.rate_limit_per_minute, rc.now_ms)?;
@@ -194,6 +234,7 @@ async fn generate_folded(
         request: &request,
         input_records: &[],
         status: Status::Pending,
+        worst,
     }
     .push(&mut batch, &db, &rc.config)?;
     let results = match db.batch(batch).await {
@@ -213,8 +254,8 @@ async fn generate_folded(
         if let Some(decision) = limit.filter(|decision| !decision.allowed) {
             return Err(decision.exceeded());
         }
-        let used_after = store::reserved_count(results.first(reserved)?, &principal, request.n, rc.now_ms)?;
-        let reserved = Reserved::folded(rc, db, &principal, request, (id, day), origin, used_after);
+        let used_after = store::reserved_count(results.first(reserved)?, &principal, (request.n, worst), rc.now_ms)?;
+        let reserved = Reserved::folded(rc, db, &principal, request, (id, day, worst), origin, used_after);
         let generated = reserved.finish(Vec::new()).await?;
         Ok((http::json_text(200, generated.render(entry.shape())?)?, generated.quota_headers().to_vec()))
     };

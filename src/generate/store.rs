@@ -25,6 +25,7 @@ use crate::auth::{KeyMode, KeyPrincipal};
 use crate::config::Config;
 use crate::db::{self, Batch, Db, JsValue, Slot, Write};
 use crate::error::{ApiError, ApiResult};
+use crate::metering::{Micros, Tokens};
 use crate::usage;
 
 /// Column values of one statement, in the order they are bound (generic so that its
@@ -101,6 +102,8 @@ pub struct Reservation<'a> {
     pub input_records: &'a [InputRecord],
     /// [`Status::Pending`] (synchronous) or [`Status::Queued`].
     pub status: Status,
+    /// Its cost's worst case, reserved against the money budgets and recorded with it.
+    pub worst: Micros,
 }
 
 impl Reservation<'_> {
@@ -115,6 +118,7 @@ impl Reservation<'_> {
             mode: self.mode,
             now_iso: self.reserved_iso,
             after_rate_take: self.after_rate_take,
+            worst: self.worst,
         };
         let reserved = usage::reserve(batch, db, charge, config)?;
         let inputs =
@@ -134,7 +138,8 @@ impl Reservation<'_> {
             .set("resolution", db::text(request.output.resolution.as_str()))
             .set("inputs", db::opt_text(inputs.as_deref()))
             .set("follows_inputs", db::int(i64::from(request.output.follows_inputs)))
-            .set("webhook_url", db::opt_text(request.webhook_url.as_deref()));
+            .set("webhook_url", db::opt_text(request.webhook_url.as_deref()))
+            .set("reserved_micros", db::int(usage::ceiling(Some(self.worst))));
         let (key_column, key) = self.key.column_and_value();
         let key_param = values.next();
         batch.push::<()>(
@@ -155,11 +160,16 @@ impl Reservation<'_> {
 pub fn reserved_count(
     reserved: Option<usage::Reserved>,
     principal: &KeyPrincipal,
-    n: u32,
+    (n, worst): (u32, Micros),
     now_ms: u64,
 ) -> ApiResult<u32> {
     match reserved {
         Some(count) => Ok(u32::try_from(count.image_count).unwrap_or(u32::MAX)),
+        // The key's budget in dollars, if what was spent when the key was read leaves too
+        // little for the worst case.
+        None if principal.budget.is_some_and(|budget| principal.spent_today.0.saturating_add(worst.0) > budget.0) => {
+            Err(usage::budget_exceeded("this key's", now_ms))
+        }
         // If the count read with the key leaves room, a concurrent request took it since
         // (or, rarely, the key was revoked since: it is not charged either way).
         None => {
@@ -227,8 +237,12 @@ pub struct Success<'a> {
     pub object_keys: Option<&'a str>,
     /// JSON of the images that did not come back (`render::ImageFailure`), if any.
     pub failures: Option<&'a str>,
-    /// Their charge, given back with the success.
-    pub unreturned: Option<usage::Charge<'a>>,
+    /// The settlement, made with the success: the images that did not come back, and the
+    /// reserved worst case less the actual cost, given back.
+    pub settle: usage::Charge<'a>,
+    /// What the delivered images' calls reported, their cost, and the model they are
+    /// counted under in the day's usage.
+    pub usage: Metered<'a>,
     pub mime_type: &'a str,
     pub bytes: usize,
     pub upstream_latency_ms: u64,
@@ -241,7 +255,17 @@ pub struct Success<'a> {
 /// in the same batch, only if that took, gives back the charge of the images that did not
 /// come back (`success.unreturned`). Returns whether it did.
 pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<bool> {
+    let usage = &success.usage;
+    let tokens = usage.tokens;
+    let count = |n: u64| db::int(i64::try_from(n).unwrap_or(usage::NO_CEILING));
     let values = Values::new()
+        .set("input_text_tokens", count(tokens.input_text))
+        .set("input_image_tokens", count(tokens.input_image))
+        .set("output_image_tokens", count(tokens.output_image))
+        .set("output_text_tokens", count(tokens.output_text))
+        .set("reasoning_tokens", count(tokens.reasoning))
+        .set("cost_micros", count(usage.cost.0))
+        .set("usage_estimated", db::int(i64::from(usage.estimated)))
         .set("failures", db::opt_text(success.failures))
         .set("object_keys", db::opt_text(success.object_keys))
         .set("mime_type", db::text(success.mime_type))
@@ -259,14 +283,54 @@ pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<b
             Status::sql_list(&Status::from_for(Status::Succeeded))
         ))
         .bind(&values.binds(&[db::text(id)]))?;
-    let Some(unreturned) = success.unreturned.filter(|charge| charge.n > 0) else {
-        return Ok(db.run(statement).await.map_err(ApiError::from)? == 1);
-    };
     let mut batch = Batch::new();
     let moved = batch.push::<()>(statement);
-    usage::release_if_previous_took(&mut batch, db, unreturned)?;
+    // The day's spend by model, only if the move took (each statement gates the next).
+    let settle = success.settle;
+    batch.push::<()>(
+        db.prepare(
+            "INSERT INTO usage_costs (api_key_id, usage_date, model, user_id, mode, images, input_text_tokens,
+                                      input_image_tokens, output_image_tokens, output_text_tokens, reasoning_tokens,
+                                      cost_micros)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 WHERE changes() = 1
+             ON CONFLICT (api_key_id, usage_date, model) DO UPDATE SET
+                 images = images + excluded.images,
+                 input_text_tokens = input_text_tokens + excluded.input_text_tokens,
+                 input_image_tokens = input_image_tokens + excluded.input_image_tokens,
+                 output_image_tokens = output_image_tokens + excluded.output_image_tokens,
+                 output_text_tokens = output_text_tokens + excluded.output_text_tokens,
+                 reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+                 cost_micros = cost_micros + excluded.cost_micros",
+        )
+        .bind(&[
+            db::text(settle.key_id),
+            db::text(settle.day),
+            db::text(usage.model),
+            db::text(settle.user_id),
+            db::text(settle.mode.as_str()),
+            db::int(i64::from(usage.images)),
+            count(tokens.input_text),
+            count(tokens.input_image),
+            count(tokens.output_image),
+            count(tokens.output_text),
+            count(tokens.reasoning),
+            count(usage.cost.0),
+        ])?,
+    );
+    usage::release_if_previous_took(&mut batch, db, settle)?;
     let results = db.batch(batch).await.map_err(ApiError::from)?;
     Ok(results.changes(moved) == 1)
+}
+
+/// What a generation's delivered images cost, as [`succeed`] records it.
+pub struct Metered<'a> {
+    pub model: &'a str,
+    pub images: u32,
+    pub tokens: Tokens,
+    pub cost: Micros,
+    /// Some call reported no usage (or no split by modality), or the images were drawn by
+    /// the synthetic provider: counted as the model documents them.
+    pub estimated: bool,
 }
 
 crate::db::row! {
@@ -281,24 +345,25 @@ crate::db::row! {
         pub status: Status,
         pub webhook_url: Option<String>,
         pub inputs: Option<String>,
+        pub reserved_micros: i64,
     }
 }
 
 impl Charged {
     /// What it reserved, on the day it reserved it.
     pub fn charge(&self) -> usage::Charge<'_> {
-        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, self.n, self.mode)
+        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, (self.n, self.reserved_micros), self.mode)
     }
 }
 
 /// What a stored generation reserved: `n` images of its key (and account, for a live key)
-/// on the UTC day it was created. Rows from before the mode column count as live:
-/// releasing a charge that was never made changes nothing (counts stop at 0).
+/// and `micros` of money, on the UTC day it was created. Rows from before the mode column
+/// count as live: releasing a charge that was never made changes nothing (counts stop at 0).
 fn stored_charge<'a>(
     key_id: &'a str,
     user_id: &'a str,
     created_at: &'a str,
-    n: i64,
+    (n, micros): (i64, i64),
     mode: Option<KeyMode>,
 ) -> usage::Charge<'a> {
     usage::Charge {
@@ -307,6 +372,7 @@ fn stored_charge<'a>(
         day: created_at.get(..10).unwrap_or_default(),
         n: u32::try_from(n).unwrap_or(0),
         mode: mode.unwrap_or(KeyMode::Live),
+        micros: micros.max(0),
     }
 }
 
@@ -317,8 +383,8 @@ pub async fn end(db: &Db<'_>, id: &str, end: &End<'_>) -> ApiResult<(bool, Optio
     let row: Option<Charged> = db
         .first(
             db.prepare(
-                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs FROM generations
-                 WHERE id = ?1",
+                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs, reserved_micros
+                 FROM generations WHERE id = ?1",
             )
             .bind(&[db::text(id)])?,
         )
@@ -349,6 +415,7 @@ crate::db::row! {
         pub follows_inputs: i64,
         pub webhook_url: Option<String>,
         pub created_at: String,
+        pub reserved_micros: i64,
     }
 }
 
@@ -361,7 +428,7 @@ pub async fn take(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<Take
             "UPDATE generations SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'
                AND NOT {ACCOUNT_SUSPENDED} AND {KEY_ACTIVE}
              RETURNING api_key_id, user_id, prompt, model, size, style, n, mode, aspect_ratio, resolution,
-                       inputs, follows_inputs, webhook_url, created_at"
+                       inputs, follows_inputs, webhook_url, created_at, reserved_micros"
         ))
         .bind(&[db::text(id), db::text(now_iso)])?,
     )
@@ -409,6 +476,7 @@ crate::db::row! {
         status: Status,
         webhook_url: Option<String>,
         inputs: Option<String>,
+        reserved_micros: i64,
         suspended: i64,
         key_active: i64,
     }
@@ -441,7 +509,7 @@ pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Pas
     let row: Option<Passed> = db
         .first(
             db.prepare(&format!(
-                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs,
+                "SELECT api_key_id, user_id, n, mode, created_at, status, webhook_url, inputs, reserved_micros,
                         {ACCOUNT_SUSPENDED} AS suspended, {KEY_ACTIVE} AS key_active
                  FROM generations WHERE id = ?1"
             ))
@@ -457,7 +525,7 @@ pub async fn stop_blocked(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Pas
         _ => return Ok(PassedOver::Nothing),
     };
     let end = End::new(Status::Canceled, Some((why.code(), why.message())), now_iso);
-    let charge = stored_charge(&row.api_key_id, &row.user_id, &row.created_at, row.n, row.mode);
+    let charge = stored_charge(&row.api_key_id, &row.user_id, &row.created_at, (row.n, row.reserved_micros), row.mode);
     let mut batch = Batch::new();
     let moved = push_end(&mut batch, db, id, &end, charge)?;
     let results = db.batch(batch).await.map_err(ApiError::from)?;
@@ -490,29 +558,32 @@ pub fn push_stop_queued_of(
 ) -> ApiResult<Slot<CanceledQueued>> {
     // The account's queued generations, per key and day (partial index generations_queued).
     const QUEUED: &str = "SELECT api_key_id, substr(created_at, 1, 10) AS day, COALESCE(mode, 'live') AS mode,
-                                 SUM(n) AS n
+                                 SUM(n) AS n, SUM(reserved_micros) AS micros
                           FROM generations WHERE user_id = ?1 AND status = 'queued' GROUP BY 1, 2, 3";
     let user = || [db::text(user_id)];
     batch.push::<()>(
         db.prepare(&format!(
-            "UPDATE usage SET image_count = MAX(image_count - q.n, 0) FROM ({QUEUED}) AS q
+            "UPDATE usage SET image_count = MAX(image_count - q.n, 0), cost_micros = MAX(cost_micros - q.micros, 0)
+             FROM ({QUEUED}) AS q
              WHERE usage.api_key_id = q.api_key_id AND usage.usage_date = q.day"
         ))
         .bind(&user())?,
     );
     batch.push::<()>(
         db.prepare(&format!(
-            "UPDATE account_usage SET live_images = MAX(live_images - q.n, 0)
-             FROM (SELECT day, SUM(n) AS n FROM ({QUEUED}) WHERE mode = 'live' GROUP BY day) AS q
+            "UPDATE account_usage SET live_images = MAX(live_images - q.n, 0), cost_micros = MAX(cost_micros - q.micros, 0)
+             FROM (SELECT day, SUM(n) AS n, SUM(micros) AS micros FROM ({QUEUED}) WHERE mode = 'live' GROUP BY day) AS q
              WHERE account_usage.user_id = ?1 AND account_usage.usage_date = q.day"
         ))
         .bind(&user())?,
     );
     batch.push::<()>(
         db.prepare(&format!(
-            "UPDATE deployment_usage SET live_images = MAX(live_images - q.live, 0), test_images = MAX(test_images - q.test, 0)
+            "UPDATE deployment_usage SET live_images = MAX(live_images - q.live, 0), test_images = MAX(test_images - q.test, 0),
+                    live_cost_micros = MAX(live_cost_micros - q.micros, 0)
              FROM (SELECT day, SUM(CASE WHEN mode = 'live' THEN n ELSE 0 END) AS live,
-                          SUM(CASE WHEN mode = 'test' THEN n ELSE 0 END) AS test
+                          SUM(CASE WHEN mode = 'test' THEN n ELSE 0 END) AS test,
+                          SUM(CASE WHEN mode = 'live' THEN micros ELSE 0 END) AS micros
                    FROM ({QUEUED}) GROUP BY day) AS q
              WHERE deployment_usage.usage_date = q.day"
         ))
@@ -560,7 +631,23 @@ pub async fn record_webhook_attempt(
 const RECORD_COLUMNS: &str =
     "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode,
      width, height, aspect_ratio, resolution, inputs, error_message, webhook_url, webhook_attempts,
-     webhook_last_status, webhook_delivered_at, failures";
+     webhook_last_status, webhook_delivered_at, failures, input_text_tokens, input_image_tokens,
+     output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros, usage_estimated";
+
+/// A generation's usage columns as `render::Usage::stored` reads them, in its order.
+macro_rules! usage_columns {
+    ($row:expr) => {
+        [
+            $row.input_text_tokens,
+            $row.input_image_tokens,
+            $row.output_image_tokens,
+            $row.output_text_tokens,
+            $row.reasoning_tokens,
+            $row.cost_micros,
+            $row.usage_estimated,
+        ]
+    };
+}
 
 crate::db::row! {
     /// A generation as history shows it (`render::record` signs its URLs).
@@ -589,6 +676,19 @@ crate::db::row! {
         pub webhook_last_status: Option<u16>,
         pub webhook_delivered_at: Option<String>,
         pub failures: Option<String>,
+        pub input_text_tokens: i64,
+        pub input_image_tokens: i64,
+        pub output_image_tokens: i64,
+        pub output_text_tokens: i64,
+        pub reasoning_tokens: i64,
+        pub cost_micros: i64,
+        pub usage_estimated: i64,
+    }
+}
+
+impl RecordRow {
+    pub fn usage(&self) -> [i64; 7] {
+        usage_columns!(self)
     }
 }
 
@@ -677,6 +777,20 @@ crate::db::row! {
         pub height: Option<u32>,
         pub inputs: Option<String>,
         pub failures: Option<String>,
+        pub mode: Option<KeyMode>,
+        pub input_text_tokens: i64,
+        pub input_image_tokens: i64,
+        pub output_image_tokens: i64,
+        pub output_text_tokens: i64,
+        pub reasoning_tokens: i64,
+        pub cost_micros: i64,
+        pub usage_estimated: i64,
+    }
+}
+
+impl Finished {
+    pub fn usage(&self) -> [i64; 7] {
+        usage_columns!(self)
     }
 }
 
@@ -684,8 +798,10 @@ crate::db::row! {
 pub async fn finished(db: &Db<'_>, id: &str, key_id: &str) -> ApiResult<Option<Finished>> {
     db.first(
         db.prepare(
-            "SELECT created_at, object_keys, mime_type, n, width, height, inputs, failures FROM generations
-             WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
+            "SELECT created_at, object_keys, mime_type, n, width, height, inputs, failures, mode, input_text_tokens,
+                    input_image_tokens, output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros,
+                    usage_estimated
+             FROM generations WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
         )
         .bind(&[db::text(id), db::text(key_id)])?,
     )
@@ -730,12 +846,15 @@ crate::db::row! {
         pub mode: Option<KeyMode>,
         pub created_at: String,
         pub inputs: Option<String>,
+        pub reserved_micros: i64,
+        pub model: String,
+        pub resolution: Option<String>,
     }
 }
 
 impl Unfinished {
     pub fn charge(&self) -> usage::Charge<'_> {
-        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, self.n, self.mode)
+        stored_charge(&self.api_key_id, &self.user_id, &self.created_at, (self.n, self.reserved_micros), self.mode)
     }
 }
 
@@ -746,7 +865,7 @@ impl Unfinished {
 pub async fn unfinished_before(db: &Db<'_>, cutoff: &str, limit: i64) -> ApiResult<Vec<Unfinished>> {
     db.all(
         db.prepare(
-            "SELECT id, api_key_id, user_id, n, mode, created_at, inputs FROM generations
+            "SELECT id, api_key_id, user_id, n, mode, created_at, inputs, reserved_micros, model, resolution FROM generations
              WHERE status IN ('pending', 'running') AND COALESCE(started_at, reserved_at, created_at) < ?1
              ORDER BY COALESCE(started_at, reserved_at, created_at) LIMIT ?2",
         )
@@ -825,8 +944,11 @@ mod tests {
             mode: None,
             created_at: "2026-11-30T23:59:00.000Z".into(),
             inputs: None,
+            reserved_micros: 528_336,
+            model: "gemini-3-pro-image".into(),
+            resolution: Some("4K".into()),
         };
         let charge = row.charge();
-        assert_eq!((charge.day, charge.n, charge.mode), ("2026-11-30", 2, KeyMode::Live));
+        assert_eq!((charge.day, charge.n, charge.mode, charge.micros), ("2026-11-30", 2, KeyMode::Live, 528_336));
     }
 }

@@ -6,6 +6,7 @@ use crate::db::{self, D1ResultExt};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{self, header, RequestContext};
 use crate::idempotency::{self, Begin, IdempotencyKey, Scope, Stored};
+use crate::metering::Micros;
 use crate::time::{iso_from_millis, MILLIS_PER_DAY};
 use serde::Serialize;
 use worker::{Request, Response};
@@ -33,6 +34,9 @@ pub struct KeyView {
     pub revoked_at: Option<String>,
     /// The key's own daily quota; null means the deployment's `DAILY_IMAGE_QUOTA`.
     pub daily_image_quota: Option<i64>,
+    /// The key's own money ceiling per UTC day, in US dollars; null: none but the
+    /// deployment's `MAX_KEY_DAILY_BUDGET_USD`.
+    pub daily_budget_usd: Option<Micros>,
     #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::timestamp"))]
     pub created_at: String,
 }
@@ -48,6 +52,7 @@ crate::db::row! {
         expires_at: Option<String>,
         revoked_at: Option<String>,
         daily_image_quota: Option<i64>,
+        daily_budget_micros: Option<i64>,
         created_at: String,
     }
 }
@@ -64,6 +69,7 @@ impl From<KeyRow> for KeyView {
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
             daily_image_quota: row.daily_image_quota,
+            daily_budget_usd: row.daily_budget_micros.and_then(|m| u64::try_from(m).ok()).map(Micros),
             created_at: row.created_at,
         }
     }
@@ -98,11 +104,13 @@ pub struct NewKey {
     pub mode: KeyMode,
     pub expires_in_days: Option<u32>,
     pub daily_image_quota: Option<u32>,
+    pub daily_budget: Option<Micros>,
 }
 
 impl NewKey {
-    /// `max_quota` is `MAX_KEY_DAILY_IMAGE_QUOTA`: a key may not ask for more.
-    pub fn parse(mut body: crate::body::JsonObject, max_quota: u32) -> ApiResult<NewKey> {
+    /// `max_quota` is `MAX_KEY_DAILY_IMAGE_QUOTA`: a key may not ask for more; nor for a
+    /// budget above `MAX_KEY_DAILY_BUDGET_USD`, when it is set.
+    pub fn parse(mut body: crate::body::JsonObject, max_quota: u32, max_budget: Option<Micros>) -> ApiResult<NewKey> {
         let name = match body.optional_str("name")? {
             None => DEFAULT_NAME.to_string(),
             Some(name) => parse_name(&name)?,
@@ -113,8 +121,10 @@ impl NewKey {
         };
         let expires_in_days = body.optional_u32("expires_in_days", 1..=3650)?;
         let daily_image_quota = body.optional_u32("daily_image_quota", 1..=max_quota)?;
+        let max_budget = max_budget.unwrap_or(crate::config::MAX_DAILY_BUDGET);
+        let daily_budget = body.nullable_usd("daily_budget_usd", max_budget)?.flatten();
         body.finish()?;
-        Ok(NewKey { name, mode, expires_in_days, daily_image_quota })
+        Ok(NewKey { name, mode, expires_in_days, daily_image_quota, daily_budget })
     }
 }
 
@@ -135,6 +145,11 @@ pub struct KeyCreateRequest {
     /// deployment's `MAX_KEY_DAILY_IMAGE_QUOTA` (default 1000); above it is 422 `out_of_range`.
     #[schemars(range(min = 1))]
     pub daily_image_quota: Option<u32>,
+    /// US dollars this key may spend per UTC day (its requests' worst cases reserved,
+    /// then their actual costs), as a decimal string; default none. At most this
+    /// deployment's `MAX_KEY_DAILY_BUDGET_USD` when set; above it is 422 `out_of_range`.
+    #[schemars(regex(pattern = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"))]
+    pub daily_budget_usd: Option<String>,
 }
 
 fn parse_name(raw: &str) -> ApiResult<String> {
@@ -151,7 +166,8 @@ fn parse_name(raw: &str) -> ApiResult<String> {
 }
 
 const KEY_COLUMNS: &str =
-    "id, name, prefix, mode, is_active, last_used_at, expires_at, revoked_at, daily_image_quota, created_at";
+    "id, name, prefix, mode, is_active, last_used_at, expires_at, revoked_at, daily_image_quota, daily_budget_micros,
+     created_at";
 
 /// `POST /v1/keys`: 201 with the full key, once. With an Idempotency-Key, a retry gets the
 /// same key record again (`Idempotent-Replayed: true`) with `key: null`: a retried creation
@@ -162,7 +178,7 @@ pub async fn create(req: &mut Request, rc: &RequestContext) -> ApiResult<Respons
     let idempotency_key = IdempotencyKey::parse(header(req, idempotency::HEADER).as_deref())?;
     let body = http::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(ROUTE, &body);
-    let new_key = NewKey::parse(body, rc.config.max_key_daily_image_quota)?;
+    let new_key = NewKey::parse(body, rc.config.max_key_daily_image_quota, rc.config.max_key_daily_budget)?;
     let scope = Scope::Account(&account.user_id);
     let claim = match idempotency::begin(rc, idempotency_key, scope, ROUTE, &fingerprint).await? {
         Begin::Replay(Stored::Body { status, body }) => return idempotency::replay(status, body),
@@ -202,13 +218,15 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
         expires_at: new_key.expires_in_days.map(|days| iso_from_millis(rc.now_ms + u64::from(days) * MILLIS_PER_DAY)),
         revoked_at: None,
         daily_image_quota: new_key.daily_image_quota.map(i64::from),
+        daily_budget_usd: new_key.daily_budget,
         created_at: iso_from_millis(rc.now_ms),
     };
     let db = rc.db()?;
     let insert = db
         .prepare(
-            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, mode, is_active, daily_image_quota, expires_at, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9
+            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, mode, is_active, daily_image_quota, expires_at,
+                                   created_at, daily_budget_micros)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?11
              WHERE (SELECT COUNT(*) FROM api_keys
                     WHERE user_id = ?2 AND is_active = 1 AND (expires_at IS NULL OR expires_at > ?9)) < ?10",
         )
@@ -223,6 +241,7 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
             db::opt_text(view.expires_at.as_deref()),
             db::text(&view.created_at),
             db::int(rc.config.max_active_keys_per_account.into()),
+            db::opt_int(view.daily_budget_usd.map(|budget| crate::usage::ceiling(Some(budget)))),
         ])?;
     if db.run(insert).await.or_internal()? == 0 {
         let max = rc.config.max_active_keys_per_account;
@@ -273,14 +292,20 @@ mod tests {
     use crate::body::parse_object;
 
     fn parse(raw: &str) -> ApiResult<NewKey> {
-        NewKey::parse(parse_object(raw.as_bytes()).unwrap(), 100_000)
+        NewKey::parse(parse_object(raw.as_bytes()).unwrap(), 100_000, Some(Micros(5_000_000)))
     }
 
     #[test]
     fn defaults() {
         assert_eq!(
             parse("{}").unwrap(),
-            NewKey { name: "Default key".into(), mode: KeyMode::Live, expires_in_days: None, daily_image_quota: None }
+            NewKey {
+                name: "Default key".into(),
+                mode: KeyMode::Live,
+                expires_in_days: None,
+                daily_image_quota: None,
+                daily_budget: None
+            }
         );
     }
 
@@ -290,7 +315,13 @@ mod tests {
             parse(r#"{"name": "  CI  ", "mode": "test", "expires_in_days": 30, "daily_image_quota": 5}"#).unwrap();
         assert_eq!(
             key,
-            NewKey { name: "CI".into(), mode: KeyMode::Test, expires_in_days: Some(30), daily_image_quota: Some(5) }
+            NewKey {
+                name: "CI".into(),
+                mode: KeyMode::Test,
+                expires_in_days: Some(30),
+                daily_image_quota: Some(5),
+                daily_budget: None
+            }
         );
     }
 

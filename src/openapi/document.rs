@@ -192,6 +192,13 @@ pub fn build() -> Value {
             "responses": responses(
                 &[("200", json_response("the models", s.response::<crate::catalog::ModelList>(), None))],
                 e.refs(&error, &[], None))}},
+        "/v1/estimate": {"post": {
+            "operationId": "estimate", "tags": ["images"], "security": either,
+            "summary": "What a generation body would cost, typically and at worst (what its reservation holds against \
+                        the money budgets), at this deployment's prices; nothing is drawn, reserved or written",
+            "requestBody": json_body(s.request::<GenerateRequestDoc>()),
+            "responses": responses(&[("200", json_response("the estimate", s.response::<crate::generate::render::Estimate>(), None))],
+                                   e.refs(&error, &[400, 401, 403, 413, 415, 422], None))}},
         "/v1/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
             "responses": responses(&[("200", json_response("OpenAPI 3.1 document", json!({"type": "object"}), None))],
@@ -442,6 +449,7 @@ fn sample(name: &str, schema: &Value, components: &Value) -> Value {
         // An earlier image: parses without reading anything.
         "images" => json!([{"generation_id": "gen_sample", "index": 0}]),
         "webhook_url" => json!("https://example.com/hooks/nanobanana"),
+        "daily_budget_usd" => json!("2.50"),
         _ => {
             let is = |kind: &str| {
                 schema.get("type").is_some_and(|t| t == kind || t.as_array().is_some_and(|a| a.contains(&json!(kind))))
@@ -508,7 +516,7 @@ fn every_documented_request_property_is_accepted_and_nothing_undocumented() {
     use crate::generate::request::{GenerationRequest, Shape};
     let config = crate::config::Config::from_lookup(|_| None).unwrap();
     holds("Credentials", |body| crate::accounts::credentials(body).map(|_| ()));
-    holds("KeyCreateRequest", |body| crate::keys::NewKey::parse(body, 1000).map(|_| ()));
+    holds("KeyCreateRequest", |body| crate::keys::NewKey::parse(body, 1000, None).map(|_| ()));
     holds("PasswordChange", |body| crate::accounts::password_change(body).map(|_| ()));
     holds("AccountUpdateRequest", |body| crate::admin::AccountUpdate::parse(body).map(|_| ()));
     holds("GenerateRequest", |mut body| {

@@ -66,6 +66,7 @@ mod tests {
             Route::Usage => ("get", "/v1/usage"),
             Route::OpenApi => ("get", "/v1/openapi.json"),
             Route::Models => ("get", "/v1/models"),
+            Route::Estimate => ("post", "/v1/estimate"),
             Route::Admin(AdminRoute::ListAccounts) => ("get", "/v1/admin/accounts"),
             Route::Admin(AdminRoute::CreateAccount) => ("post", "/v1/admin/accounts"),
             Route::Admin(AdminRoute::UpdateAccount(_)) => ("post", "/v1/admin/accounts/{id}"),

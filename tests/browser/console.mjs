@@ -107,8 +107,27 @@ await shot("3-playground");
 
 // 4. Usage chart and history.
 await navigate("usage");
-await page.waitForSelector("#usage-charts svg");
-assert.match(await page.textContent("#usage-charts svg title"), /1 images in 30 days, 1 today of a daily quota of 100/);
+await page.waitForSelector("#usage-charts svg:not(#cost-chart)");
+assert.match(await page.textContent("#usage-charts svg:not(#cost-chart) title"), /1 images in 30 days, 1 today of a daily quota of 100/);
+// The cost chart: one bar per day and model, each as tall as GET /v1/usage says it cost.
+const usage = await page.evaluate(async () => (await fetch("/v1/usage", {
+  headers: { authorization: `Bearer ${sessionStorage.getItem("nb_console_token")}` },
+})).json());
+const toMicros = (usd) => Number(usd.replace(".", ""));
+const expected = new Map();
+for (const row of usage.costs) expected.set(`${row.date} ${row.model}`, (expected.get(`${row.date} ${row.model}`) || 0) + toMicros(row.cost_usd));
+assert.ok(expected.size >= 1, "the generation above cost something");
+const scale = Number(await page.getAttribute("#cost-chart", "data-scale"));
+const bars = await page.$$eval("#cost-chart rect", (rects) => rects.map((r) => ({
+  key: `${r.dataset.date} ${r.dataset.model}`, height: Number(r.getAttribute("height")),
+})));
+assert.equal(bars.length, expected.size);
+for (const bar of bars) {
+  assert.ok(expected.has(bar.key), `${bar.key} is in /v1/usage`);
+  assert.ok(Math.abs(bar.height - expected.get(bar.key) * scale) < 0.01, `${bar.key}: ${bar.height} px`);
+}
+assert.ok(Math.max(...bars.map((b) => b.height)) > 100, "the tallest bar fills the chart");
+assert.match(await page.textContent("#cost-chart title"), /Cost per day: \$\d+\.\d\d in 30 days/);
 await shot("4-usage");
 await navigate("history");
 await page.waitForFunction(() => {

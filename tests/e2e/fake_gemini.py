@@ -271,11 +271,17 @@ class FakeGemini:
         status, content_type, out = self._respond(path, headers, body, prompt, bad_input, inputs)
         # What this call cost upstream: an answer with a final image is one Gemini bills.
         entry["answered"], entry["image"] = status, status == 200 and b'"finishReason": "STOP"' in out and b"inlineData" in out
+        if entry["image"]:
+            entry["usage"] = json.loads(out).get("usageMetadata")
         return status, content_type, out
 
     def images_answered(self, text: str) -> int:
         """How many calls carrying `text` were answered with an image (what Google bills)."""
         return sum(1 for r in self.requests_with(text) if r["image"])
+
+    def usage_sent(self, text: str) -> list[dict]:
+        """The usageMetadata of each answer with an image to a call carrying `text`."""
+        return [r["usage"] for r in self.requests_with(text) if r["image"] and r.get("usage")]
 
     def _respond(self, path: str, headers: dict, body, prompt: str, bad_input, inputs) -> tuple[int, str, bytes]:
         if not re.fullmatch(r"/v1beta/models/[A-Za-z0-9._-]+:generateContent", path):

@@ -5,6 +5,7 @@ infrastructure modules harness.py and fake_gemini.py), never from each other."""
 from __future__ import annotations
 
 import base64
+from decimal import ROUND_HALF_UP, Decimal
 import hashlib
 import hmac
 import subprocess
@@ -243,3 +244,54 @@ def wait_for_queue_lines(worker: WorkerInstance, generation_id: str, count: int,
             return lines
         time.sleep(0.2)
     raise AssertionError(f"{len(queue_lines(worker, generation_id))} queue line(s) for {generation_id}, expected {count}")
+
+
+# --- metering: what Gemini reported, priced independently of the Worker ---
+
+# Google's published prices (USD per million tokens), as the Worker's defaults.
+PRICES = {
+    "gemini-3.1-flash-image": {"input_text": "0.50", "input_image": "0.50", "output_image": "60", "output_text": "3"},
+    "gemini-3-pro-image": {"input_text": "2", "input_image": "2", "output_image": "120", "output_text": "12"},
+}
+PRO = "gemini-3-pro-image"
+FLASH = "gemini-3.1-flash-image"
+
+
+def tokens_of(usage_metadata: list[dict]) -> dict:
+    """The token kinds of some answers' usageMetadata, summed."""
+    total = {"input_text": 0, "input_image": 0, "output_image": 0, "output_text": 0, "reasoning": 0}
+    for u in usage_metadata:
+        image_in = sum(d["tokenCount"] for d in u.get("promptTokensDetails", []) if d["modality"] == "IMAGE")
+        image_out = sum(d["tokenCount"] for d in u.get("candidatesTokensDetails", []) if d["modality"] == "IMAGE")
+        total["input_text"] += u["promptTokenCount"] - image_in
+        total["input_image"] += image_in
+        total["output_image"] += image_out
+        total["output_text"] += u["candidatesTokenCount"] - image_out
+        total["reasoning"] += u.get("thoughtsTokenCount", 0)
+    return total
+
+
+def cost_of(tokens: dict, model: str) -> str:
+    p = {k: Decimal(v) for k, v in PRICES[model].items()}
+    dollars = (tokens["input_text"] * p["input_text"] + tokens["input_image"] * p["input_image"]
+               + tokens["output_image"] * p["output_image"]
+               + (tokens["output_text"] + tokens["reasoning"]) * p["output_text"]) / Decimal(1_000_000)
+    return str(dollars.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+
+
+def expected_usage(tokens: dict, model: str, estimated: bool = False, test: bool = False) -> dict:
+    input_tokens = tokens["input_text"] + tokens["input_image"]
+    output_tokens = tokens["output_image"] + tokens["output_text"] + tokens["reasoning"]
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"text_tokens": tokens["input_text"], "image_tokens": tokens["input_image"]},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"image_tokens": tokens["output_image"], "text_tokens": tokens["output_text"],
+                                  "reasoning_tokens": tokens["reasoning"]},
+        "total_tokens": input_tokens + output_tokens,
+        "cost_usd": cost_of(tokens, model),
+        "estimated": estimated,
+        "test": test,
+    }
+
+

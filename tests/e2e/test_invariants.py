@@ -144,10 +144,13 @@ def test_the_ledger_holds_under_a_fault_mix(mix, fake_gemini):
     worst_key = api.create_key(accounts[1]["access_token"], mode="live")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         late = pool.submit(post, worst_key, {"prompt": f"{run} held #hold:{held}"})
-        futures = [pool.submit(job, key, i) for job, key, i in jobs + doomed_jobs]
         fake_gemini.wait_for_calls(f"#hold:{held}", 1)
+        # Back-dated from outside the Worker before the mix starts: a write from another
+        # process that met one of the Worker's own would fail it with SQLITE_BUSY (local D1
+        # only), which is a fault of the test, not of the Worker.
         api.worker.sql("UPDATE generations SET reserved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-20 minutes') "
                        "WHERE prompt LIKE ?", (f"%#hold:{held}%",))
+        futures = [pool.submit(job, key, i) for job, key, i in jobs + doomed_jobs]
         run_cron(api)
         fake_gemini.release(held)
         suspended = api.post(f"/v1/admin/accounts/{doomed['user']['id']}", {"suspended": True}, token=api.admin)

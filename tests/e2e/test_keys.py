@@ -9,7 +9,7 @@ from helpers import assert_error
 
 KEY_FORMAT = re.compile(r"^nb_(live|test)_[0-9a-f]{32}$")
 LIST_FIELDS = {"id", "name", "prefix", "mode", "is_active", "last_used_at", "expires_at", "revoked_at",
-               "daily_image_quota", "created_at"}
+               "daily_image_quota", "daily_budget_usd", "created_at"}
 
 
 def test_create_returns_the_full_key_once(api):

@@ -33,7 +33,10 @@ def test_gemini_model_caps_overrides_the_defaults(overridden):
     assert models["gemini-3.1-flash-image"]["max_input_images"] == 6
     assert len(models["gemini-3.1-flash-image"]["aspect_ratios"]) == 14, "what it does not name keeps its default"
     assert models["gemini-2.5-flash-image"] == {"resolutions": ["1K"], "aspect_ratios": [
-        "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"], "max_input_images": 3}
+        "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"], "max_input_images": 3,
+        "image_tokens": {"1K": 1_290}, "pricing": {
+            "input_text_per_million_usd": "0.300000", "input_image_per_million_usd": "0.300000",
+            "output_image_per_million_usd": "30.000000", "output_text_per_million_usd": "2.500000"}}
 
 
 def test_the_openai_sdk_lists_them(api):

@@ -2,9 +2,13 @@
 
 import base64
 
+import json
+import subprocess
+
 import openai
 import pytest
-from helpers import tag
+from harness import ROOT
+from helpers import FLASH, expected_usage, tag, tokens_of
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -68,3 +72,38 @@ def test_unsupported_openai_parameters_are_400_with_param(api):
     with pytest.raises(openai.BadRequestError) as caught:
         client(api, api.test_key()).images.generate(prompt="x", output_format="webp")
     assert caught.value.body["param"] == "output_format"
+
+
+@pytest.mark.parametrize("route", ["generate", "edit"])
+def test_result_usage_carries_what_gemini_reported(api, fake_gemini, route):
+    t = tag()
+    sdk = client(api, api.live_key())
+    if route == "generate":
+        result = sdk.images.generate(prompt=f"sdk usage {t}", n=2, size="1024x1024")
+    else:
+        from fake_gemini import png_bytes
+        image = ("in.png", png_bytes(900, 300, (1, 2, 3)), "image/png")
+        result = sdk.images.edit(image=image, prompt=f"sdk edit usage {t}", n=2)
+    expected = expected_usage(tokens_of(fake_gemini.usage_sent(t)), FLASH)
+    usage = result.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == \
+        (expected["input_tokens"], expected["output_tokens"], expected["total_tokens"])
+    assert usage.input_tokens_details.text_tokens == expected["input_tokens_details"]["text_tokens"]
+    assert usage.input_tokens_details.image_tokens == expected["input_tokens_details"]["image_tokens"]
+    assert usage.output_tokens_details.image_tokens == expected["output_tokens_details"]["image_tokens"]
+    assert usage.output_tokens_details.text_tokens == expected["output_tokens_details"]["text_tokens"]
+    # Beside OpenAI's fields, this service's cost.
+    assert usage.model_extra["cost_usd"] == expected["cost_usd"]
+    if route == "edit":
+        assert usage.input_tokens_details.image_tokens == 2 * 258 * 2
+
+
+def test_the_node_sdk_reads_usage_too(api, fake_gemini):
+    t = tag()
+    out = subprocess.run(["node", str(ROOT / "tests" / "sdk" / "openai_usage.mjs"), api.base, api.live_key(),
+                          f"node usage {t}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    usage = json.loads(out.stdout)
+    expected = expected_usage(tokens_of(fake_gemini.usage_sent(t)), FLASH)
+    assert usage == {k: expected[k] for k in ("input_tokens", "input_tokens_details", "output_tokens",
+                                               "output_tokens_details", "total_tokens", "cost_usd", "estimated", "test")}

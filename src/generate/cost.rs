@@ -1,0 +1,54 @@
+//! What a generation costs before it is drawn: the worst case its reservation holds
+//! against the money budgets, and the typical cost `POST /v1/estimate` shows beside it.
+//! Pure: the request, its inputs' sizes and the deployment's table decide it.
+
+use super::inputs::InputRecord;
+use super::request::GenerationRequest;
+use crate::config::Config;
+use crate::metering::{CallShape, Micros, Prices, Tokens};
+
+/// One request's estimates: per call (Gemini draws one image per call) and for its `n`.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    pub prices: Prices,
+    /// What Google documents for one call: the stand-in for an answer that reported no
+    /// usage, and what test keys report.
+    pub call_typical: Tokens,
+    pub call_worst: Tokens,
+    pub n: u32,
+}
+
+impl Estimate {
+    /// `inputs`: each input image's width and height, when known.
+    pub fn new(request: &GenerationRequest, inputs: &[(Option<u32>, Option<u32>)], config: &Config) -> Estimate {
+        let defaults;
+        let caps = match config.caps(&request.model) {
+            Some(caps) => caps,
+            None => {
+                defaults = crate::models::defaults(&request.model);
+                &defaults
+            }
+        };
+        let call = CallShape {
+            text_bytes: request.upstream_text().len(),
+            inputs,
+            image_tokens: caps.image_tokens.at(request.output.resolution),
+        };
+        Estimate { prices: caps.pricing, call_typical: call.typical(), call_worst: call.worst(), n: request.n }
+    }
+
+    /// From the records of the inputs it was made from.
+    pub fn of(request: &GenerationRequest, inputs: &[InputRecord], config: &Config) -> Estimate {
+        let sizes: Vec<_> = inputs.iter().map(|input| (input.width, input.height)).collect();
+        Estimate::new(request, &sizes, config)
+    }
+
+    /// What the reservation holds: all `n` calls at their worst.
+    pub fn worst_cost(&self) -> Micros {
+        self.call_worst.times(self.n).cost(&self.prices)
+    }
+
+    pub fn typical_cost(&self) -> Micros {
+        self.call_typical.times(self.n).cost(&self.prices)
+    }
+}
