@@ -120,9 +120,11 @@ fn a_row_type_reads_every_column_or_names_the_first_it_cannot() {
         set("created_at", JsValue::from_str("2026-11-30T00:00:00.000Z"));
         set("status", JsValue::from_str(status));
         set("webhook_url", JsValue::NULL);
+        set("reserved_micros", JsValue::from_f64(528_336.0));
         Row::from_object(object.into())
     };
     let charged = Charged::from_row(&row_of(JsValue::from_f64(2.0), "queued")).unwrap();
+    assert_eq!(charged.charge().micros, 528_336, "the money it reserved comes back with it");
     assert_eq!((charged.n, charged.user_id.as_str(), charged.inputs), (2, "u", None));
     let err = Charged::from_row(&row_of(JsValue::from_str("two"), "queued")).map(|_| ()).unwrap_err();
     assert!(err.cause.as_deref().unwrap_or_default().contains("D1 column n:"), "{:?}", err.cause);
