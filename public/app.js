@@ -5,7 +5,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const TOKEN = "nb_console_token";
-const state = { token: sessionStorage.getItem(TOKEN), role: null, cursors: [], nextCursor: null, inputs: [], models: null };
+const state = { token: sessionStorage.getItem(TOKEN), role: null, cursors: [], nextCursor: null, inputs: [], models: null, chain: [] };
 
 class ApiError extends Error {
   constructor(status, error) {
@@ -214,8 +214,9 @@ async function copyKey() {
 // ---------------------------------------------------------------- playground
 
 // `source` ({generation_id, index}) adds an "Edit this" button: the image becomes a
-// reference image of the next request.
-function figure(image, id, caption, source) {
+// reference image of the next request; `chain` (the turns that led to it) adds "Continue":
+// the next request continues its conversation.
+function figure(image, id, caption, source, chain) {
   const fig = document.createElement("figure");
   const img = Object.assign(document.createElement("img"), { src: image.url, alt: caption, loading: "lazy" });
   const text = document.createElement("figcaption");
@@ -233,7 +234,30 @@ function figure(image, id, caption, source) {
     });
     fig.append(edit);
   }
+  if (source && chain) {
+    const more = Object.assign(document.createElement("button"), { type: "button", className: "secondary continue", textContent: "Continue" });
+    more.setAttribute("aria-label", `Continue from ${id}`);
+    more.addEventListener("click", () => {
+      state.chain = [...chain, { id, url: image.url, source, caption }];
+      renderChain();
+      show("playground");
+      $("#prompt").value = "";
+      $("#prompt").focus();
+      say(`Continuing from ${id} (turn ${state.chain.length}): describe the change and press Generate.`);
+    });
+    fig.append(more);
+  }
   return fig;
+}
+
+// The conversation being continued, as a strip of its pictures, oldest first.
+function renderChain() {
+  $("#conversation").hidden = state.chain.length === 0;
+  $("#conversation-strip").replaceChildren(...state.chain.map((turn, i) => {
+    const item = document.createElement("li");
+    item.append(Object.assign(document.createElement("img"), { src: turn.url, alt: `turn ${i + 1}: ${turn.caption}` }), `${i + 1}`);
+    return item;
+  }));
 }
 
 // The ratio and resolution pickers offer what the chosen model offers (GET /v1/models).
@@ -306,7 +330,12 @@ async function generate() {
     n: Number($("#n").value || 1),
   };
   if (state.inputs.length) body.images = state.inputs.map((input) => input.image);
-  say(state.inputs.length ? "Editing…" : "Generating…");
+  const chain = state.chain;
+  if (chain.length) {
+    body.previous_generation_id = chain.at(-1).source.generation_id;
+    body.previous_image_index = chain.at(-1).source.index;
+  }
+  say(chain.length ? "Continuing…" : state.inputs.length ? "Editing…" : "Generating…");
   const credential = $("#api-key").value.trim();
   const background = $("#run-async").checked;
   let generation = await api("/v1/generate", { method: "POST", body, credential, prefer: background ? "respond-async" : undefined });
@@ -314,10 +343,12 @@ async function generate() {
   if (generation.status === "failed") throw new Error(`${generation.id} failed: ${generation.error?.message || generation.error?.code}`);
   generation.images.forEach((image, index) => {
     results.append(figure(image, `${generation.id}_${index}`, `${generation.prompt} (image ${index + 1} of ${generation.images.length})`,
-      { generation_id: generation.id, index }));
+      { generation_id: generation.id, index }, chain));
   });
   state.inputs = [];
   renderInputs();
+  state.chain = [];
+  renderChain();
   say(`Generated ${generation.images.length} image${generation.images.length > 1 ? "s" : ""} (${generation.id}).`);
 }
 
@@ -546,6 +577,11 @@ $("#key-form").addEventListener("submit", (event) => {
   act(event.submitter, () => createKey(event.target));
 });
 $("#copy-key").addEventListener("click", () => act($("#copy-key"), copyKey));
+$("#conversation-clear").addEventListener("click", () => {
+  state.chain = [];
+  renderChain();
+  say("The next generation starts a new conversation.");
+});
 $("#rotate-secret").addEventListener("click", () => act($("#rotate-secret"), rotateSecret));
 $("#generate-form").addEventListener("submit", (event) => {
   event.preventDefault();

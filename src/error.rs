@@ -118,6 +118,10 @@ codes! {
     /// The chosen model does not offer what was asked (a resolution, a ratio).
     UnsupportedByModel = "unsupported_by_model", 422, InvalidRequestError;
     IdempotencyKeyReused = "idempotency_key_reused", 422, InvalidRequestError;
+    /// A conversation past its documented limit of generations or replayed bytes.
+    ConversationTooLong = "conversation_too_long", 422, InvalidRequestError;
+    /// `previous_generation_id` names a generation of the other key mode (test or live).
+    ModeMismatch = "mode_mismatch", 422, InvalidRequestError;
     RateLimitExceeded = "rate_limit_exceeded", 429, RateLimitError;
     DailyQuotaExceeded = "daily_quota_exceeded", 429, RateLimitError;
     /// The account's live images for the day, across all its keys.

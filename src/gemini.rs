@@ -60,7 +60,7 @@ pub fn endpoint(base: &str, model: &str) -> String {
 #[cfg(test)]
 pub fn request_body(call: &ImageCall) -> String {
     let (head, tail) = request_frame(call);
-    let mut body = head;
+    let mut body = CONTENTS.to_string() + &head;
     for input in call.inputs {
         body.push_str(&inline_part(input.mime_type, input.bytes));
     }
@@ -68,9 +68,27 @@ pub fn request_body(call: &ImageCall) -> String {
     body
 }
 
+/// How a request body starts; then come the earlier turns of a conversation, if any
+/// ([`user_turn`], and the model turns kept with each image), then the new user turn
+/// ([`request_frame`]).
+const CONTENTS: &str = r#"{"contents":["#;
+
+/// An earlier user turn of a conversation: its input images, then its text, as they were
+/// sent. Ends with a comma.
+pub fn user_turn(text: &str, images: &[InlineImage]) -> String {
+    let mut turn = String::from(r#"{"role":"user","parts":["#);
+    for image in images {
+        turn.push_str(&inline_part(image.mime_type, image.bytes));
+    }
+    turn.push_str(r#"{"text":"#);
+    turn.push_str(&serde_json::Value::from(text).to_string());
+    turn.push_str("}]},");
+    turn
+}
+
 /// The body before the input parts, and after them (the text part and the config).
 fn request_frame(call: &ImageCall) -> (String, String) {
-    let head = r#"{"contents":[{"role":"user","parts":["#.to_string();
+    let head = r#"{"role":"user","parts":["#.to_string();
     let mut tail = String::from(r#"{"text":"#);
     tail.push_str(&serde_json::Value::from(call.text).to_string());
     tail.push_str("}]}],");
@@ -131,10 +149,11 @@ struct Candidate<'a> {
 
 #[derive(Deserialize)]
 struct Content<'a> {
-    /// The last non-thought image part, kept as the parts stream by: a million empty parts
-    /// from a hostile upstream cost nothing.
-    #[serde(default, borrow, rename = "parts", deserialize_with = "last_image")]
-    final_image: Option<InlineData<'a>>,
+    /// The last non-thought image part, and the turn to send back to continue from it,
+    /// kept as the parts stream by: a million empty parts from a hostile upstream cost
+    /// nothing.
+    #[serde(default, borrow, rename = "parts", deserialize_with = "answer_parts")]
+    answer: Answer<'a>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +163,40 @@ struct Part<'a> {
     inline_data: Option<InlineData<'a>>,
     #[serde(default)]
     thought: bool,
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    thought_signature: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// What an answer's parts gave: its final image and its model turn.
+#[derive(Default)]
+struct Answer<'a> {
+    final_image: Option<InlineData<'a>>,
+    /// Each non-thought part as it goes back to Gemini (JSON), and which one is the image.
+    parts: Vec<String>,
+    image_part: Option<usize>,
+    /// Bytes of text and signatures kept; past [`MAX_TURN_BYTES`] (or [`MAX_TURN_PARTS`]
+    /// parts) the turn is not kept at all.
+    kept: usize,
+    overflow: bool,
+}
+
+/// The most text and signature bytes, and parts, of a model turn kept to continue from.
+pub const MAX_TURN_BYTES: usize = 256 * 1024;
+pub const MAX_TURN_PARTS: usize = 32;
+
+/// Where an image's base64 goes in a kept model turn: a character JSON text never holds
+/// unescaped, so it cannot come from upstream.
+pub const IMAGE_SLOT: char = '\u{1}';
+
+impl Answer<'_> {
+    /// The model turn as it goes back in the next turn of a conversation: its non-thought
+    /// parts in order, text and `thoughtSignature`s exactly as received, the image's data
+    /// left as [`IMAGE_SLOT`] (its bytes are stored in R2). Ends with a comma.
+    fn turn(&self) -> Option<String> {
+        (!self.overflow).then(|| format!(r#"{{"role":"model","parts":[{}]}},"#, self.parts.join(",")))
+    }
 }
 
 #[derive(Deserialize)]
@@ -185,27 +238,48 @@ fn first_candidate<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
     Ok(first)
 }
 
-fn last_image<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<InlineData<'de>>, D::Error> {
-    let mut last = None;
+fn answer_parts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Answer<'de>, D::Error> {
+    let json = |text: &str| serde_json::Value::from(text).to_string();
+    let mut answer = Answer::default();
     let mut keep = |part: Part<'de>| {
-        if let Some(data) = part.inline_data.filter(|data| !part.thought && data.mime_type.starts_with("image/")) {
-            last = Some(data);
+        if part.thought {
+            return; // drafts are not sent back
+        }
+        let image = part.inline_data.filter(|data| data.mime_type.starts_with("image/"));
+        let mut kept = match (&image, &part.text) {
+            (Some(image), _) => {
+                format!(r#"{{"inlineData":{{"mimeType":{},"data":"{IMAGE_SLOT}"}}"#, json(&image.mime_type))
+            }
+            (None, Some(text)) => format!(r#"{{"text":{}"#, json(text)),
+            (None, None) => return,
+        };
+        if let Some(signature) = &part.thought_signature {
+            kept.push_str(r#","thoughtSignature":"#);
+            kept.push_str(&json(signature));
+        }
+        kept.push('}');
+        answer.kept += kept.len();
+        if image.is_some() {
+            // Only the last image is delivered and stored: the turn keeps that one.
+            if let Some(earlier) = answer.image_part.take() {
+                answer.parts.remove(earlier);
+            }
+            answer.image_part = Some(answer.parts.len());
+            answer.final_image = image;
+        }
+        answer.overflow |= answer.kept > MAX_TURN_BYTES || answer.parts.len() >= MAX_TURN_PARTS;
+        if !answer.overflow {
+            answer.parts.push(kept);
         }
     };
     deserializer.deserialize_seq(Fold(&mut keep, std::marker::PhantomData))?;
-    Ok(last)
+    Ok(answer)
 }
 
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: GoogleError,
-}
-
-#[derive(Deserialize)]
+/// Google's error envelope, `{"error": {"message", "details": [...]}}`: read as a
+/// `serde_json::Value` (its parser is in the wasm anyway; a derived one was not).
 struct GoogleError {
-    #[serde(default)]
     message: String,
-    #[serde(default)]
     details: Vec<serde_json::Value>,
 }
 
@@ -217,6 +291,9 @@ pub struct Image {
     pub bytes: Vec<u8>,
     /// What the answer said it used (None: it did not say, or the image was not Gemini's).
     pub usage: Option<UsageMetadata>,
+    /// The model turn to send back to continue from this image, with [`IMAGE_SLOT`] for
+    /// its data (None: not Gemini's, or too large to keep).
+    pub turn: Option<String>,
 }
 
 /// Why a retryable attempt failed; decides the final status once retries run out.
@@ -265,8 +342,9 @@ fn interpret_success(body: &[u8]) -> Attempt {
         return Attempt::Fail(upstream_failed("the image provider returned no candidates"));
     };
     let finish = candidate.finish_reason.unwrap_or_else(|| "STOP".to_string());
-    let final_image = candidate.content.and_then(|content| content.final_image);
-    match final_image {
+    let answer = candidate.content.map(|content| content.answer).unwrap_or_default();
+    let turn = answer.turn();
+    match answer.final_image {
         Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.data.as_bytes()) {
             // The type is what the bytes are, not what upstream declares: only PNG, JPEG
             // and WebP are ever stored and served.
@@ -274,7 +352,8 @@ fn interpret_success(body: &[u8]) -> Attempt {
                 Some(mime_type) => Attempt::Image(Image {
                     mime_type: mime_type.to_string(),
                     bytes,
-                    usage: response.usage_metadata.and_then(|raw| serde_json::from_str(raw.get()).ok()),
+                    usage: response.usage_metadata.and_then(|raw| UsageMetadata::parse(raw.get())),
+                    turn,
                 }),
                 None => Attempt::Fail(
                     upstream_failed("the image provider sent an image of a type this service does not serve")
@@ -308,7 +387,14 @@ fn google_error(body: &[u8]) -> Option<GoogleError> {
     if body.len() > MAX_ERROR_BYTES {
         return None;
     }
-    serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
+    let mut envelope: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = envelope.get_mut("error")?;
+    let message = error.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+    let details = match error.get_mut("details").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(details)) => details,
+        _ => Vec::new(),
+    };
+    Some(GoogleError { message, details })
 }
 
 /// Google's own message, cut short: it goes into a log line.
@@ -382,7 +468,7 @@ pub fn next_delay_ms(attempt: u32, retry_after_ms: Option<u64>, jitter: u8, rema
 
 // ---------------------------------------------------------------- the fetch loop
 
-pub use fetch::{generate_image, Prepared};
+pub use fetch::{generate_image, Draft, Prepared};
 
 mod fetch {
     use super::*;
@@ -400,11 +486,39 @@ mod fetch {
         body: JsValue,
     }
 
+    /// A request body being put together on the JS side: the earlier turns of a
+    /// conversation are pushed one at a time (each turn's images let go once it is there),
+    /// then [`Prepared::new`] adds the new turn.
+    pub struct Draft(worker::js_sys::JsString);
+
+    impl Draft {
+        pub fn new() -> Draft {
+            Draft(worker::js_sys::JsString::from(CONTENTS))
+        }
+
+        /// Appends a turn, or a piece of one.
+        pub fn push(&mut self, turn: &str) {
+            self.0 = self.0.concat(&JsValue::from_str(turn));
+        }
+    }
+
+    impl Default for Draft {
+        fn default() -> Self {
+            Draft::new()
+        }
+    }
+
     impl Prepared {
-        /// `call.inputs` must be empty: the inputs come as `inputs`, consumed in order.
-        pub fn new(base: &str, call: &ImageCall<'_>, inputs: impl IntoIterator<Item = (String, Vec<u8>)>) -> Prepared {
+        /// `call.inputs` must be empty: the inputs come as `inputs`, consumed in order,
+        /// after the earlier turns in `draft`.
+        pub fn new(
+            base: &str,
+            call: &ImageCall<'_>,
+            draft: Draft,
+            inputs: impl IntoIterator<Item = (String, Vec<u8>)>,
+        ) -> Prepared {
             let (head, tail) = request_frame(call);
-            let mut body = worker::js_sys::JsString::from(head.as_str());
+            let mut body = draft.0.concat(&JsValue::from_str(&head));
             for (mime_type, bytes) in inputs {
                 let part = inline_part(&mime_type, &bytes);
                 drop(bytes);
@@ -558,7 +672,10 @@ mod tests {
         .unwrap();
         assert_eq!((read.prompt_token_count, read.candidates_tokens_details.image), (Some(7), 1_290));
         assert_eq!(usage(&answer(json!("garbage"))), None);
-        assert_eq!(usage(&answer(json!({"promptTokenCount": -1}))), None);
+        // A count out of form counts as missing: the answer is then metered as documented.
+        assert_eq!(usage(&answer(json!({"promptTokenCount": -1}))).unwrap().prompt_token_count, None);
+        let padding = "x".repeat(crate::metering::MAX_USAGE_BYTES);
+        assert_eq!(usage(&answer(json!({"promptTokenCount": 7, "padding": padding}))), None, "too large to read");
     }
 
     #[test]
@@ -640,7 +757,14 @@ mod tests {
         ]}}]}));
         assert_eq!(
             interpret(200, &response),
-            Attempt::Image(Image { mime_type: "image/jpeg".into(), bytes: JPEG.to_vec(), usage: None })
+            Attempt::Image(Image {
+                mime_type: "image/jpeg".into(),
+                bytes: JPEG.to_vec(),
+                usage: None,
+                turn: Some(format!(
+                    r#"{{"role":"model","parts":[{{"text":"here you go"}},{{"inlineData":{{"mimeType":"image/jpeg","data":"{IMAGE_SLOT}"}}}}]}},"#
+                ))
+            })
         );
     }
 
@@ -736,5 +860,49 @@ mod tests {
         assert_eq!(next_delay_ms(1, Some(47_000), 0, 60_000), Some(47_000));
         assert_eq!(next_delay_ms(1, Some(47_000), 0, 10_000), None, "retryDelay past the deadline");
         assert_eq!(next_delay_ms(1, None, 0, 1_100), None, "no time left for another attempt");
+    }
+
+    #[test]
+    fn a_model_turn_keeps_its_parts_and_signatures_as_sent_and_drops_the_drafts() {
+        let response = body(json!({"candidates": [{"content": {"parts": [
+            {"text": "thinking", "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": b64(JPEG)}, "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": b64(PNG)}, "thoughtSignature": "ZWFybGllcg=="},
+            {"text": "Here \"it\" is.", "thoughtSignature": "c2lnLTE="},
+            {"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}, "thoughtSignature": "c2lnLTI="}
+        ]}}]}));
+        let Attempt::Image(image) = interpret(200, &response) else { panic!() };
+        let turn = image.turn.unwrap();
+        // Sent back: the same parts in the same order (the earlier image replaced by the
+        // last, the one delivered), the image's data spliced in from R2.
+        let sent = turn.replace(IMAGE_SLOT, &b64(JPEG));
+        let value: serde_json::Value = serde_json::from_str(sent.trim_end_matches(',')).unwrap();
+        assert_eq!(
+            value,
+            json!({"role": "model", "parts": [
+                {"text": "Here \"it\" is.", "thoughtSignature": "c2lnLTE="},
+                {"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}, "thoughtSignature": "c2lnLTI="}
+            ]})
+        );
+        assert_eq!(turn.matches(IMAGE_SLOT).count(), 1);
+        let user: serde_json::Value =
+            serde_json::from_str(user_turn("a \"quoted\" fox", &[]).trim_end_matches(',')).unwrap();
+        assert_eq!(user, json!({"role": "user", "parts": [{"text": "a \"quoted\" fox"}]}));
+    }
+
+    #[test]
+    fn a_turn_too_large_to_keep_is_not_kept_and_costs_no_memory() {
+        let many: Vec<serde_json::Value> =
+            (0..10_000).map(|i| json!({"text": "", "thoughtSignature": format!("s{i}")})).collect();
+        let mut parts = many;
+        parts.push(json!({"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}}));
+        let response = body(json!({"candidates": [{"content": {"parts": parts}}]}));
+        let Attempt::Image(image) = interpret(200, &response) else { panic!() };
+        assert_eq!(image.turn, None, "past MAX_TURN_PARTS the turn is dropped, the image kept");
+        let long = "x".repeat(MAX_TURN_BYTES + 1);
+        let response = body(json!({"candidates": [{"content": {"parts": [
+            {"text": long}, {"inlineData": {"mimeType": "image/jpeg", "data": b64(JPEG)}}]}}]}));
+        let Attempt::Image(image) = interpret(200, &response) else { panic!() };
+        assert_eq!(image.turn, None);
     }
 }

@@ -3,7 +3,7 @@
 //! number of micro-dollars, never a float. Pure: the engine meters each answer with it,
 //! the reservation reserves its worst case, `POST /v1/estimate` shows both estimates.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Money: an integer number of micro-dollars (US$ 0.000001).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,13 +119,16 @@ const UNKNOWN_INPUT_EDGE: u32 = 4_096;
 /// Tokens a prompt may take beyond one per byte (the turn's framing).
 const TEXT_OVERHEAD: u64 = 64;
 
+/// An image's width and height, when its header gave them.
+pub type Pixels = (Option<u32>, Option<u32>);
+
 /// What one call of a generation sends and asks for, as the estimates need it.
 #[derive(Debug, Clone, Copy)]
 pub struct CallShape<'a> {
     /// Bytes of the text sent (prompt and style instruction).
     pub text_bytes: usize,
     /// Each input's width and height, when its header gave them.
-    pub inputs: &'a [(Option<u32>, Option<u32>)],
+    pub inputs: &'a [Pixels],
     /// The model's documented output image tokens at the asked resolution.
     pub image_tokens: u64,
 }
@@ -215,18 +218,51 @@ impl std::ops::Add for Tokens {
     }
 }
 
-/// Gemini's `usageMetadata`, the fields that are billed. The details by modality are
-/// summed as they stream by: a hostile answer's million entries cost no memory.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Gemini's `usageMetadata`, the fields that are billed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UsageMetadata {
     pub prompt_token_count: Option<u64>,
-    #[serde(default)]
     pub prompt_tokens_details: ByModality,
     pub candidates_token_count: Option<u64>,
-    #[serde(default)]
     pub candidates_tokens_details: ByModality,
     pub thoughts_token_count: Option<u64>,
+}
+
+/// A `usageMetadata` larger than this is not read (Gemini's are a few hundred bytes): it
+/// is read as a `serde_json::Value` tree, which must stay small whatever upstream sends.
+pub const MAX_USAGE_BYTES: usize = 16 * 1024;
+
+impl UsageMetadata {
+    /// Reads it from its JSON; None when it is not an object, or too large to read.
+    pub fn parse(json: &str) -> Option<UsageMetadata> {
+        use serde_json::Value;
+        if json.len() > MAX_USAGE_BYTES {
+            return None;
+        }
+        let usage: Value = serde_json::from_str(json).ok()?;
+        usage.as_object()?;
+        let count = |name: &str| usage.get(name).and_then(Value::as_u64);
+        let details = |name: &str| match usage.get(name).and_then(Value::as_array) {
+            None => ByModality::default(),
+            Some(items) => ByModality {
+                present: !items.is_empty(),
+                image: items
+                    .iter()
+                    .filter(|item| {
+                        item.get("modality").and_then(Value::as_str).is_some_and(|m| m.eq_ignore_ascii_case("IMAGE"))
+                    })
+                    .filter_map(|item| item.get("tokenCount").and_then(Value::as_u64))
+                    .fold(0, u64::saturating_add),
+            },
+        };
+        Some(UsageMetadata {
+            prompt_token_count: count("promptTokenCount"),
+            prompt_tokens_details: details("promptTokensDetails"),
+            candidates_token_count: count("candidatesTokenCount"),
+            candidates_tokens_details: details("candidatesTokensDetails"),
+            thoughts_token_count: count("thoughtsTokenCount"),
+        })
+    }
 }
 
 /// A `[{modality, tokenCount}]` list, summed: its IMAGE tokens, and whether it had any entry.
@@ -234,40 +270,6 @@ pub struct UsageMetadata {
 pub struct ByModality {
     pub image: u64,
     pub present: bool,
-}
-
-impl<'de> Deserialize<'de> for ByModality {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Sum;
-        impl<'de> serde::de::Visitor<'de> for Sum {
-            type Value = ByModality;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of modality counts")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<ByModality, A::Error> {
-                let mut sum = ByModality::default();
-                while let Some(item) = items.next_element::<ModalityCount>()? {
-                    sum.present = true;
-                    if item.modality.eq_ignore_ascii_case("IMAGE") {
-                        sum.image = sum.image.saturating_add(item.token_count);
-                    }
-                }
-                Ok(sum)
-            }
-        }
-        deserializer.deserialize_seq(Sum)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ModalityCount<'a> {
-    #[serde(borrow)]
-    modality: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    token_count: u64,
 }
 
 /// What one answer's tokens were, and whether they had to be estimated.
@@ -356,7 +358,7 @@ mod tests {
 
     #[test]
     fn usage_metadata_is_split_by_modality_and_estimated_when_it_is_not() {
-        let reported: UsageMetadata = serde_json::from_str(
+        let reported = UsageMetadata::parse(
             r#"{"promptTokenCount": 270, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12},
                 {"modality": "IMAGE", "tokenCount": 258}], "candidatesTokenCount": 1150,
                 "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}, {"modality": "TEXT", "tokenCount": 30}],
@@ -378,8 +380,7 @@ mod tests {
             }
         );
         assert_eq!((metered.tokens.input(), metered.tokens.output()), (270, 1_320));
-        let bare: UsageMetadata =
-            serde_json::from_str(r#"{"promptTokenCount": 12, "candidatesTokenCount": 1290}"#).unwrap();
+        let bare = UsageMetadata::parse(r#"{"promptTokenCount": 12, "candidatesTokenCount": 1290}"#).unwrap();
         let metered = meter(Some(&bare), image(1_120));
         assert_eq!(
             (metered.tokens.input_text, metered.tokens.output_image, metered.tokens.output_text),
@@ -389,25 +390,29 @@ mod tests {
         let none = meter(None, image(2_000));
         assert_eq!((none.tokens.output_image, none.estimated), (2_000, true));
         // A report below the documented tokens (with no split) is raised to them.
-        let low: UsageMetadata =
-            serde_json::from_str(r#"{"promptTokenCount": 5, "candidatesTokenCount": 10}"#).unwrap();
+        let low = UsageMetadata::parse(r#"{"promptTokenCount": 5, "candidatesTokenCount": 10}"#).unwrap();
         assert_eq!(meter(Some(&low), image(1_120)).tokens.output_image, 1_120);
     }
 
     #[test]
-    fn details_are_summed_as_they_stream_and_hostile_counts_are_capped() {
+    fn details_are_summed_and_hostile_sizes_and_counts_are_capped() {
         let many = format!(
             r#"{{"promptTokenCount": 99999999999999999, "promptTokensDetails": [{}], "candidatesTokenCount": 5000,
                 "candidatesTokensDetails": [{{"modality": "IMAGE", "tokenCount": 1000}}, {{"modality": "image", "tokenCount": 120}}]}}"#,
             vec![r#"{"modality": "IMAGE", "tokenCount": 1}"#; 10_000].join(",")
         );
-        let usage: UsageMetadata = serde_json::from_str(&many).unwrap();
+        assert_eq!(UsageMetadata::parse(&many), None, "past MAX_USAGE_BYTES it is not read");
+        let many = many.replace(
+            &vec![r#"{"modality": "IMAGE", "tokenCount": 1}"#; 10_000].join(","),
+            &vec![r#"{"modality": "IMAGE", "tokenCount": 1}"#; 100].join(","),
+        );
+        let usage = UsageMetadata::parse(&many).unwrap();
         let metered = meter(Some(&usage), image(1_120));
-        assert_eq!(metered.tokens.input_image, 10_000);
-        assert_eq!(metered.tokens.input_text, MAX_REPORTED_TOKENS - 10_000);
+        assert_eq!(metered.tokens.input_image, 100);
+        assert_eq!(metered.tokens.input_text, MAX_REPORTED_TOKENS - 100);
         assert_eq!((metered.tokens.output_image, metered.tokens.output_text), (1_120, 3_880));
         assert!(!metered.estimated);
-        let huge: UsageMetadata = serde_json::from_str(
+        let huge = UsageMetadata::parse(
             r#"{"promptTokenCount": 1, "candidatesTokenCount": 18446744073709551615, "thoughtsTokenCount": 18446744073709551615,
                 "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 18446744073709551615}]}"#,
         )

@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn data_urls_carry_type_and_bytes() {
-        let image = Image { mime_type: "image/png".into(), bytes: vec![1, 2, 3], usage: None };
+        let image = Image { mime_type: "image/png".into(), bytes: vec![1, 2, 3], usage: None, turn: None };
         assert_eq!(data_url(&image), "data:image/png;base64,AQID");
     }
 }

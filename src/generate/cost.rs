@@ -2,6 +2,7 @@
 //! against the money budgets, and the typical cost `POST /v1/estimate` shows beside it.
 //! Pure: the request, its inputs' sizes and the deployment's table decide it.
 
+use super::chain::Chain;
 use super::inputs::InputRecord;
 use super::request::GenerationRequest;
 use crate::config::Config;
@@ -19,8 +20,15 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// `inputs`: each input image's width and height, when known.
-    pub fn new(request: &GenerationRequest, inputs: &[(Option<u32>, Option<u32>)], config: &Config) -> Estimate {
+    /// `inputs`: each input image's width and height, when known; `chain`: the earlier
+    /// turns it replays when it continues a conversation (their text and images count as
+    /// input of every call).
+    pub fn new(
+        request: &GenerationRequest,
+        inputs: &[(Option<u32>, Option<u32>)],
+        chain: Option<&Chain>,
+        config: &Config,
+    ) -> Estimate {
         let defaults;
         let caps = match config.caps(&request.model) {
             Some(caps) => caps,
@@ -29,18 +37,20 @@ impl Estimate {
                 &defaults
             }
         };
+        let (history_text, mut images) = chain.map(Chain::shape).unwrap_or_default();
+        images.extend_from_slice(inputs);
         let call = CallShape {
-            text_bytes: request.upstream_text().len(),
-            inputs,
+            text_bytes: request.upstream_text().len() + history_text,
+            inputs: &images,
             image_tokens: caps.image_tokens.at(request.output.resolution),
         };
         Estimate { prices: caps.pricing, call_typical: call.typical(), call_worst: call.worst(), n: request.n }
     }
 
     /// From the records of the inputs it was made from.
-    pub fn of(request: &GenerationRequest, inputs: &[InputRecord], config: &Config) -> Estimate {
+    pub fn of(request: &GenerationRequest, inputs: &[InputRecord], chain: Option<&Chain>, config: &Config) -> Estimate {
         let sizes: Vec<_> = inputs.iter().map(|input| (input.width, input.height)).collect();
-        Estimate::new(request, &sizes, config)
+        Estimate::new(request, &sizes, chain, config)
     }
 
     /// What the reservation holds: all `n` calls at their worst.

@@ -24,6 +24,7 @@
 //! `n` in parallel; each is stored in R2 as soon as it arrives and its bytes let go (a 4K
 //! image is 10 to 20 MB: four of them are never all held at once).
 
+use super::chain::{self, Chain};
 use super::cost::Estimate;
 use super::inputs::{self, Input, InputRecord, InputSpec};
 use super::jobs::{self, Job};
@@ -61,6 +62,8 @@ pub struct Generation<'r> {
     origin: String,
     /// What the inputs were, once read.
     input_records: Vec<InputRecord>,
+    /// The earlier turns of the conversation it continues, once read and checked.
+    chain: Option<Chain>,
 }
 
 impl<'r> Generation<'r> {
@@ -89,6 +92,7 @@ impl<'r> Generation<'r> {
             request,
             origin,
             input_records: Vec::new(),
+            chain: None,
         })
     }
 
@@ -115,21 +119,27 @@ impl<'r> Generation<'r> {
 
     /// The input images' bytes, in order (before anything is charged: a missing one costs
     /// nothing). Output that follows the inputs takes the first one's ratio.
+    /// A continued generation's chain is read and checked here too, before anything is
+    /// reserved; its shape follows the first input, else the image it continues.
     async fn read_inputs(&mut self) -> ApiResult<Vec<Input>> {
         let specs = std::mem::take(&mut self.request.inputs);
-        if specs.is_empty() {
-            return Ok(Vec::new());
+        let inputs = match specs.is_empty() {
+            true => Vec::new(),
+            false => resolve_inputs(&self.db, storage::bucket(self.rc).as_ref(), self.principal, specs).await?,
+        };
+        self.input_records = inputs.iter().map(|input| input.record.clone()).collect();
+        if let Some(previous) = &self.request.previous {
+            let (user, mode, added) =
+                (&self.principal.user_id, self.principal.mode, chain::bytes_of(&self.input_records));
+            self.chain = Some(Chain::load(&self.db, user, mode, previous, added).await?);
         }
-        let bucket = storage::bucket(self.rc);
-        let inputs = resolve_inputs(&self.db, bucket.as_ref(), self.principal, specs).await?;
         if self.request.output.follows_inputs {
             let first = inputs.first().and_then(|input| input.record.width.zip(input.record.height));
-            let caps = self.rc.config.model_caps.iter().find(|(id, _)| *id == self.request.model);
-            if let (Some((width, height)), Some((_, caps))) = (first, caps) {
+            let shape = first.or_else(|| self.chain.as_ref().and_then(Chain::previous_size));
+            if let (Some((width, height)), Some(caps)) = (shape, self.rc.config.caps(&self.request.model)) {
                 self.request.output.follow(width, height, &caps.aspect_ratios);
             }
         }
-        self.input_records = inputs.iter().map(|input| input.record.clone()).collect();
         Ok(inputs)
     }
 
@@ -140,7 +150,7 @@ impl<'r> Generation<'r> {
         let mut batch = Batch::new();
         let created_iso = iso_from_millis(rc.now_ms);
         let reserved_iso = iso_from_millis(crate::time::now_millis());
-        let worst = Estimate::of(&self.request, &self.input_records, &rc.config).worst_cost();
+        let worst = Estimate::of(&self.request, &self.input_records, self.chain.as_ref(), &rc.config).worst_cost();
         let slot = Reservation {
             id: &self.id,
             key: usage::KeyRef::Id(&principal.key_id),
@@ -153,6 +163,7 @@ impl<'r> Generation<'r> {
             input_records: &self.input_records,
             status,
             worst,
+            conversation_id: self.chain.as_ref().map(Chain::conversation_id),
         }
         .push(&mut batch, &self.db, &rc.config)?;
         let results = match self.db.batch(batch).await {
@@ -191,7 +202,8 @@ impl<'r> Reserved<'r> {
         origin: String,
         used_after: u32,
     ) -> Self {
-        let generation = Generation { rc, db, principal, request, id, day, origin, input_records: Vec::new() };
+        let generation =
+            Generation { rc, db, principal, request, id, day, origin, input_records: Vec::new(), chain: None };
         Reserved { generation, used_after, reserved }
     }
 
@@ -343,7 +355,7 @@ impl<'r> Reserved<'r> {
         let finished_iso = iso_from_millis(crate::time::now_millis());
         // Only the delivered images' calls are charged; their cost settles the reservation.
         let tokens = kept.iter().fold(Tokens::default(), |sum, (_, k)| sum + k.tokens);
-        let estimate = Estimate::of(&g.request, &g.input_records, &g.rc.config);
+        let estimate = Estimate::of(&g.request, &g.input_records, None, &g.rc.config);
         let cost = tokens.cost(&estimate.prices);
         let estimated = kept.iter().any(|(_, k)| k.estimated);
         if cost > self.reserved {
@@ -354,9 +366,19 @@ impl<'r> Reserved<'r> {
             );
         }
         let refund = i64::try_from(self.reserved.0).unwrap_or(i64::MAX) - i64::try_from(cost.0).unwrap_or(i64::MAX);
+        // What each delivered image's model turn was, a line per image index, to continue
+        // from it (a turn is JSON text: it holds no raw line break).
+        let mut turns = vec![""; g.request.n as usize];
+        for (index, kept) in &kept {
+            if let (Some(slot), Some(turn)) = (turns.get_mut(*index), &kept.turn) {
+                *slot = turn;
+            }
+        }
+        let model_turns = turns.iter().any(|turn| !turn.is_empty()).then(|| turns.join("\n"));
         let success = Success {
             object_keys: object_keys.as_deref(),
             failures: failures_json.as_deref(),
+            model_turns: model_turns.as_deref(),
             settle: usage::Charge { micros: refund, ..self.charge(failures.len() as u32, 0) },
             usage: store::Metered { model: &g.request.model, images: kept.len() as u32, tokens, cost, estimated },
             mime_type: first.map(|image| image.mime_type.as_str()).unwrap_or_default(),
@@ -394,9 +416,20 @@ impl<'r> Reserved<'r> {
     async fn draw(&self, inputs: Vec<Input>, bucket: Option<&worker::Bucket>) -> ApiResult<Vec<ApiResult<Kept>>> {
         let g = &self.generation;
         let request = &g.request;
-        let typical = Estimate::of(request, &g.input_records, &g.rc.config).call_typical;
+        // A queued generation's chain is read here, when the consumer runs it.
+        let loaded;
+        let chain = match (&g.chain, &request.previous) {
+            (Some(chain), _) => Some(chain),
+            (None, Some(previous)) => {
+                let added = chain::bytes_of(&g.input_records);
+                loaded = Chain::load(&g.db, &g.principal.user_id, g.principal.mode, previous, added).await?;
+                Some(&loaded)
+            }
+            (None, None) => None,
+        };
+        let typical = Estimate::of(request, &g.input_records, chain, &g.rc.config).call_typical;
         let Some(api_key) = provider_key(g.rc, g.principal)? else {
-            let seed = inputs::digest(&g.input_records);
+            let seed = seed(inputs::digest(&g.input_records), chain.map(Chain::digest));
             let mut kept = Vec::with_capacity(request.n as usize);
             // One at a time: each is stored and let go before the next is drawn.
             for index in 0..request.n {
@@ -414,8 +447,18 @@ impl<'r> Reserved<'r> {
             inputs: &[],
         };
         let config = &g.rc.config;
+        let mut draft = crate::gemini::Draft::new();
+        if let Some(chain) = chain {
+            let bucket = bucket.ok_or_else(|| {
+                ApiError::invalid_value(
+                    "previous_generation_id",
+                    "conversations need image storage; this deployment has none",
+                )
+            })?;
+            chain.write(&mut draft, bucket).await?;
+        }
         let inputs = inputs.into_iter().map(|input| (input.mime_type.to_string(), input.bytes));
-        let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call, inputs);
+        let prepared = crate::gemini::Prepared::new(&config.gemini_api_base, &call, draft, inputs);
         // Gemini draws one image per call: n calls in parallel, each with its own outcome.
         // Every call is waited for, so none is still storing when a failure cleans up.
         let calls = (0..request.n as usize).map(|index| {
@@ -442,12 +485,13 @@ impl<'r> Reserved<'r> {
     async fn keep(
         &self,
         index: usize,
-        image: Image,
+        mut image: Image,
         (latency_ms, typical): (u64, Tokens),
         bucket: Option<&worker::Bucket>,
     ) -> ApiResult<Kept> {
         let g = &self.generation;
         let metered = crate::metering::meter(image.usage.as_ref(), typical);
+        let turn = image.turn.take();
         let (width, height) = crate::media::dimensions(&image.bytes).unzip();
         let b64_json = (g.request.response_format == ResponseFormat::B64Json)
             .then(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
@@ -461,7 +505,7 @@ impl<'r> Reserved<'r> {
             None => storage::data_url(&image),
         };
         let delivered = DeliveredImage { url: Some(url), b64_json, mime_type, width, height };
-        Ok(Kept { delivered, bytes, latency_ms, tokens: metered.tokens, estimated: metered.estimated })
+        Ok(Kept { delivered, bytes, latency_ms, tokens: metered.tokens, estimated: metered.estimated, turn })
     }
 }
 
@@ -495,6 +539,22 @@ struct Kept {
     /// What its call reported it used, and whether that had to be estimated.
     tokens: Tokens,
     estimated: bool,
+    /// The model turn to continue from it.
+    turn: Option<String>,
+}
+
+/// The synthetic provider's seed: the inputs' digest, and the chain's when it continues one.
+fn seed(inputs: Option<[u8; 32]>, chain: Option<[u8; 32]>) -> Option<[u8; 32]> {
+    match (inputs, chain) {
+        (None, None) => None,
+        (one, None) | (None, one) => one,
+        (Some(inputs), Some(chain)) => {
+            let mut hasher = hmac_sha256::Hash::new();
+            hasher.update(inputs);
+            hasher.update(chain);
+            Some(hasher.finalize())
+        }
+    }
 }
 
 fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 32]>) -> Image {
@@ -506,7 +566,7 @@ fn synthetic_image(request: &GenerationRequest, index: u32, inputs: Option<[u8; 
         index,
         inputs,
     };
-    Image { mime_type: "image/png".to_string(), bytes: render_png(&spec), usage: None }
+    Image { mime_type: "image/png".to_string(), bytes: render_png(&spec), usage: None, turn: None }
 }
 
 /// Gemini's key for a live key (503 when the deployment has none); None for a test key,

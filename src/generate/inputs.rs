@@ -15,7 +15,7 @@
 use crate::error::{ApiError, ApiResult, Code};
 use base64::Engine;
 use hmac_sha256::Hash as Sha256;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ pub struct Input {
 /// What a generation was made from, as stored with it (never the bytes) and shown in
 /// history: the source generation and index of an earlier image, or the digest of bytes
 /// that were sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[cfg_attr(test, schemars(deny_unknown_fields))]
 pub struct InputRecord {
@@ -403,7 +403,25 @@ pub fn digest(records: &[InputRecord]) -> Option<[u8; 32]> {
 
 /// The records of a generation's inputs, as stored (NULL: none).
 pub fn parse_records(stored: Option<&str>) -> Vec<InputRecord> {
-    stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
+    // Read through serde_json's Value (in the wasm anyway) rather than a derived
+    // Deserialize: the records are ours, written by `Serialize` above.
+    let Some(Ok(Value::Array(items))) = stored.map(serde_json::from_str::<Value>) else { return Vec::new() };
+    let text = |item: &Value, name: &str| item.get(name).and_then(Value::as_str).map(str::to_string);
+    let number = |item: &Value, name: &str| item.get(name).and_then(Value::as_u64);
+    let small = |item: &Value, name: &str| number(item, name).and_then(|n| u32::try_from(n).ok());
+    items
+        .iter()
+        .map(|item| InputRecord {
+            source: text(item, "source").unwrap_or_default(),
+            generation_id: text(item, "generation_id"),
+            index: small(item, "index"),
+            sha256: text(item, "sha256").unwrap_or_default(),
+            bytes: number(item, "bytes").unwrap_or(0),
+            mime_type: text(item, "mime_type").unwrap_or_default(),
+            width: small(item, "width"),
+            height: small(item, "height"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

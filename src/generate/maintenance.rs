@@ -119,6 +119,8 @@ async fn salvage(
         let success = Success {
             object_keys: Some(&object_keys),
             failures: failures_json.as_deref(),
+            // What Gemini answered died with the Worker: these images cannot be continued.
+            model_turns: None,
             settle,
             usage: store::Metered {
                 model: &generation.model,

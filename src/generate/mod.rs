@@ -6,15 +6,17 @@
 //! - `maintenance` the cron's work: abandoned generations, expiring test images
 //! - `notify`      webhook events and their delivery
 //! - `engine`      the lifecycle: `Generation` -> `Reserved` -> finish | fail | park
+//! - `cost`        what a request may cost, before it is drawn (pure)
+//! - `chain`       conversations: the earlier turns a continued generation replays
 //! - `render`      what a client receives: answers, records, history pages
 //! - `store`       every statement on `generations`: the reservation chain, endings
 //! - `request`, `edits`, `inputs`   parsing a request (pure)
-//! - `cost`        what a request may cost, before it is drawn (pure)
 //! - `prefer`, `status`, `jobs`     leaves: RFC 7240, which status may follow which, the
 //!   queue message
 //!
 //! Owns the `generations` table (only `store` touches it).
 
+pub mod chain;
 pub mod cost;
 pub mod edits;
 pub mod engine;

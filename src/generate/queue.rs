@@ -126,6 +126,10 @@ async fn generate(rc: &RequestContext, generation_id: &str, origin: &str) -> Han
         style: taken.style,
         n: taken.n,
         webhook_url: taken.webhook_url.clone(),
+        previous: taken.previous_generation_id.clone().map(|generation_id| super::request::Previous {
+            generation_id,
+            image_index: taken.previous_image_index.unwrap_or(0),
+        }),
     });
     let day = taken.created_at.get(..10).unwrap_or_default().to_string();
     let input_count = records.len();

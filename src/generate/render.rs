@@ -359,6 +359,13 @@ pub struct GenerationRecord {
     /// What it used and cost once it ended (zero when it failed or was canceled: nothing
     /// is charged then); null while it is queued or running.
     usage: Option<Usage>,
+    /// The generation it continued, as the next turn of a conversation (null: none).
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::optional_generation_id"))]
+    previous_generation_id: Option<String>,
+    /// The id of the conversation's first generation (its own id when it continued none):
+    /// `GET /v1/generations?conversation_id=` lists the conversation.
+    #[cfg_attr(test, schemars(schema_with = "crate::openapi::schema::generation_id"))]
+    conversation_id: String,
     /// Where an asynchronous generation announces its outcome, and how that went (null
     /// when it has no webhook_url).
     webhook: Option<WebhookState>,
@@ -455,6 +462,8 @@ fn record_with(row: RecordRow, url: impl Fn(&str, usize, KeyMode) -> ApiResult<S
         error: row.error_code.map(|code| Failure { code, message: row.error_message }),
         failures: failures(row.failures),
         usage,
+        previous_generation_id: row.previous_generation_id,
+        conversation_id: row.conversation_id,
         webhook: row.webhook_url.map(|url| WebhookState {
             url,
             attempts: row.webhook_attempts,
@@ -503,6 +512,8 @@ mod tests {
             reasoning_tokens: 130,
             cost_micros: 135_368,
             usage_estimated: 0,
+            previous_generation_id: None,
+            conversation_id: "gen_1".into(),
         }
     }
 

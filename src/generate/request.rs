@@ -167,6 +167,7 @@ pub struct StoredRequest {
     pub style: String,
     pub n: u32,
     pub webhook_url: Option<String>,
+    pub previous: Option<Previous>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -182,6 +183,15 @@ pub struct GenerationRequest {
     pub inputs: Vec<InputSpec>,
     /// Where to announce the outcome: makes the request asynchronous (`background`).
     pub webhook_url: Option<String>,
+    /// The generation (and its image) this one continues, as the next turn of a conversation.
+    pub previous: Option<Previous>,
+}
+
+/// `previous_generation_id` and `previous_image_index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    pub generation_id: String,
+    pub image_index: u32,
 }
 
 impl GenerationRequest {
@@ -247,6 +257,10 @@ impl GenerationRequest {
                 return Err(ApiError::invalid_value("response_format", "response_format must be url or b64_json"))
             }
         };
+        let previous = match shape {
+            Shape::Native => parse_previous(&mut body)?,
+            Shape::OpenAi => None,
+        };
         let webhook_url = body.optional_str("webhook_url")?;
         if let Some(url) = &webhook_url {
             crate::webhooks::check_url(url, config.webhook_allow_http_localhost)?;
@@ -260,7 +274,7 @@ impl GenerationRequest {
         } else {
             body.finish()?;
         }
-        Ok(GenerationRequest { prompt, output, style, n, model, response_format, inputs, webhook_url })
+        Ok(GenerationRequest { prompt, output, style, n, model, response_format, inputs, webhook_url, previous })
     }
 
     /// The request of a queued generation, rebuilt from its stored record by the queue
@@ -288,12 +302,46 @@ impl GenerationRequest {
             response_format: ResponseFormat::Url,
             inputs: Vec::new(),
             webhook_url: record.webhook_url,
+            previous: record.previous,
         }
     }
 
     /// The text sent upstream: the prompt, then the style's instruction.
     pub fn upstream_text(&self) -> String {
         format!("{}\n\n{}", self.prompt, self.style.instruction())
+    }
+}
+
+/// [`GenerationRequest::upstream_text`] of a stored generation (its prompt and style name).
+pub fn upstream_text_of(prompt: &str, style: &str) -> String {
+    let style = if style == Style::Artistic.as_str() { Style::Artistic } else { Style::Natural };
+    format!("{prompt}\n\n{}", style.instruction())
+}
+
+impl GenerationRequest {}
+
+/// `previous_generation_id` (a generation id) and `previous_image_index` (which of its
+/// images, default 0); the index alone is an error.
+fn parse_previous(body: &mut JsonObject) -> ApiResult<Option<Previous>> {
+    let id = body.optional_str("previous_generation_id")?;
+    let index = body.optional_u32("previous_image_index", 0..=MAX_IMAGES - 1)?;
+    match (id, index) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            Err(ApiError::invalid_value("previous_image_index", "previous_image_index needs previous_generation_id"))
+        }
+        (Some(id), index) => {
+            let plausible = id.starts_with("gen_")
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plausible {
+                return Err(ApiError::invalid_value(
+                    "previous_generation_id",
+                    "previous_generation_id must be a generation id (gen_...)",
+                ));
+            }
+            Ok(Some(Previous { generation_id: id, image_index: index.unwrap_or(0) }))
+        }
     }
 }
 
@@ -422,6 +470,17 @@ pub struct GenerateRequestDoc {
     /// at most 2048 characters. Needs the account's webhook secret (`POST /v1/webhook_secret`).
     #[schemars(length(max = 2048), url)]
     pub webhook_url: Option<String>,
+    /// Continue this generation, as the next turn of its conversation: Gemini receives
+    /// every earlier turn of the chain (their text, the earlier images they named, and
+    /// each model turn with its thought signatures as received), then this one. The same
+    /// account's, drawn with a key of the same mode (else 422 `mode_mismatch`); at most 8
+    /// generations and 14 MiB of replayed images in a conversation (else 422
+    /// `conversation_too_long`). Uploads of earlier turns are not kept, so not replayed.
+    #[schemars(schema_with = "crate::openapi::schema::generation_id")]
+    pub previous_generation_id: Option<String>,
+    /// Which image of `previous_generation_id` to continue from, when it has several.
+    #[schemars(range(min = 0, max = 3), extend("default" = 0))]
+    pub previous_image_index: Option<u32>,
 }
 
 /// The body of `POST /v1/images/generations`: OpenAI's Images API request.

@@ -97,11 +97,26 @@ pub async fn estimate(req: &mut Request, rc: &RequestContext) -> ApiResult<Respo
             InputSpec::Generation { .. } => (None, None),
         })
         .collect();
-    let estimate = super::cost::Estimate::new(&request, &sizes, &rc.config);
     let mode = match &caller {
         auth::Caller::Key(principal) => principal.mode,
         auth::Caller::Account(_) => KeyMode::Live,
     };
+    // A continued turn replays its conversation: the chain is read (and checked) too.
+    let chain = match &request.previous {
+        None => None,
+        Some(previous) => {
+            let added = request
+                .inputs
+                .iter()
+                .map(|spec| match spec {
+                    InputSpec::Inline(input) => input.record.bytes,
+                    InputSpec::Generation { .. } => 0,
+                })
+                .sum();
+            Some(super::chain::Chain::load(&rc.db()?, caller.user_id(), mode, previous, added).await?)
+        }
+    };
+    let estimate = super::cost::Estimate::new(&request, &sizes, chain.as_ref(), &rc.config);
     let usage = |tokens: crate::metering::Tokens| {
         let tokens = tokens.times(request.n);
         render::Usage::new(tokens, tokens.cost(&estimate.prices), true, mode)
@@ -200,7 +215,7 @@ fn folded_request(
         return None;
     }
     let request = GenerationRequest::parse(fields.clone(), Vec::new(), &rc.config, entry.shape()).ok()?;
-    request.webhook_url.is_none().then_some(request)
+    (request.webhook_url.is_none() && request.previous.is_none()).then_some(request)
 }
 
 /// A synchronous text-only generation whose key lookup, rate limit and reservation (with
@@ -219,7 +234,7 @@ async fn generate_folded(
     let (id, day) = (engine::new_id()?, crate::time::date_from_millis(rc.now_ms));
     let now_iso = crate::time::iso_from_millis(rc.now_ms);
     let key_hash = key.hash();
-    let worst = super::cost::Estimate::of(&request, &[], &rc.config).worst_cost();
+    let worst = super::cost::Estimate::of(&request, &[], None, &rc.config).worst_cost();
     let mut batch = Batch::new();
     let pending = auth::PendingKey::push(rc, key, &mut batch)?;
     let take = rate_limit::Take::push(&mut batch, &db, &key_hash, rc.config.rate_limit_per_minute, rc.now_ms)?;
@@ -235,6 +250,7 @@ async fn generate_folded(
         input_records: &[],
         status: Status::Pending,
         worst,
+        conversation_id: None,
     }
     .push(&mut batch, &db, &rc.config)?;
     let results = match db.batch(batch).await {
@@ -411,6 +427,7 @@ pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
 /// `GET /v1/generations`: a page of the caller's history, newest first. An account sees
 /// every key's generations, an API key its own.
 pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response> {
+    let conversation = http::query_param(req, "conversation_id")?.filter(|c| !c.is_empty());
     let params =
         match (parse_limit(http::query_param(req, "limit")?.as_deref()), http::query_param(req, "starting_after")) {
             (Ok(limit), Ok(cursor)) => Ok((limit, cursor.filter(|c| !c.is_empty()))),
@@ -432,7 +449,8 @@ pub async fn list(req: &mut Request, rc: &RequestContext) -> ApiResult<Response>
         }
     };
     let (limit, cursor) = params?;
-    let (page, cursor_check) = store::push_page(&mut batch, &db, &visible, cursor.as_deref(), limit)?;
+    let (page, cursor_check) =
+        store::push_page(&mut batch, &db, &visible, (cursor.as_deref(), conversation.as_deref()), limit)?;
     let results = db.batch(batch).await.map_err(ApiError::from)?;
     if let Some(pending) = pending {
         pending.resolve(rc, &results)?;

@@ -104,6 +104,8 @@ pub struct Reservation<'a> {
     pub status: Status,
     /// Its cost's worst case, reserved against the money budgets and recorded with it.
     pub worst: Micros,
+    /// The conversation it continues (`request.previous` names the generation), if any.
+    pub conversation_id: Option<&'a str>,
 }
 
 impl Reservation<'_> {
@@ -139,7 +141,11 @@ impl Reservation<'_> {
             .set("inputs", db::opt_text(inputs.as_deref()))
             .set("follows_inputs", db::int(i64::from(request.output.follows_inputs)))
             .set("webhook_url", db::opt_text(request.webhook_url.as_deref()))
-            .set("reserved_micros", db::int(usage::ceiling(Some(self.worst))));
+            .set("reserved_micros", db::int(usage::ceiling(Some(self.worst))))
+            .set("previous_generation_id", db::opt_text(request.previous.as_ref().map(|p| p.generation_id.as_str())))
+            .set("previous_image_index", db::opt_int(request.previous.as_ref().map(|p| i64::from(p.image_index))))
+            // A generation that continues none starts its own conversation.
+            .set("conversation_id", db::text(self.conversation_id.unwrap_or(self.id)));
         let (key_column, key) = self.key.column_and_value();
         let key_param = values.next();
         batch.push::<()>(
@@ -237,6 +243,8 @@ pub struct Success<'a> {
     pub object_keys: Option<&'a str>,
     /// JSON of the images that did not come back (`render::ImageFailure`), if any.
     pub failures: Option<&'a str>,
+    /// JSON of each image's model turn, by index (`gemini::TurnPart`s), to continue from.
+    pub model_turns: Option<&'a str>,
     /// The settlement, made with the success: the images that did not come back, and the
     /// reserved worst case less the actual cost, given back.
     pub settle: usage::Charge<'a>,
@@ -267,6 +275,7 @@ pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<b
         .set("cost_micros", count(usage.cost.0))
         .set("usage_estimated", db::int(i64::from(usage.estimated)))
         .set("failures", db::opt_text(success.failures))
+        .set("model_turns", db::opt_text(success.model_turns))
         .set("object_keys", db::opt_text(success.object_keys))
         .set("mime_type", db::text(success.mime_type))
         .set("bytes", db::int(success.bytes as i64))
@@ -416,6 +425,8 @@ crate::db::row! {
         pub webhook_url: Option<String>,
         pub created_at: String,
         pub reserved_micros: i64,
+        pub previous_generation_id: Option<String>,
+        pub previous_image_index: Option<u32>,
     }
 }
 
@@ -428,7 +439,8 @@ pub async fn take(db: &Db<'_>, id: &str, now_iso: &str) -> ApiResult<Option<Take
             "UPDATE generations SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'
                AND NOT {ACCOUNT_SUSPENDED} AND {KEY_ACTIVE}
              RETURNING api_key_id, user_id, prompt, model, size, style, n, mode, aspect_ratio, resolution,
-                       inputs, follows_inputs, webhook_url, created_at, reserved_micros"
+                       inputs, follows_inputs, webhook_url, created_at, reserved_micros, previous_generation_id,
+                       previous_image_index"
         ))
         .bind(&[db::text(id), db::text(now_iso)])?,
     )
@@ -632,7 +644,8 @@ const RECORD_COLUMNS: &str =
     "id, api_key_id, status, prompt, model, size, style, n, object_keys, mime_type, error_code, created_at, mode,
      width, height, aspect_ratio, resolution, inputs, error_message, webhook_url, webhook_attempts,
      webhook_last_status, webhook_delivered_at, failures, input_text_tokens, input_image_tokens,
-     output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros, usage_estimated";
+     output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros, usage_estimated, previous_generation_id,
+     COALESCE(conversation_id, id) AS conversation_id";
 
 /// A generation's usage columns as `render::Usage::stored` reads them, in its order.
 macro_rules! usage_columns {
@@ -683,6 +696,8 @@ crate::db::row! {
         pub reasoning_tokens: i64,
         pub cost_micros: i64,
         pub usage_estimated: i64,
+        pub previous_generation_id: Option<String>,
+        pub conversation_id: String,
     }
 }
 
@@ -743,18 +758,27 @@ pub fn push_page(
     batch: &mut Batch,
     db: &Db<'_>,
     visible: &Visible<'_>,
-    cursor: Option<&str>,
+    (cursor, conversation): (Option<&str>, Option<&str>),
     limit: u32,
 ) -> ApiResult<(Slot<RecordRow>, Slot<Found>)> {
     let (condition, [first, second]) = visible.condition();
+    // A conversation's generations: those that joined it, and the one that started it
+    // (which has no conversation_id when it is older than conversations).
     let page = batch.push::<RecordRow>(
         db.prepare(&format!(
             "SELECT {RECORD_COLUMNS} FROM generations
              WHERE {condition}
                AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM generations WHERE id = ?3))
+               AND (?5 IS NULL OR conversation_id = ?5 OR id = ?5)
              ORDER BY created_at DESC, id DESC LIMIT ?4"
         ))
-        .bind(&[first.clone(), second.clone(), db::opt_text(cursor), db::int(i64::from(limit) + 1)])?,
+        .bind(&[
+            first.clone(),
+            second.clone(),
+            db::opt_text(cursor),
+            db::int(i64::from(limit) + 1),
+            db::opt_text(conversation),
+        ])?,
     );
     let cursor_check = batch.push::<Found>(
         db.prepare(&format!("SELECT COUNT(*) AS found FROM generations WHERE {condition} AND id = ?3")).bind(&[

@@ -330,7 +330,9 @@ pub fn build() -> Value {
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
                 {"name": "starting_after", "in": "query", "schema": generation_id,
-                 "description": "the last id of the previous page"}],
+                 "description": "the last id of the previous page"},
+                {"name": "conversation_id", "in": "query", "schema": generation_id,
+                 "description": "only this conversation's generations (its first generation's id), newest first"}],
             "responses": responses(&[("200", json_response("a page", s.response::<GenerationList>(), None))],
                                    e.refs(&error, &[400, 401, 403, 422], None))}},
         "/v1/generations/{id}": {"get": {
@@ -450,6 +452,7 @@ fn sample(name: &str, schema: &Value, components: &Value) -> Value {
         "images" => json!([{"generation_id": "gen_sample", "index": 0}]),
         "webhook_url" => json!("https://example.com/hooks/nanobanana"),
         "daily_budget_usd" => json!("2.50"),
+        "previous_generation_id" => json!("gen_3f2b9c1e-0000-4000-8000-000000000000"),
         _ => {
             let is = |kind: &str| {
                 schema.get("type").is_some_and(|t| t == kind || t.as_array().is_some_and(|a| a.contains(&json!(kind))))
@@ -499,8 +502,13 @@ fn holds(schema_name: &str, parse: impl Fn(crate::body::JsonObject) -> crate::er
     documented.sort();
     assert_eq!(read, documented, "{schema_name}: the fields the parser reads are the documented properties");
 
+    // A property that only means something beside another is tried with it.
+    let needs = |name: &str| (name == "previous_image_index").then_some("previous_generation_id");
     for (name, property) in properties {
         let mut body = base.clone();
+        if let Some(other) = needs(name) {
+            body.insert(other.to_string(), sample(other, &properties[other], components));
+        }
         body.insert(name.clone(), sample(name, property, components));
         parse(object(Value::Object(body.clone())))
             .unwrap_or_else(|e| panic!("{schema_name}: documented {name} = {} refused: {e}", body[name]));

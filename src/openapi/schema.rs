@@ -26,6 +26,10 @@ pub fn generation_id(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "pattern": "^gen_[0-9a-f-]{36}$"})
 }
 
+pub fn optional_generation_id(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": ["string", "null"], "pattern": "^gen_[0-9a-f-]{36}$"})
+}
+
 pub fn key_prefix(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "minLength": 12, "maxLength": 12,
                   "description": "the first 12 characters of the key (`nb_live_1a2b`)"})

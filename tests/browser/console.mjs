@@ -205,6 +205,31 @@ await shot("5d-async");
 await tabTo("#run-async");
 await page.keyboard.press("Space");
 
+// 4d. Continue that result twice (a conversation): the strip shows the turns so far, and
+// the API keeps the chain (previous_generation_id, conversation_id).
+const generationOf = async () => (await page.textContent("#results figcaption")).match(/gen_[0-9a-f-]{36}/)[0];
+const start = await generationOf();
+const turns = [start];
+for (const [prompt, expected] of [["now at night", 1], ["and in the rain", 2]]) {
+  await press("#results button.continue");
+  await page.waitForFunction((n) => !document.querySelector("#conversation").hidden
+    && document.querySelectorAll("#conversation-strip li").length === n, expected);
+  await typeInto("#prompt", prompt);
+  if (expected === 2) await shot("5e-conversation"); // the strip of the turns so far
+  await press("#generate");
+  await page.waitForFunction((last) => {
+    const caption = document.querySelector("#results figcaption");
+    return caption && !caption.textContent.includes(last) && document.querySelector("#status").textContent.startsWith("Generated");
+  }, turns.at(-1));
+  turns.push(await generationOf());
+}
+assert.equal(await page.isHidden("#conversation"), true, "a generation ends the continuing");
+const conversation = await page.evaluate(async ([first, key]) => (await fetch(`/v1/generations?conversation_id=${first}`, {
+  headers: { authorization: `Bearer ${key}` },
+})).json(), [start, key]);
+assert.deepEqual(conversation.data.map((g) => g.id), [...turns].reverse(), "the conversation, newest first");
+assert.deepEqual(conversation.data.map((g) => g.previous_generation_id), [turns[1], turns[0], null]);
+
 // 5. Revoke the key (confirming), then the playground refuses it in plain words.
 await navigate("keys");
 await page.waitForSelector("#keys-table tbody button");

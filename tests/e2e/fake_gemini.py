@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import struct
@@ -114,8 +115,10 @@ def usage_metadata(model: str, body: dict | None, prompt: str, input_sizes: list
     the resolution, so nothing a test checks can be hard-coded in the Worker."""
     size = ((body or {}).get("generationConfig", {}).get("imageConfig", {}) or {}).get("imageSize", "1K")
     image_out = IMAGE_TOKENS.get(model, IMAGE_TOKENS["gemini-3.1-flash-image"]).get(size, 1120)
-    text_in = text_tokens(prompt)
-    image_in = sum(TILE_TOKENS * max(1, -(-w // 768)) * max(1, -(-h // 768)) for w, h in input_sizes)
+    history = (body or {}).get("_history") or {"text": "", "sizes": []}
+    text_in = text_tokens(history["text"] + prompt)
+    image_in = sum(TILE_TOKENS * max(1, -(-w // 768)) * max(1, -(-h // 768))
+                   for w, h in [*history["sizes"], *input_sizes])
     text_out = text_tokens(FINAL_TEXT) + text_tokens("Thinking about composition...")
     thoughts = 64 + len(prompt) % 97
     details_in = [{"modality": "TEXT", "tokenCount": text_in}] + (
@@ -128,6 +131,31 @@ def usage_metadata(model: str, body: dict | None, prompt: str, input_sizes: list
         "thoughtsTokenCount": thoughts,
         "totalTokenCount": text_in + image_in + image_out + text_out + thoughts,
     }
+
+
+SIGNING_KEY = b"fake-gemini-thought-signatures"
+
+
+def signature(content: str) -> str:
+    """The thoughtSignature the fake puts on a part: bound to the part's content."""
+    return base64.b64encode(hmac.new(SIGNING_KEY, content.encode(), hashlib.sha256).digest() * 4).decode()
+
+
+def check_signatures(earlier: list[dict]) -> str | None:
+    """Gemini's rule for the earlier turns of a multi-turn request: every model turn comes
+    back with its parts' signatures exactly as they were sent. The error it answers
+    otherwise, or None. Thought parts need not come back."""
+    for turn in earlier:
+        if turn.get("role") != "model":
+            continue
+        for i, part in enumerate(turn["parts"]):
+            if "inlineData" in part:
+                content = part["inlineData"]["data"]
+                if part.get("thoughtSignature") != signature(content):
+                    return "Image part is missing a thought_signature in content position 2, part position " + str(i + 1)
+            elif i == 0 and part.get("thoughtSignature") != signature(part.get("text", "")):
+                return "Text part is missing a thought_signature in content position 2, part position 1"
+    return None
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -239,12 +267,17 @@ class FakeGemini:
             body = None
         prompt = ""
         try:
-            prompt = " ".join(p.get("text", "") for p in body["contents"][0]["parts"])
+            # The new turn is the last one; earlier turns of a conversation come before it.
+            prompt = " ".join(p.get("text", "") for p in body["contents"][-1]["parts"])
         except (TypeError, KeyError, IndexError):
             pass
         inputs, bad_input = [], None
         try:
-            for part in body["contents"][0]["parts"]:
+            bad_input = check_signatures(body["contents"][:-1])
+        except (TypeError, KeyError, IndexError, AttributeError):
+            bad_input = "Invalid JSON payload received."
+        try:
+            for part in body["contents"][-1]["parts"]:
                 if "inlineData" in part:
                     data = part["inlineData"]
                     try:
@@ -257,14 +290,27 @@ class FakeGemini:
                                    "bytes": len(decoded), "size": png_size(decoded)})
         except (TypeError, KeyError, IndexError):
             pass
-        with self._lock:
-            # The base64 of inputs is not kept: a bench sends hundreds of megabytes of it.
-            if body and inputs:
-                for part in body["contents"][0]["parts"]:
+        history = {"text": "", "sizes": []}  # what earlier turns of a conversation add to the prompt
+        try:
+            for turn in body["contents"][:-1]:
+                for part in turn["parts"]:
                     if "inlineData" in part:
+                        history["sizes"].append(png_size(base64.b64decode(part["inlineData"]["data"])))
+                    elif not part.get("thought"):
+                        history["text"] += part.get("text", "")
+        except (TypeError, KeyError, IndexError, ValueError):
+            pass
+        with self._lock:
+            # The base64 of images is not kept: a bench sends hundreds of megabytes of it.
+            for turn in (body or {}).get("contents", []) if isinstance(body, dict) else []:
+                for part in turn.get("parts", []) if isinstance(turn, dict) else []:
+                    if isinstance(part, dict) and "inlineData" in part:
                         part["inlineData"]["data"] = f"<{len(part['inlineData'].get('data', ''))} base64 chars>"
+            if isinstance(body, dict):
+                body["_history"] = history
             entry = {"path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body,
-                     "prompt": prompt, "inputs": inputs, "at": time.time(), "answered": None, "image": False}
+                     "prompt": prompt, "inputs": inputs, "at": time.time(), "answered": None, "image": False,
+                     "roles": [c.get("role") for c in (body or {}).get("contents", []) if isinstance(c, dict)]}
             self.requests.append(entry)
         with self._arrived:
             self._arrived.notify_all()
@@ -346,11 +392,14 @@ class FakeGemini:
             mime, final = "image/png", SVG_BYTES
         elif "#svg" in prompt:
             mime, final = "image/svg+xml", SVG_BYTES
+        final_b64 = base64.b64encode(final).decode()
+        # As Gemini 3 image models do: a signature on the first part after the thoughts and
+        # on the image, which must come back unchanged when the conversation continues.
         parts = [
             {"text": "Thinking about composition...", "thought": True},
             {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(DRAFT_PNG).decode()}, "thought": True},
-            {"text": FINAL_TEXT},
-            {"inlineData": {"mimeType": mime, "data": base64.b64encode(final).decode()}},
+            {"text": FINAL_TEXT, "thoughtSignature": signature(FINAL_TEXT)},
+            {"inlineData": {"mimeType": mime, "data": final_b64}, "thoughtSignature": signature(final_b64)},
         ]
         return 200, "application/json", json.dumps({
             "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],

@@ -18,6 +18,6 @@ def test_console_in_headless_chromium(api):
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ["1-sign-in", "2-keys", "3-playground", "4-usage", "5-history", "5b-edited", "5c-chain", "5d-async", "6-revoked", "7-refused",
+    for name in ["1-sign-in", "2-keys", "3-playground", "4-usage", "5-history", "5b-edited", "5c-chain", "5d-async", "5e-conversation", "6-revoked", "7-refused",
                  "8-admin", "9-suspended"]:
         assert (OUTPUT_DIR / "console" / f"{name}.png").stat().st_size > 1000
