@@ -9,7 +9,7 @@ ALTER TABLE generations ADD COLUMN conversation_id TEXT;
 -- What Gemini answered for each delivered image, to send back when the conversation
 -- continues: a JSON array by image index of the model turn's non-thought parts (their
 -- text and thoughtSignature exactly as received; the image itself stays in R2), null for
--- an image that did not come back. At most 256 KiB of text and signatures per turn (a
+-- an image that did not come back. At most 128 KiB of text and signatures per turn (a
 -- turn past that is not kept, and cannot be continued); far under D1's 1 MB row limit.
 ALTER TABLE generations ADD COLUMN model_turns TEXT;
 

@@ -287,7 +287,8 @@ pub fn build() -> Value {
             "requestBody": json_body(s.request::<GenerateRequestDoc>()),
             "responses": responses(
                 &[("200", json_response("the generation (asynchronous with Prefer: wait and final in time: the \
-                    generation record, as GET /v1/generations/{id})", s.response::<GenerationResponse>(), Some(&rate))),
+                    generation record, as GET /v1/generations/{id})",
+                    json!({"anyOf": [s.response::<GenerationResponse>(), record.clone()]}), Some(&rate))),
                   ("202", queued.clone())],
                 e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/generations": {"post": {
@@ -295,7 +296,9 @@ pub fn build() -> Value {
             "security": key, "parameters": [idempotency_header(), prefer_header()],
             "requestBody": json_body(s.request::<OpenAiImagesRequestDoc>()),
             "responses": responses(
-                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate))),
+                &[("200", json_response("OpenAI-shaped result (asynchronous with Prefer: wait and final in time: the \
+                    generation record, as GET /v1/generations/{id})",
+                    json!({"anyOf": [s.response::<OpenAiImagesResponse>(), record.clone()]}), Some(&rate))),
                   ("202", queued.clone())],
                 e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/edits": {"post": {
@@ -305,7 +308,9 @@ pub fn build() -> Value {
             "requestBody": {"required": true, "content": {"multipart/form-data": {
                 "schema": s.request::<OpenAiEditRequestDoc>()}}},
             "responses": responses(
-                &[("200", json_response("OpenAI-shaped result", s.response::<OpenAiImagesResponse>(), Some(&rate))),
+                &[("200", json_response("OpenAI-shaped result (asynchronous with Prefer: wait and final in time: the \
+                    generation record)",
+                    json!({"anyOf": [s.response::<OpenAiImagesResponse>(), record.clone()]}), Some(&rate))),
                   ("202", queued.clone())],
                 e.refs(&error, &[400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504], Some(&rate)))}},
         "/v1/images/{id}": {"get": {
