@@ -114,24 +114,45 @@ pub async fn json_body(req: &mut Request) -> ApiResult<JsonObject> {
 /// refused before reading; a chunked body (no length) is cut off, 413, as soon as what
 /// arrived passes the limit: an unauthenticated client cannot make the Worker buffer more.
 pub async fn read_body(req: &mut Request, limit: usize) -> ApiResult<Vec<u8>> {
-    use futures_util::StreamExt;
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
     // No body at all (a GET, an empty POST) reads as empty.
-    let Ok(mut stream) = req.stream() else { return Ok(Vec::new()) };
+    let Some(stream) = req.inner().body() else { return Ok(Vec::new()) };
     let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| {
-            ApiError::invalid_json("the request body could not be read").caused_by(describe_worker_error(&err))
-        })?;
-        if body.len() + chunk.len() > limit {
+    let unreadable = |err: wasm_bindgen::JsValue| {
+        ApiError::invalid_json("the request body could not be read")
+            .caused_by(describe_worker_error(&worker::Error::from(err)))
+    };
+    // The stream's reader, called directly: worker's `ByteStream` wraps it in
+    // wasm_streams, whose adapters weighed several KB of wasm for this one loop.
+    let reader = call(&stream, "getReader").map_err(unreadable)?;
+    loop {
+        let chunk = match call(&reader, "read") {
+            Ok(promise) => worker::wasm_bindgen_futures::JsFuture::from(worker::js_sys::Promise::from(promise)).await,
+            Err(err) => Err(err),
+        }
+        .map_err(unreadable)?;
+        if worker::js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|done| done.as_bool()) == Some(true) {
+            return Ok(body);
+        }
+        let value = worker::js_sys::Reflect::get(&chunk, &"value".into()).map_err(unreadable)?;
+        let bytes = worker::js_sys::Uint8Array::new(&value);
+        let start = body.len();
+        if start + bytes.length() as usize > limit {
+            let _ = call(&reader, "cancel");
             return Err(ApiError::payload_too_large(limit));
         }
-        body.extend_from_slice(&chunk);
+        body.resize(start + bytes.length() as usize, 0);
+        bytes.copy_to(&mut body[start..]);
     }
-    Ok(body)
+}
+
+/// `target.method()`, for the JS objects worker wraps in more than the Worker needs.
+fn call(target: &wasm_bindgen::JsValue, method: &str) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
+    use wasm_bindgen::JsCast;
+    worker::js_sys::Reflect::get(target, &method.into())?.dyn_into::<worker::js_sys::Function>()?.call0(target)
 }
 
 /// A POST to another server (Gemini, a webhook receiver), built on the platform's

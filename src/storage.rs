@@ -18,7 +18,8 @@ use crate::gemini::Image;
 use crate::http::{header, query_param, RequestContext};
 use base64::Engine;
 use hmac_sha256::HMAC;
-use worker::{Bucket, HttpMetadata, Request, Response};
+use worker::wasm_bindgen::JsCast;
+use worker::{Bucket, Request, Response};
 
 pub const BUCKET_BINDING: &str = "IMAGES";
 /// For objects read through a public bucket domain, whose URLs never change.
@@ -144,23 +145,11 @@ pub async fn put_one(
     index: usize,
     image: Image,
 ) -> ApiResult<()> {
-    let metadata = HttpMetadata {
-        content_type: Some(image.mime_type),
-        cache_control: Some(IMMUTABLE.to_string()),
-        ..Default::default()
-    };
-    let custom =
-        [("generation_id".to_string(), generation_id.to_string()), ("api_key_id".to_string(), key_id.to_string())];
-    bucket
-        .put(object_key(generation_id, index, mode), image.bytes)
-        .http_metadata(metadata)
-        .custom_metadata(std::collections::HashMap::from(custom))
-        .execute()
-        .await
-        .map_err(|err| {
-            ApiError::new(Code::StorageFailed, "the image could not be stored")
-                .caused_by(format!("r2 put failed: {err}"))
-        })?;
+    let custom = [("generation_id", generation_id), ("api_key_id", key_id)];
+    let key = object_key(generation_id, index, mode);
+    put(bucket, &key, image.bytes, (&image.mime_type, Some(IMMUTABLE)), &custom).await.map_err(|err| {
+        ApiError::new(Code::StorageFailed, "the image could not be stored").caused_by(format!("r2 put failed: {err}"))
+    })?;
     Ok(())
 }
 
@@ -176,8 +165,7 @@ pub async fn put_inputs(
     inputs: impl IntoIterator<Item = (String, Vec<u8>)>,
 ) -> ApiResult<()> {
     for (index, (mime_type, bytes)) in inputs.into_iter().enumerate() {
-        let metadata = HttpMetadata { content_type: Some(mime_type), ..Default::default() };
-        bucket.put(input_key(generation_id, index), bytes).http_metadata(metadata).execute().await.map_err(|err| {
+        put(bucket, &input_key(generation_id, index), bytes, (&mime_type, None), &[]).await.map_err(|err| {
             ApiError::new(Code::StorageFailed, "an input image could not be stored")
                 .caused_by(format!("r2 put failed: {err}"))
         })?;
@@ -185,13 +173,71 @@ pub async fn put_inputs(
     Ok(())
 }
 
+/// `bucket.put(key, bytes, {httpMetadata, customMetadata})`, called on the binding itself:
+/// worker's `PutOptionsBuilder` converts every option R2 has (and a `HashMap` of custom
+/// metadata) and weighed a few KB of wasm for the two this service sets. The bytes are
+/// taken by value and let go once copied into JS.
+async fn put(
+    bucket: &Bucket,
+    key: &str,
+    bytes: Vec<u8>,
+    (content_type, cache_control): (&str, Option<&str>),
+    custom: &[(&str, &str)],
+) -> worker::Result<()> {
+    use worker::js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    let set = |target: &Object, name: &str, value: &str| Reflect::set(target, &name.into(), &value.into());
+    let http = Object::new();
+    set(&http, "contentType", content_type)?;
+    if let Some(cache_control) = cache_control {
+        set(&http, "cacheControl", cache_control)?;
+    }
+    let metadata = Object::new();
+    for (name, value) in custom {
+        set(&metadata, name, value)?;
+    }
+    let options = Object::new();
+    Reflect::set(&options, &"httpMetadata".into(), &http)?;
+    Reflect::set(&options, &"customMetadata".into(), &metadata)?;
+    let body = Uint8Array::from(bytes.as_slice());
+    drop(bytes);
+    let binding: &JsValue = bucket.as_ref();
+    let put: Function = Reflect::get(binding, &"put".into())?.dyn_into()?;
+    let promise: Promise = put.call3(binding, &key.into(), &body, &options)?.dyn_into()?;
+    worker::wasm_bindgen_futures::JsFuture::from(promise).await?;
+    Ok(())
+}
+
 /// An object's bytes, or None when there is no such object.
 pub async fn read(bucket: &Bucket, key: String) -> ApiResult<Option<Vec<u8>>> {
-    let Some(object) = bucket.get(key).execute().await? else { return Ok(None) };
-    match object.body() {
-        Some(body) => Ok(Some(body.bytes().await?)),
-        None => Ok(None),
-    }
+    let Some(object) = get(bucket, &key).await? else { return Ok(None) };
+    let buffer = await_promise(js_call(&object, "arrayBuffer")?).await?;
+    Ok(Some(worker::js_sys::Uint8Array::new(&buffer).to_vec()))
+}
+
+/// `bucket.get(key)` on the binding itself (the object with its body and metadata, or
+/// None): worker's `GetOptionsBuilder` converts every option R2 has, for none used here.
+async fn get(bucket: &Bucket, key: &str) -> worker::Result<Option<worker::wasm_bindgen::JsValue>> {
+    let binding: &worker::wasm_bindgen::JsValue = bucket.as_ref();
+    let get: worker::js_sys::Function = worker::js_sys::Reflect::get(binding, &"get".into())?.dyn_into()?;
+    let object = await_promise(get.call1(binding, &key.into())?).await?;
+    Ok((!object.is_null() && !object.is_undefined()).then_some(object))
+}
+
+/// `target.method()`.
+fn js_call(target: &worker::wasm_bindgen::JsValue, method: &str) -> worker::Result<worker::wasm_bindgen::JsValue> {
+    let function: worker::js_sys::Function = worker::js_sys::Reflect::get(target, &method.into())?.dyn_into()?;
+    Ok(function.call0(target)?)
+}
+
+/// A property of a JS object (undefined when absent).
+fn js_get(target: &worker::wasm_bindgen::JsValue, name: &str) -> worker::wasm_bindgen::JsValue {
+    worker::js_sys::Reflect::get(target, &name.into()).unwrap_or_default()
+}
+
+async fn await_promise(value: worker::wasm_bindgen::JsValue) -> worker::Result<worker::wasm_bindgen::JsValue> {
+    let promise: worker::js_sys::Promise = value.dyn_into()?;
+    Ok(worker::wasm_bindgen_futures::JsFuture::from(promise).await?)
 }
 
 /// A queued generation's input images, in order.
@@ -256,9 +302,9 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
     let not_found = || ApiError::not_found("no image with this id");
     let (generation_id, index, mode) = parse_image_id(image_id_param).ok_or_else(not_found)?;
     let bucket = bucket(rc).ok_or_else(not_found)?;
-    let object = bucket.get(object_key(generation_id, index, mode)).execute().await?.ok_or_else(not_found)?;
+    let object = get(&bucket, &object_key(generation_id, index, mode)).await?.ok_or_else(not_found)?;
 
-    let etag = object.http_etag();
+    let etag = js_get(&object, "httpEtag").as_string().unwrap_or_default();
     let headers = worker::Headers::new();
     headers.set("etag", &etag)?;
     headers.set("cache-control", &format!("private, max-age={remaining}"))?;
@@ -267,7 +313,7 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
     if header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
         return Ok(Response::empty()?.with_status(304).with_headers(headers));
     }
-    let stored_type = object.http_metadata().content_type.unwrap_or_default();
+    let stored_type = js_get(&js_get(&object, "httpMetadata"), "contentType").as_string().unwrap_or_default();
     // Only the image types this service stores are served as such; anything else (an
     // object written by hand) is a download, never rendered.
     let (content_type, extension, disposition) = match stored_type.as_str() {
@@ -277,11 +323,12 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
         _ => ("application/octet-stream", "bin", "attachment"),
     };
     headers.set("content-type", content_type)?;
-    headers.set("content-length", &object.size().to_string())?;
+    let size = js_get(&object, "size").as_f64().unwrap_or(0.0) as u64;
+    headers.set("content-length", &size.to_string())?;
     headers.set("content-disposition", &format!("{disposition}; filename=\"{image_id_param}.{extension}\""))?;
     // Hand the R2 stream to the runtime: the bytes never pass through wasm.
-    let body = object.body().ok_or_else(not_found)?;
-    Ok(Response::from_body(body.response_body()?)?.with_headers(headers))
+    let body = js_get(&object, "body").dyn_into::<worker::web_sys::ReadableStream>().map_err(|_| not_found())?;
+    Ok(Response::from_body(worker::ResponseBody::Stream(body))?.with_headers(headers))
 }
 
 #[cfg(test)]

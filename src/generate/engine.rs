@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Generation::new            refuses what needs no write (no provider, quota used up)
-//!   .run()                   read inputs -> reserve `pending` -> Reserved::finish
+//!   .run()                   read inputs (and the chain) -> reserve `pending` -> Reserved::finish
 //!   .enqueue()               read inputs -> reserve `queued`  -> Reserved::park
 //! Reserved::folded(..)       reserved in the batch that authenticated the key -> finish
 //! Reserved::taken(..)        taken off the queue (`running`) -> finish
@@ -117,10 +117,10 @@ impl<'r> Generation<'r> {
         reserved.park(&bucket, inputs).await
     }
 
-    /// The input images' bytes, in order (before anything is charged: a missing one costs
-    /// nothing). Output that follows the inputs takes the first one's ratio.
-    /// A continued generation's chain is read and checked here too, before anything is
-    /// reserved; its shape follows the first input, else the image it continues.
+    /// The input images' bytes, in order, and a continued generation's chain, read and
+    /// checked: all before anything is charged (a missing input or a foreign chain costs
+    /// nothing). Output that follows the inputs takes the first one's shape, else that of
+    /// the image it continues.
     async fn read_inputs(&mut self) -> ApiResult<Vec<Input>> {
         let specs = std::mem::take(&mut self.request.inputs);
         let inputs = match specs.is_empty() {
