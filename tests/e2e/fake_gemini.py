@@ -18,6 +18,7 @@ chosen by directives in the prompt, so concurrent tests never share state:
     #failfrom:K:TAG           every call carrying TAG from the K-th on fails with 500 (so with
                               n=3 and K=3, two images arrive and the third fails all retries)
     #bigpng:KB                the final image is a PNG of about KB kilobytes of noise
+    #thoughts:N               usageMetadata reports N thinking tokens
     #svg                      the final image is an SVG with script, declared image/svg+xml
     #svgaspng                 the same SVG bytes, declared image/png
     #retrydelay:VALUE:TAG     429 with RetryInfo retryDelay "VALUE" (any text, e.g. 1e300s),
@@ -121,6 +122,8 @@ def usage_metadata(model: str, body: dict | None, prompt: str, input_sizes: list
                    for w, h in [*history["sizes"], *input_sizes])
     text_out = text_tokens(FINAL_TEXT) + text_tokens("Thinking about composition...")
     thoughts = 64 + len(prompt) % 97
+    if m := re.search(r"#thoughts:(\d+)", prompt):
+        thoughts = int(m.group(1))  # a model that thought far longer than usual
     details_in = [{"modality": "TEXT", "tokenCount": text_in}] + (
         [{"modality": "IMAGE", "tokenCount": image_in}] if image_in else [])
     return {

@@ -190,6 +190,26 @@ def test_settlement_gives_back_the_difference_and_a_failure_gives_back_everythin
     assert reserved() == cost and key_spent() == cost, "a failed generation charges nothing"
 
 
+def test_an_answer_past_the_worst_case_is_charged_in_full_and_logged(budgeted, fake_gemini):
+    """Gemini thought far past the allowance: the cost passes what was reserved, is charged
+    in full (never capped), and the log says so."""
+    api = budgeted
+    account = api.register()
+    token, user = account["access_token"], account["user"]["id"]
+    key = api.create_key(token, mode="live")["key"]
+    t = tag()
+    worst = api.post("/v1/estimate", {"prompt": f"overthink #thoughts:100000 {t}"}, token=key).json()["worst_case"]
+    r = generate(api, key, prompt=f"overthink #thoughts:100000 {t}")
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    assert usage["output_tokens_details"]["reasoning_tokens"] == 100_000
+    assert usage == expected_usage(tokens_of(fake_gemini.usage_sent(t)), FLASH)
+    assert Decimal(usage["cost_usd"]) > Decimal(worst["cost_usd"])
+    [row] = api.worker.sql("SELECT cost_micros FROM account_usage WHERE user_id = ?", [user])
+    assert row["cost_micros"] == micros(usage["cost_usd"]), "charged in full, nothing left reserved"
+    assert any("passed the reserved worst case" in e.get("event", "") for e in api.worker.log_entries(r.json()["id"]))
+
+
 def test_a_keys_budget_refuses_what_its_worst_case_cannot_cover(budgeted):
     api = budgeted
     token = api.token()
