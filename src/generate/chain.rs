@@ -143,8 +143,15 @@ impl Chain {
             let mut images = Vec::new();
             for input in inputs::parse_records(row.inputs.as_deref()) {
                 if let (Some(source), Some(index)) = (&input.generation_id, input.index) {
-                    let key = storage::object_key(source, index as usize, mode);
-                    images.push((input.mime_type.clone(), read(bucket, key).await?));
+                    // The source may have been drawn by a key of the other mode: its image
+                    // is under that mode's prefix.
+                    let key = |mode| storage::object_key(source, index as usize, mode);
+                    let other = if mode == KeyMode::Live { KeyMode::Test } else { KeyMode::Live };
+                    let bytes = match storage::read(bucket, key(mode)).await? {
+                        Some(bytes) => bytes,
+                        None => read(bucket, key(other)).await?,
+                    };
+                    images.push((input.mime_type.clone(), bytes));
                 }
             }
             let inline: Vec<InlineImage> =

@@ -135,3 +135,20 @@ def test_a_conversation_past_its_limit_is_refused_not_truncated(api):
     assert_error(r, 422, "conversation_too_long", param="previous_generation_id")
     assert str(MAX_TURNS) in r.json()["error"]["message"]
     assert usage_today(api, key) == before
+
+
+def test_earlier_turns_send_again_the_images_they_named(api, fake_gemini):
+    """An earlier turn's input named by generation_id goes back with it, even when a key of
+    the other mode drew it (its image lives under that mode's prefix)."""
+    t = tag()
+    token = api.token()
+    live = api.create_key(token, mode="live")["key"]
+    test = api.create_key(token, mode="test")["key"]
+    sketch = turn(api, test, f"a pencil sketch {t}")
+    first = turn(api, live, f"paint this {t} one", images=[{"generation_id": sketch["id"], "index": 0}])
+    turn(api, live, f"warmer light {t} two", first["id"])
+    [sent] = fake_gemini.requests_with(f"{t} two")
+    first_turn = sent["body"]["contents"][0]
+    assert sent["roles"] == ["user", "model", "user"]
+    assert [p for p in first_turn["parts"] if "inlineData" in p], "the sketch went back with the first turn"
+    assert f"paint this {t} one" in first_turn["parts"][-1]["text"]
