@@ -647,21 +647,6 @@ const RECORD_COLUMNS: &str =
      output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros, usage_estimated, previous_generation_id,
      COALESCE(conversation_id, id) AS conversation_id";
 
-/// A generation's usage columns as `render::Usage::stored` reads them, in its order.
-macro_rules! usage_columns {
-    ($row:expr) => {
-        [
-            $row.input_text_tokens,
-            $row.input_image_tokens,
-            $row.output_image_tokens,
-            $row.output_text_tokens,
-            $row.reasoning_tokens,
-            $row.cost_micros,
-            $row.usage_estimated,
-        ]
-    };
-}
-
 crate::db::row! {
     /// A generation as history shows it (`render::record` signs its URLs).
     pub struct RecordRow {
@@ -702,8 +687,17 @@ crate::db::row! {
 }
 
 impl RecordRow {
+    /// Its usage columns, in the order `render::Usage::stored` reads them.
     pub fn usage(&self) -> [i64; 7] {
-        usage_columns!(self)
+        [
+            self.input_text_tokens,
+            self.input_image_tokens,
+            self.output_image_tokens,
+            self.output_text_tokens,
+            self.reasoning_tokens,
+            self.cost_micros,
+            self.usage_estimated,
+        ]
     }
 }
 
@@ -790,43 +784,12 @@ pub fn push_page(
     Ok((page, cursor_check))
 }
 
-crate::db::row! {
-    /// A succeeded generation, as an idempotent replay renders it again.
-    pub struct Finished {
-        pub created_at: String,
-        pub object_keys: Option<String>,
-        pub mime_type: Option<String>,
-        pub n: i64,
-        pub width: Option<u32>,
-        pub height: Option<u32>,
-        pub inputs: Option<String>,
-        pub failures: Option<String>,
-        pub mode: Option<KeyMode>,
-        pub input_text_tokens: i64,
-        pub input_image_tokens: i64,
-        pub output_image_tokens: i64,
-        pub output_text_tokens: i64,
-        pub reasoning_tokens: i64,
-        pub cost_micros: i64,
-        pub usage_estimated: i64,
-    }
-}
-
-impl Finished {
-    pub fn usage(&self) -> [i64; 7] {
-        usage_columns!(self)
-    }
-}
-
-/// Key `key_id`'s succeeded generation `id`.
-pub async fn finished(db: &Db<'_>, id: &str, key_id: &str) -> ApiResult<Option<Finished>> {
+/// Key `key_id`'s succeeded generation `id`, as an idempotent replay renders it again.
+pub async fn finished(db: &Db<'_>, id: &str, key_id: &str) -> ApiResult<Option<RecordRow>> {
     db.first(
-        db.prepare(
-            "SELECT created_at, object_keys, mime_type, n, width, height, inputs, failures, mode, input_text_tokens,
-                    input_image_tokens, output_image_tokens, output_text_tokens, reasoning_tokens, cost_micros,
-                    usage_estimated
-             FROM generations WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'",
-        )
+        db.prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM generations WHERE id = ?1 AND api_key_id = ?2 AND status = 'succeeded'"
+        ))
         .bind(&[db::text(id), db::text(key_id)])?,
     )
     .await
