@@ -4,6 +4,7 @@ use crate::body::{self, JsonObject, JSON_BODY_LIMIT};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{describe_worker_error, ApiError, ApiResult};
+use crate::js;
 use serde::Serialize;
 use worker::{Context, D1Database, Env, Request, Response};
 
@@ -127,32 +128,22 @@ pub async fn read_body(req: &mut Request, limit: usize) -> ApiResult<Vec<u8>> {
     };
     // The stream's reader, called directly: worker's `ByteStream` wraps it in
     // wasm_streams, whose adapters weighed several KB of wasm for this one loop.
-    let reader = call(&stream, "getReader").map_err(unreadable)?;
+    let reader = js::method(&stream, "getReader").and_then(|get| get.call0(&stream)).map_err(unreadable)?;
+    let read = js::method(&reader, "read").map_err(unreadable)?;
     loop {
-        let chunk = match call(&reader, "read") {
-            Ok(promise) => worker::wasm_bindgen_futures::JsFuture::from(worker::js_sys::Promise::from(promise)).await,
-            Err(err) => Err(err),
-        }
-        .map_err(unreadable)?;
-        if worker::js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|done| done.as_bool()) == Some(true) {
+        let chunk = js::resolved(read.call0(&reader).map_err(unreadable)?).await.map_err(unreadable)?;
+        if js::property(&chunk, "done").as_bool() == Some(true) {
             return Ok(body);
         }
-        let value = worker::js_sys::Reflect::get(&chunk, &"value".into()).map_err(unreadable)?;
-        let bytes = worker::js_sys::Uint8Array::new(&value);
+        let bytes = worker::js_sys::Uint8Array::new(&js::property(&chunk, "value"));
         let start = body.len();
         if start + bytes.length() as usize > limit {
-            let _ = call(&reader, "cancel");
+            let _ = js::method(&reader, "cancel").and_then(|cancel| cancel.call0(&reader));
             return Err(ApiError::payload_too_large(limit));
         }
         body.resize(start + bytes.length() as usize, 0);
         bytes.copy_to(&mut body[start..]);
     }
-}
-
-/// `target.method()`, for the JS objects worker wraps in more than the Worker needs.
-fn call(target: &wasm_bindgen::JsValue, method: &str) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
-    use wasm_bindgen::JsCast;
-    worker::js_sys::Reflect::get(target, &method.into())?.dyn_into::<worker::js_sys::Function>()?.call0(target)
 }
 
 /// A POST to another server (Gemini, a webhook receiver), built on the platform's

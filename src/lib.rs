@@ -21,6 +21,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ip;
 pub mod join;
+pub mod js;
 pub mod keys;
 pub mod log;
 pub mod media;

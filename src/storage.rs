@@ -16,6 +16,7 @@ use crate::auth::KeyMode;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::gemini::Image;
 use crate::http::{header, query_param, RequestContext};
+use crate::js;
 use base64::Engine;
 use hmac_sha256::HMAC;
 use worker::wasm_bindgen::JsCast;
@@ -184,8 +185,8 @@ async fn put(
     (content_type, cache_control): (&str, Option<&str>),
     custom: &[(&str, &str)],
 ) -> worker::Result<()> {
-    use worker::js_sys::{Function, Object, Promise, Reflect, Uint8Array};
-    use worker::wasm_bindgen::{JsCast, JsValue};
+    use worker::js_sys::{Object, Reflect, Uint8Array};
+    use worker::wasm_bindgen::JsValue;
     let set = |target: &Object, name: &str, value: &str| Reflect::set(target, &name.into(), &value.into());
     let http = Object::new();
     set(&http, "contentType", content_type)?;
@@ -202,16 +203,15 @@ async fn put(
     let body = Uint8Array::from(bytes.as_slice());
     drop(bytes);
     let binding: &JsValue = bucket.as_ref();
-    let put: Function = Reflect::get(binding, &"put".into())?.dyn_into()?;
-    let promise: Promise = put.call3(binding, &key.into(), &body, &options)?.dyn_into()?;
-    worker::wasm_bindgen_futures::JsFuture::from(promise).await?;
+    js::resolved(js::method(binding, "put")?.call3(binding, &key.into(), &body, &options)?).await?;
     Ok(())
 }
 
 /// An object's bytes, or None when there is no such object.
 pub async fn read(bucket: &Bucket, key: String) -> ApiResult<Option<Vec<u8>>> {
     let Some(object) = get(bucket, &key).await? else { return Ok(None) };
-    let buffer = await_promise(js_call(&object, "arrayBuffer")?).await?;
+    let buffer = async { js::resolved(js::method(&object, "arrayBuffer")?.call0(&object)?).await };
+    let buffer = buffer.await.map_err(worker::Error::from)?;
     Ok(Some(worker::js_sys::Uint8Array::new(&buffer).to_vec()))
 }
 
@@ -219,25 +219,8 @@ pub async fn read(bucket: &Bucket, key: String) -> ApiResult<Option<Vec<u8>>> {
 /// None): worker's `GetOptionsBuilder` converts every option R2 has, for none used here.
 async fn get(bucket: &Bucket, key: &str) -> worker::Result<Option<worker::wasm_bindgen::JsValue>> {
     let binding: &worker::wasm_bindgen::JsValue = bucket.as_ref();
-    let get: worker::js_sys::Function = worker::js_sys::Reflect::get(binding, &"get".into())?.dyn_into()?;
-    let object = await_promise(get.call1(binding, &key.into())?).await?;
+    let object = js::resolved(js::method(binding, "get")?.call1(binding, &key.into())?).await?;
     Ok((!object.is_null() && !object.is_undefined()).then_some(object))
-}
-
-/// `target.method()`.
-fn js_call(target: &worker::wasm_bindgen::JsValue, method: &str) -> worker::Result<worker::wasm_bindgen::JsValue> {
-    let function: worker::js_sys::Function = worker::js_sys::Reflect::get(target, &method.into())?.dyn_into()?;
-    Ok(function.call0(target)?)
-}
-
-/// A property of a JS object (undefined when absent).
-fn js_get(target: &worker::wasm_bindgen::JsValue, name: &str) -> worker::wasm_bindgen::JsValue {
-    worker::js_sys::Reflect::get(target, &name.into()).unwrap_or_default()
-}
-
-async fn await_promise(value: worker::wasm_bindgen::JsValue) -> worker::Result<worker::wasm_bindgen::JsValue> {
-    let promise: worker::js_sys::Promise = value.dyn_into()?;
-    Ok(worker::wasm_bindgen_futures::JsFuture::from(promise).await?)
 }
 
 /// A queued generation's input images, in order.
@@ -304,7 +287,7 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
     let bucket = bucket(rc).ok_or_else(not_found)?;
     let object = get(&bucket, &object_key(generation_id, index, mode)).await?.ok_or_else(not_found)?;
 
-    let etag = js_get(&object, "httpEtag").as_string().unwrap_or_default();
+    let etag = js::property(&object, "httpEtag").as_string().unwrap_or_default();
     let headers = worker::Headers::new();
     headers.set("etag", &etag)?;
     headers.set("cache-control", &format!("private, max-age={remaining}"))?;
@@ -313,7 +296,8 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
     if header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
         return Ok(Response::empty()?.with_status(304).with_headers(headers));
     }
-    let stored_type = js_get(&js_get(&object, "httpMetadata"), "contentType").as_string().unwrap_or_default();
+    let stored_type =
+        js::property(&js::property(&object, "httpMetadata"), "contentType").as_string().unwrap_or_default();
     // Only the image types this service stores are served as such; anything else (an
     // object written by hand) is a download, never rendered.
     let (content_type, extension, disposition) = match stored_type.as_str() {
@@ -323,11 +307,11 @@ pub async fn serve(req: &Request, rc: &RequestContext, image_id_param: &str) -> 
         _ => ("application/octet-stream", "bin", "attachment"),
     };
     headers.set("content-type", content_type)?;
-    let size = js_get(&object, "size").as_f64().unwrap_or(0.0) as u64;
+    let size = js::property(&object, "size").as_f64().unwrap_or(0.0) as u64;
     headers.set("content-length", &size.to_string())?;
     headers.set("content-disposition", &format!("{disposition}; filename=\"{image_id_param}.{extension}\""))?;
     // Hand the R2 stream to the runtime: the bytes never pass through wasm.
-    let body = js_get(&object, "body").dyn_into::<worker::web_sys::ReadableStream>().map_err(|_| not_found())?;
+    let body = js::property(&object, "body").dyn_into::<worker::web_sys::ReadableStream>().map_err(|_| not_found())?;
     Ok(Response::from_body(worker::ResponseBody::Stream(body))?.with_headers(headers))
 }
 

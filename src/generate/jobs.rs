@@ -69,23 +69,19 @@ pub async fn send(rc: &RequestContext, job: &Job, delay_seconds: u32) -> ApiResu
     // `queue.send(body, {contentType, delaySeconds})`, called on the binding itself:
     // worker's `send_raw` builds the options through serde_wasm_bindgen, whose serializer
     // was otherwise dead weight in the wasm.
-    use worker::js_sys::{Function, Object, Promise, Reflect};
-    use worker::wasm_bindgen::{JsCast, JsValue};
+    use worker::js_sys::{Object, Reflect};
+    use worker::wasm_bindgen::JsValue;
     let binding: &JsValue = queue.as_ref();
-    let sent = (|| {
+    let sent = async {
         let options = Object::new();
         Reflect::set(&options, &"contentType".into(), &"text".into())?;
         if delay_seconds > 0 {
             Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_seconds))?;
         }
-        let send: Function = Reflect::get(binding, &"send".into())?.dyn_into()?;
-        send.call2(binding, &JsValue::from_str(&text), &options)?.dyn_into::<Promise>()
-    })();
-    let outcome = match sent {
-        Ok(promise) => worker::wasm_bindgen_futures::JsFuture::from(promise).await.map(|_| ()),
-        Err(err) => Err(err),
+        let send = crate::js::method(binding, "send")?;
+        crate::js::resolved(send.call2(binding, &JsValue::from_str(&text), &options)?).await
     };
-    outcome.map_err(|err| unavailable(format!("queue send: {}", worker::Error::from(err))))
+    sent.await.map(|_| ()).map_err(|err| unavailable(format!("queue send: {}", worker::Error::from(err))))
 }
 
 #[cfg(test)]
