@@ -117,8 +117,9 @@ fn admin(method: &str, rest: &[&str]) -> AdminRoute {
     }
 }
 
-/// Ids in paths are UUIDs or `gen_` + UUID; anything else cannot name a resource.
-fn valid_id_segment(segment: &str) -> bool {
+/// Ids in paths are UUIDs or `gen_` + UUID; anything else cannot name a resource (nor
+/// does it in a body: `previous_generation_id`).
+pub fn valid_id_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment.len() <= 64
         && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -331,9 +331,7 @@ fn parse_previous(body: &mut JsonObject) -> ApiResult<Option<Previous>> {
             Err(ApiError::invalid_value("previous_image_index", "previous_image_index needs previous_generation_id"))
         }
         (Some(id), index) => {
-            let plausible = id.starts_with("gen_")
-                && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let plausible = id.starts_with("gen_") && crate::routes::valid_id_segment(&id);
             if !plausible {
                 return Err(ApiError::invalid_value(
                     "previous_generation_id",
