@@ -286,7 +286,7 @@ async fn update_account(
         changed.push(
             batch.push::<()>(
                 db.prepare("UPDATE users SET daily_budget_micros = ?2 WHERE id = ?1")
-                    .bind(&[db::text(id), db::opt_int(budget.map(|b| crate::usage::ceiling(Some(b))))])?,
+                    .bind(&[db::text(id), db::opt_int(budget.map(Micros::stored))])?,
             ),
         );
     }

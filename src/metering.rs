@@ -29,6 +29,15 @@ impl schemars::JsonSchema for Micros {
 }
 
 impl Micros {
+    /// The largest amount D1 stores exactly (a JS number's exact integers).
+    pub const MAX_STORED: i64 = (1 << 53) - 1;
+
+    /// As D1 stores it; an amount past [`Micros::MAX_STORED`] (no setting allows one)
+    /// saturates there.
+    pub fn stored(self) -> i64 {
+        i64::try_from(self.0).map_or(Self::MAX_STORED, |m| m.min(Self::MAX_STORED))
+    }
+
     /// A decimal string with six decimals (`"0.067200"`), as the API shows money.
     pub fn to_decimal(self) -> String {
         format!("{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
@@ -328,6 +337,7 @@ mod tests {
         assert_eq!(usd("0.000001"), Micros(1));
         assert_eq!(Micros(67_200).to_decimal(), "0.067200");
         assert_eq!(Micros(1_240_000_001).to_decimal(), "1240.000001");
+        assert_eq!((Micros(67_200).stored(), Micros(u64::MAX).stored()), (67_200, Micros::MAX_STORED));
         for bad in ["", ".5", "5.", "-1", "1e3", "0.0000001", "1,5", " 1", "1 ", "+1", "1234567890123"] {
             assert_eq!(Micros::parse(bad), None, "{bad}");
         }

@@ -33,11 +33,11 @@ pub struct Charge<'a> {
 }
 
 /// "No money ceiling", as the SQL compares: the largest integer a JS number holds exactly.
-pub const NO_CEILING: i64 = (1 << 53) - 1;
+pub const NO_CEILING: i64 = Micros::MAX_STORED;
 
 /// A money ceiling as bound: its micro-dollars, or [`NO_CEILING`].
 pub fn ceiling(budget: Option<Micros>) -> i64 {
-    budget.map_or(NO_CEILING, |m| i64::try_from(m.0).unwrap_or(NO_CEILING).min(NO_CEILING))
+    budget.map_or(NO_CEILING, Micros::stored)
 }
 
 crate::db::row! {
@@ -101,7 +101,7 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config)
     let gate = if charge.after_rate_take { " AND changes() = 1" } else { "" };
     let n = db::int(charge.n.into());
     let day = db::text(charge.day);
-    let worst = db::int(ceiling(Some(charge.worst)));
+    let worst = db::int(charge.worst.stored());
     let reserved = batch.push(
         db.prepare(&format!(
             "INSERT INTO usage (api_key_id, usage_date, image_count, cost_micros)
@@ -130,7 +130,7 @@ pub fn reserve(batch: &mut Batch, db: &Db, charge: Reservation, config: &Config)
         ])?,
     );
     let deployment_images = db::int(config.deployment_daily_live_images.into());
-    let budget = |budget: Option<Micros>| db::opt_int(budget.map(|b| ceiling(Some(b))));
+    let budget = |budget: Option<Micros>| db::opt_int(budget.map(Micros::stored));
     match charge.mode {
         KeyMode::Live => {
             batch.push::<()>(

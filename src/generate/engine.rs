@@ -280,7 +280,7 @@ impl<'r> Reserved<'r> {
             day: &g.day,
             n,
             mode: g.principal.mode,
-            micros: usage::ceiling(Some(Micros(micros))),
+            micros: Micros(micros).stored(),
         }
     }
 
@@ -365,7 +365,7 @@ impl<'r> Reserved<'r> {
                 &format!("{}: {} > {}", g.id, cost.to_decimal(), self.reserved.to_decimal()),
             );
         }
-        let refund = i64::try_from(self.reserved.0).unwrap_or(i64::MAX) - i64::try_from(cost.0).unwrap_or(i64::MAX);
+        let refund = self.reserved.stored() - cost.stored();
         // What each delivered image's model turn was, a line per image index, to continue
         // from it (a turn is JSON text: it holds no raw line break).
         let mut turns = vec![""; g.request.n as usize];

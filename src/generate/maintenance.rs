@@ -111,11 +111,7 @@ async fn salvage(
         let tokens = crate::metering::Tokens { output_image: per_image * keys.len() as u64, ..Default::default() };
         let cost = tokens.cost(&caps.pricing);
         let charge = generation.charge();
-        let settle = crate::usage::Charge {
-            n: failures.len() as u32,
-            micros: charge.micros - crate::usage::ceiling(Some(cost)),
-            ..charge
-        };
+        let settle = crate::usage::Charge { n: failures.len() as u32, micros: charge.micros - cost.stored(), ..charge };
         let success = Success {
             object_keys: Some(&object_keys),
             failures: failures_json.as_deref(),

@@ -141,7 +141,7 @@ impl Reservation<'_> {
             .set("inputs", db::opt_text(inputs.as_deref()))
             .set("follows_inputs", db::int(i64::from(request.output.follows_inputs)))
             .set("webhook_url", db::opt_text(request.webhook_url.as_deref()))
-            .set("reserved_micros", db::int(usage::ceiling(Some(self.worst))))
+            .set("reserved_micros", db::int(self.worst.stored()))
             .set("previous_generation_id", db::opt_text(request.previous.as_ref().map(|p| p.generation_id.as_str())))
             .set("previous_image_index", db::opt_int(request.previous.as_ref().map(|p| i64::from(p.image_index))))
             // A generation that continues none starts its own conversation.
@@ -272,7 +272,7 @@ pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<b
         .set("output_image_tokens", count(tokens.output_image))
         .set("output_text_tokens", count(tokens.output_text))
         .set("reasoning_tokens", count(tokens.reasoning))
-        .set("cost_micros", count(usage.cost.0))
+        .set("cost_micros", db::int(usage.cost.stored()))
         .set("usage_estimated", db::int(i64::from(usage.estimated)))
         .set("failures", db::opt_text(success.failures))
         .set("model_turns", db::opt_text(success.model_turns))
@@ -323,7 +323,7 @@ pub async fn succeed(db: &Db<'_>, id: &str, success: Success<'_>) -> ApiResult<b
             count(tokens.output_image),
             count(tokens.output_text),
             count(tokens.reasoning),
-            count(usage.cost.0),
+            db::int(usage.cost.stored()),
         ])?,
     );
     usage::release_if_previous_took(&mut batch, db, settle)?;

@@ -241,7 +241,7 @@ pub async fn create_for(rc: &RequestContext, user_id: &str, new_key: NewKey) -> 
             db::opt_text(view.expires_at.as_deref()),
             db::text(&view.created_at),
             db::int(rc.config.max_active_keys_per_account.into()),
-            db::opt_int(view.daily_budget_usd.map(|budget| crate::usage::ceiling(Some(budget)))),
+            db::opt_int(view.daily_budget_usd.map(Micros::stored)),
         ])?;
     if db.run(insert).await.or_internal()? == 0 {
         let max = rc.config.max_active_keys_per_account;
