@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from fake_gemini import png_bytes
-from helpers import (Api, assert_error, data_url, poll, queue_lines, Receiver, tag, usage_today,
+from helpers import (Api, assert_error, data_url, poll, Receiver, tag, usage_today,
                      wait_for_queue_lines, webhook_secret)
 
 ASYNC = {"Prefer": "respond-async"}
@@ -254,7 +254,9 @@ def test_a_job_that_keeps_failing_dead_letters_and_its_generation_fails_with_the
         assert usage_today(drill, key) == 0, "the quota comes back"
         [delivery] = receiver.wait_for(1)
         assert Webhook(secret).verify(delivery["body"], delivery["headers"])["type"] == "generation.failed"
-        lines = queue_lines(drill.worker, r.json()["id"])
+        # The dead-letter consumer logs its line once the message is handled, after the
+        # webhook it sends: wait for the five lines rather than read them at once.
+        lines = wait_for_queue_lines(drill.worker, r.json()["id"], 5)
         retried = [line for line in lines if line["outcome"] == "retried" and line["queue"] == "nanobanana-generations"]
         assert len(retried) == 4, "the first delivery and max_retries = 3 retries, then the dead-letter queue"
         assert all(line["job"] == "generate" and line["message_id"] for line in lines)
