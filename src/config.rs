@@ -247,6 +247,15 @@ impl Config {
     pub fn caps(&self, model: &str) -> Option<&crate::models::Capabilities> {
         self.model_caps.iter().find(|(id, _)| id == model).map(|(_, caps)| caps)
     }
+
+    /// [`Config::caps`], else its family's defaults: for a generation recorded under a
+    /// model this deployment has since stopped offering, which still has to be priced.
+    pub fn caps_or_defaults(&self, model: &str) -> std::borrow::Cow<'_, crate::models::Capabilities> {
+        match self.caps(model) {
+            Some(caps) => std::borrow::Cow::Borrowed(caps),
+            None => std::borrow::Cow::Owned(crate::models::defaults(model)),
+        }
+    }
 }
 
 fn number<T>(

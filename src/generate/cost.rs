@@ -29,14 +29,7 @@ impl Estimate {
         chain: Option<&Chain>,
         config: &Config,
     ) -> Estimate {
-        let defaults;
-        let caps = match config.caps(&request.model) {
-            Some(caps) => caps,
-            None => {
-                defaults = crate::models::defaults(&request.model);
-                &defaults
-            }
-        };
+        let caps = config.caps_or_defaults(&request.model);
         let (history_text, mut images) = chain.map(Chain::shape).unwrap_or_default();
         images.extend_from_slice(inputs);
         let call = CallShape {
@@ -56,9 +49,5 @@ impl Estimate {
     /// What the reservation holds: all `n` calls at their worst.
     pub fn worst_cost(&self) -> Micros {
         self.call_worst.times(self.n).cost(&self.prices)
-    }
-
-    pub fn typical_cost(&self) -> Micros {
-        self.call_typical.times(self.n).cost(&self.prices)
     }
 }

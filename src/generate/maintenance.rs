@@ -104,8 +104,7 @@ async fn salvage(
         let failures_json = render::failures_json(&failures);
         // What its stored images' calls reported died with the Worker: each is counted as
         // its model documents an image at its resolution, and flagged estimated.
-        let caps =
-            config.caps(&generation.model).cloned().unwrap_or_else(|| crate::models::defaults(&generation.model));
+        let caps = config.caps_or_defaults(&generation.model);
         let resolution = generation.resolution.as_deref().and_then(crate::models::Resolution::parse);
         let per_image = caps.image_tokens.at(resolution.unwrap_or(crate::models::Resolution::R1K));
         let tokens = crate::metering::Tokens { output_image: per_image * keys.len() as u64, ..Default::default() };
