@@ -259,18 +259,28 @@ impl<'a> Db<'a> {
 
     /// The first row; None when there is no row.
     pub async fn first<T: FromRow>(&self, statement: worker::D1PreparedStatement) -> Result<Option<T>, ApiError> {
+        match self.first_row(statement).await? {
+            Some(row) => T::from_row(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Db::first`] before its row is read: one copy for every row type.
+    async fn first_row(&self, statement: worker::D1PreparedStatement) -> Result<Option<Row>, ApiError> {
         self.count();
         let row = settle(statement.inner().first(None)).await?;
-        if row.is_null() || row.is_undefined() {
-            return Ok(None);
-        }
-        T::from_row(&Row(row)).map(Some)
+        Ok((!(row.is_null() || row.is_undefined())).then_some(Row(row)))
     }
 
     /// Every row.
     pub async fn all<T: FromRow>(&self, statement: worker::D1PreparedStatement) -> Result<Vec<T>, ApiError> {
+        rows_of(&self.all_rows(statement).await?)
+    }
+
+    /// [`Db::all`] before its rows are read: one copy for every row type.
+    async fn all_rows(&self, statement: worker::D1PreparedStatement) -> Result<JsValue, ApiError> {
         self.count();
-        rows_of(&settle(statement.inner().all()).await?)
+        Ok(settle(statement.inner().all()).await?)
     }
 
     /// Runs a write; returns how many rows it changed. The raw error is kept so the caller

@@ -146,8 +146,26 @@ codes! {
     UpstreamTimeout = "upstream_timeout", 504, UpstreamError;
 }
 
+/// An error, boxed: every `ApiResult` is one pointer wide on its error side, which keeps
+/// the futures that carry them small.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorData>);
+
+impl std::ops::Deref for ApiError {
+    type Target = ErrorData;
+    fn deref(&self) -> &ErrorData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ErrorData {
+        &mut self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorData {
     pub code: Code,
     pub message: String,
     pub param: Option<String>,
@@ -193,7 +211,7 @@ fn code_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), param: None, headers: Vec::new(), cause: None }
+        ApiError(Box::new(ErrorData { code, message: message.into(), param: None, headers: Vec::new(), cause: None }))
     }
 
     pub fn status(&self) -> u16 {

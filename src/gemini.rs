@@ -771,7 +771,7 @@ mod tests {
 
     fn refusal_code(response: serde_json::Value) -> (u16, &'static str, String) {
         match interpret(200, &body(response)) {
-            Attempt::Fail(err) => (err.status(), err.code.as_str(), err.message),
+            Attempt::Fail(err) => (err.status(), err.code.as_str(), err.message.clone()),
             other => panic!("expected a failure, got {other:?}"),
         }
     }

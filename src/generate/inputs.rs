@@ -438,7 +438,7 @@ mod tests {
 
     fn err(value: Value) -> (u16, &'static str, Option<String>) {
         let err = parse_json(Some(value)).unwrap_err();
-        (err.status(), err.code.as_str(), err.param)
+        (err.status(), err.code.as_str(), err.param.clone())
     }
 
     #[test]
