@@ -29,7 +29,7 @@ pub async fn health(rc: &RequestContext) -> ApiResult<Response> {
         Ok(Some(One { ok: 1 })) => http::json(200, &Health { status: Up::Ok, d1: Up::Ok }),
         Ok(_) => Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable").caused_by("SELECT 1 gave no 1")),
         Err(err) => Err(ApiError::new(Code::DatabaseUnavailable, "D1 is unreachable")
-            .caused_by(err.cause.clone().unwrap_or_else(|| err.message.clone()))),
+            .caused_by(err.cause.as_deref().unwrap_or(&err.message))),
     }
 }
 
